@@ -1,0 +1,289 @@
+package conf
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/metership/metership/record"
+)
+
+// FieldError is one problem with one key.
+type FieldError struct {
+	Key string // YAML path, e.g. output.url or sources[0].paths
+	Msg string
+}
+
+func (e FieldError) Error() string { return e.Key + ": " + e.Msg }
+
+// Errors is every problem Validate found, in key order.
+type Errors []FieldError
+
+func (e Errors) Error() string {
+	lines := make([]string, len(e))
+	for i, fe := range e {
+		lines[i] = fe.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+type collector struct{ errs Errors }
+
+func (c *collector) add(key, format string, args ...any) {
+	c.errs = append(c.errs, FieldError{Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (c *collector) oneOf(key, v string, allowed ...string) {
+	for _, a := range allowed {
+		if v == a {
+			return
+		}
+	}
+	c.add(key, "%q not supported; use %s", v, strings.Join(allowed, ", "))
+}
+
+var agentIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+var cannedACLs = []string{"", "private", "public-read", "public-read-write", "authenticated-read", "aws-exec-read", "bucket-owner-read", "bucket-owner-full-control"}
+
+var storageClasses = []string{"", "STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER", "DEEP_ARCHIVE", "GLACIER_IR", "EXPRESS_ONEZONE"}
+
+// Validate checks the whole configuration and returns every problem as
+// Errors (nil when valid). needSources is true for `metership run`, which
+// has nothing to do without inputs.
+func (c *Config) Validate(needSources bool) error {
+	v := &collector{}
+	c.validateAgent(v, needSources)
+	c.validateRecords(v)
+	c.validateBuffer(v)
+	c.validateOutput(v)
+	c.validateMetering(v)
+	if l := c.Server.Listen; l != "" && l != "off" {
+		if _, port, err := net.SplitHostPort(l); err != nil {
+			v.add("server.listen", "%q is not host:port (e.g. :9464, 127.0.0.1:9464; \"off\" disables)", l)
+		} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			v.add("server.listen", "port %q is not a number in 0..65535", port)
+		}
+	}
+	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	v.oneOf("log.format", c.Log.Format, "json", "console")
+	if len(v.errs) == 0 {
+		return nil
+	}
+	sort.SliceStable(v.errs, func(i, j int) bool { return v.errs[i].Key < v.errs[j].Key })
+	return v.errs
+}
+
+func (c *Config) validateAgent(v *collector, needSources bool) {
+	if c.Agent.ID != "" && !agentIDPattern.MatchString(c.Agent.ID) {
+		v.add("agent.id", "%q must be 1-64 characters of A-Z a-z 0-9 . _ -", c.Agent.ID)
+	}
+	if c.Agent.ShutdownTimeout <= 0 {
+		v.add("agent.shutdown_timeout", "must be positive")
+	}
+	if needSources && len(c.Sources) == 0 {
+		v.add("sources", "no sources configured; add e.g. {type: tail, paths: [\"/var/log/app/*.log\"]}")
+	}
+	for i, s := range c.Sources {
+		key := fmt.Sprintf("sources[%d]", i)
+		v.oneOf(key+".type", s.Type, "tail")
+		if len(s.Paths) == 0 {
+			v.add(key+".paths", "at least one path or glob is required")
+		}
+		for j, p := range append(append([]string{}, s.Paths...), s.Exclude...) {
+			if _, err := filepath.Match(p, ""); err != nil {
+				field := "paths"
+				if j >= len(s.Paths) {
+					field, j = "exclude", j-len(s.Paths)
+				}
+				v.add(fmt.Sprintf("%s.%s[%d]", key, field, j), "%q is not a valid glob: %v", p, err)
+			}
+		}
+		v.oneOf(key+".start_at", s.StartAt, "beginning", "end")
+		if s.RefreshInterval <= 0 {
+			v.add(key+".refresh_interval", "must be positive")
+		}
+		if s.RotateWait < 0 {
+			v.add(key+".rotate_wait", "must not be negative")
+		}
+	}
+}
+
+func (c *Config) validateRecords(v *collector) {
+	switch c.Records.Format {
+	case "meter":
+		if len(c.Records.Fields) > 0 {
+			v.add("records.fields", "only used with records.format json")
+		}
+	case "json":
+		if err := record.CompileFields(c.Records.Fields); err != nil {
+			for _, line := range strings.Split(err.Error(), "\n") {
+				key, msg, _ := strings.Cut(line, ": ")
+				v.add(key, "%s", msg)
+			}
+		}
+	default:
+		v.add("records.format", "%q not supported; use meter, json", c.Records.Format)
+	}
+	if c.Records.MaxLineSize < 1<<10 || c.Records.MaxLineSize > 64<<20 {
+		v.add("records.max_line_size", "%s must be between 1KiB and 64MiB", c.Records.MaxLineSize)
+	}
+}
+
+func (c *Config) validateBuffer(v *collector) {
+	b := c.Buffer
+	if b.Dir == "" {
+		v.add("buffer.dir", "required")
+	}
+	if b.SegmentSize < 64<<10 || b.SegmentSize > 1<<30 {
+		v.add("buffer.segment_size", "%s must be between 64KiB and 1GiB", b.SegmentSize)
+	}
+	if b.MaxSize < 2*b.SegmentSize {
+		v.add("buffer.max_size", "%s must be at least twice buffer.segment_size (%s)", b.MaxSize, b.SegmentSize)
+	}
+	if b.FlushInterval <= 0 {
+		v.add("buffer.flush_interval", "must be positive")
+	}
+	v.oneOf("buffer.sync", b.Sync, "always", "interval", "never")
+	if b.Sync == "interval" && b.SyncInterval <= 0 {
+		v.add("buffer.sync_interval", "must be positive with buffer.sync interval")
+	}
+}
+
+func (c *Config) validateOutput(v *collector) {
+	o := c.Output
+	checkDestination(v, "output.url", o.URL, true)
+	if o.DeadLetterURL != "" {
+		checkDestination(v, "output.dead_letter_url", o.DeadLetterURL, false)
+	}
+	if o.KeyFormat == "" {
+		v.add("output.key_format", "required (default %%m-%%d-%%Y/$UUID.gz)")
+	} else if !strings.Contains(o.KeyFormat, "$UUID") && !strings.Contains(o.KeyFormat, "$INDEX") {
+		v.add("output.key_format", "%q needs $UUID or $INDEX, or objects would overwrite each other", o.KeyFormat)
+	}
+	if o.DeadLetterKeyFormat != "" && !strings.Contains(o.DeadLetterKeyFormat, "$UUID") && !strings.Contains(o.DeadLetterKeyFormat, "$INDEX") {
+		v.add("output.dead_letter_key_format", "%q needs $UUID or $INDEX", o.DeadLetterKeyFormat)
+	}
+	v.oneOf("output.compression", o.Compression, "gzip", "none")
+	v.oneOf("output.format", o.Format, "ndjson", "json")
+	v.oneOf("output.acl", o.ACL, cannedACLs...)
+	v.oneOf("output.storage_class", o.StorageClass, storageClasses...)
+	v.oneOf("output.server_side_encryption", o.ServerSideEncryption, "", "AES256", "aws:kms", "aws:kms:dsse")
+	if o.SSEKMSKeyID != "" && !strings.HasPrefix(o.ServerSideEncryption, "aws:kms") {
+		v.add("output.sse_kms_key_id", "needs output.server_side_encryption aws:kms")
+	}
+	if o.Endpoint != "" {
+		if u, err := url.Parse(o.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			v.add("output.endpoint", "%q is not an http(s) URL", o.Endpoint)
+		}
+	}
+	if o.RoleARN != "" && !strings.HasPrefix(o.RoleARN, "arn:") {
+		v.add("output.role_arn", "%q is not an ARN", o.RoleARN)
+	}
+	if o.MultipartThreshold < 5<<20 {
+		v.add("output.multipart_threshold", "%s must be at least 5MiB (S3's minimum part size)", o.MultipartThreshold)
+	}
+	if o.Concurrency < 1 || o.Concurrency > 64 {
+		v.add("output.concurrency", "%d must be between 1 and 64", o.Concurrency)
+	}
+	for k, val := range o.Tags {
+		if k == "" || len(k) > 128 || len(val) > 256 {
+			v.add("output.tags."+k, "S3 tag keys are 1-128 characters and values up to 256")
+		}
+	}
+	if len(o.Tags) > 10 {
+		v.add("output.tags", "S3 allows at most 10 tags per object, got %d", len(o.Tags))
+	}
+}
+
+// checkDestination validates an s3:// or file:// URL.
+func checkDestination(v *collector, key, raw string, required bool) {
+	if raw == "" {
+		if required {
+			v.add(key, "required (s3://bucket/prefix or file:///dir/prefix)")
+		}
+		return
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		v.add(key, "%q is not a URL: %v", raw, err)
+		return
+	}
+	switch u.Scheme {
+	case "s3":
+		if u.Host == "" {
+			v.add(key, "%q has no bucket; use s3://bucket/prefix", raw)
+		}
+	case "file":
+		if u.Host == "" && u.Path == "" || u.Host != "" && u.Host != "." && u.Host != "localhost" {
+			v.add(key, "%q: use file:///absolute/dir or file://./relative/dir", raw)
+		}
+	case "":
+		v.add(key, "%q has no scheme; use s3:// or file://", raw)
+	default:
+		v.add(key, "scheme %q not supported; use s3:// or file://", u.Scheme)
+	}
+}
+
+var dimensionPattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,100}$`)
+
+func (c *Config) validateMetering(v *collector) {
+	m := c.Metering
+	v.oneOf("metering.mode", m.Mode, "off", "meter_usage", "batch_meter_usage")
+	if m.Mode == "off" || m.Mode == "" {
+		return
+	}
+	if m.ProductCode == "" {
+		v.add("metering.product_code", "required when metering.mode is %s", m.Mode)
+	}
+	if len(m.Dimensions) == 0 {
+		v.add("metering.dimensions", "map at least one meterApiName to a Marketplace dimension")
+	}
+	for api, spec := range m.Dimensions {
+		if _, _, err := ParseDimension(spec); err != nil {
+			v.add("metering.dimensions."+api, "%v", err)
+		}
+	}
+	if len(m.AllocationTags) > 5 {
+		v.add("metering.allocation_tags", "at most 5 tags per allocation, got %d", len(m.AllocationTags))
+	}
+	v.oneOf("metering.customer_id_type", m.CustomerIDType, "aws_account_id", "customer_identifier")
+	if m.LicenseARN != "" && m.Mode != "batch_meter_usage" {
+		v.add("metering.license_arn", "only used with metering.mode batch_meter_usage")
+	}
+	if m.Lateness < 0 {
+		v.add("metering.lateness", "must not be negative")
+	}
+	if m.Window <= 0 || m.Window.D().Hours() > 24*7 {
+		v.add("metering.window", "%s must be between 1ns and 168h", m.Window)
+	}
+	if m.Endpoint != "" {
+		if u, err := url.Parse(m.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			v.add("metering.endpoint", "%q is not an http(s) URL", m.Endpoint)
+		}
+	}
+}
+
+// ParseDimension reads a metering.dimensions value: "dimension" or
+// "dimension*factor" with factor > 0 (e.g. bytes counted, GB billed:
+// "storage_gb*0.000000001").
+func ParseDimension(spec string) (name string, factor float64, err error) {
+	name, f, hasFactor := strings.Cut(strings.TrimSpace(spec), "*")
+	name = strings.TrimSpace(name)
+	if !dimensionPattern.MatchString(name) {
+		return "", 0, fmt.Errorf("%q is not a Marketplace dimension name (1-100 of A-Z a-z 0-9 _ . -)", name)
+	}
+	factor = 1
+	if hasFactor {
+		factor, err = strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || !(factor > 0) || factor > 1e12 {
+			return "", 0, fmt.Errorf("factor %q must be a positive number", f)
+		}
+	}
+	return name, factor, nil
+}
