@@ -1,0 +1,207 @@
+package buffer
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// File names inside Options.Dir.
+const (
+	lockName  = "LOCK"
+	metaName  = "meta"
+	stateName = "state"
+	tmpSuffix = ".tmp"
+	openExt   = ".open"
+	sealedExt = ".seg"
+	badExt    = ".bad"
+	seqDigits = 20
+)
+
+// ErrBadMeta is returned by Open when the meta or state file exists but
+// cannot be decoded. Open refuses to guess: a lost next sequence could make a
+// new segment reuse an uploaded segment's object key. Move the file aside to
+// start over deliberately.
+var ErrBadMeta = errors.New("buffer: unreadable meta file")
+
+// segmentName is the file name of segment seq with extension ext.
+func segmentName(seq uint64, ext string) string {
+	return fmt.Sprintf("%0*d%s", seqDigits, seq, ext)
+}
+
+// parseSegmentName returns the sequence and extension (".open", ".seg",
+// ".open.bad", ".seg.bad") of a segment file name.
+func parseSegmentName(name string) (seq uint64, ext string, ok bool) {
+	if len(name) <= seqDigits {
+		return 0, "", false
+	}
+	seq, err := strconv.ParseUint(name[:seqDigits], 10, 64)
+	if err != nil {
+		return 0, "", false
+	}
+	ext = name[seqDigits:]
+	switch ext {
+	case openExt, sealedExt, openExt + badExt, sealedExt + badExt:
+		return seq, ext, true
+	}
+	return 0, "", false
+}
+
+// meta is the buffer's identity, stored as JSON in Dir/meta.
+type meta struct {
+	Version int    `json:"version"`
+	AgentID string `json:"agent_id"`
+	// NextSeq is the lowest sequence never handed to a segment. It is
+	// persisted before a segment with that sequence is created.
+	NextSeq uint64 `json:"next_seq"`
+}
+
+// readMeta loads Dir/meta; ok is false when it does not exist.
+func readMeta(dir string) (m meta, ok bool, err error) {
+	p := filepath.Join(dir, metaName)
+	data, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return meta{}, false, nil
+	}
+	if err != nil {
+		return meta{}, false, fmt.Errorf("buffer: read %s: %w", p, err)
+	}
+	if err := json.Unmarshal(data, &m); err != nil || m.Version != 1 || m.AgentID == "" {
+		return meta{}, false, fmt.Errorf("%w: %s: %q", ErrBadMeta, p, truncateForError(data))
+	}
+	return m, true, nil
+}
+
+func writeMeta(dir string, m meta) error {
+	data, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("buffer: encode meta: %w", err)
+	}
+	return atomicWrite(dir, metaName, append(data, '\n'))
+}
+
+// stateMagic starts the state file: the durable checkpoints as of a segment.
+var stateMagic = [8]byte{'M', 'S', 'H', 'P', 'C', 'K', 'P', 1}
+
+// encodeState lays out the state file: magic, asOf (u64), the checkpoint
+// encoding of a commit frame, CRC-32C (u32) of everything before it.
+func encodeState(asOf uint64, cps []Checkpoint) []byte {
+	out := make([]byte, 0, len(stateMagic)+8+checkpointsSize(cps)+4)
+	out = append(out, stateMagic[:]...)
+	out = binary.LittleEndian.AppendUint64(out, asOf)
+	out = appendCheckpoints(out, cps)
+	return binary.LittleEndian.AppendUint32(out, crc32.Checksum(out, castagnoli))
+}
+
+// readState loads Dir/state into m and returns its asOf sequence; a missing
+// file yields asOf 0 (replay every segment).
+func readState(dir string, m checkpointMap) (asOf uint64, err error) {
+	p := filepath.Join(dir, stateName)
+	data, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("buffer: read %s: %w", p, err)
+	}
+	bad := fmt.Errorf("%w: %s: checksum or layout does not verify", ErrBadMeta, p)
+	if len(data) < len(stateMagic)+8+1+4 || [8]byte(data[:8]) != stateMagic {
+		return 0, bad
+	}
+	body, sum := data[:len(data)-4], binary.LittleEndian.Uint32(data[len(data)-4:])
+	if crc32.Checksum(body, castagnoli) != sum {
+		return 0, bad
+	}
+	asOf = binary.LittleEndian.Uint64(body[8:16])
+	if err := decodeCheckpoints(body[16:], m.applyDecoded); err != nil {
+		return 0, fmt.Errorf("%w: %s: %w", ErrBadMeta, p, err)
+	}
+	return asOf, nil
+}
+
+// atomicWrite replaces dir/name with data: temp file, fsync, rename, fsync
+// dir. A crash leaves either the old or the new content, never a mix.
+func atomicWrite(dir, name string, data []byte) error {
+	final := filepath.Join(dir, name)
+	tmp := final + tmpSuffix
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return fmt.Errorf("buffer: write %s: %w", final, err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, final)
+	}
+	if err == nil {
+		err = syncDir(dir)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("buffer: write %s: %w", final, err)
+	}
+	return nil
+}
+
+// copyFile copies src to dst atomically (temp, fsync, rename). The caller
+// fsyncs the directory.
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp := dst + tmpSuffix
+	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, in)
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, dst)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+	}
+	return err
+}
+
+// syncDir fsyncs a directory so renames, creations and removals in it are
+// durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func truncateForError(b []byte) string {
+	const max = 64
+	if len(b) > max {
+		return string(b[:max]) + "..."
+	}
+	return strings.TrimSpace(string(b))
+}

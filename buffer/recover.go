@@ -1,0 +1,339 @@
+package buffer
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Open opens (creating if needed) the buffer in opts.Dir and recovers it:
+// it takes the directory lock, loads meta and the state file, scans every
+// segment keeping frames up to the last intact commit frame, seals a
+// segment left active by a crash, and moves corrupt data aside. What it did
+// is in Stats().Recovered.
+func Open(opts Options) (*Buffer, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("buffer: Options.Dir is empty")
+	}
+	if opts.MaxSize <= 0 {
+		opts.MaxSize = DefaultMaxSize
+	}
+	if opts.SegmentSize <= 0 {
+		opts.SegmentSize = DefaultSegmentSize
+	}
+	if opts.SyncInterval <= 0 {
+		opts.SyncInterval = DefaultSyncInterval
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	switch opts.Sync {
+	case SyncAlways, SyncInterval, SyncNever:
+	default:
+		return nil, fmt.Errorf("buffer: unknown sync policy %d", opts.Sync)
+	}
+	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("buffer: create %s: %w", opts.Dir, err)
+	}
+	lock, err := lockDir(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	b := &Buffer{
+		opts:        opts,
+		dir:         opts.Dir,
+		lockFile:    lock,
+		ops:         osFileOps(),
+		changed:     make(chan struct{}),
+		checkpoints: checkpointMap{},
+	}
+	b.cond = sync.NewCond(&b.mu)
+	if err := b.recover(); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	if opts.Sync == SyncInterval {
+		b.stop = make(chan struct{})
+		b.loop.Add(1)
+		go b.syncLoop()
+	}
+	return b, nil
+}
+
+// segmentFile is a segment found in the directory.
+type segmentFile struct {
+	seq  uint64
+	name string
+	ext  string // openExt or sealedExt
+}
+
+// recover rebuilds the in-memory state from the directory. It runs before
+// the Buffer is shared, so it does not take mu.
+func (b *Buffer) recover() error {
+	m, ok, err := readMeta(b.dir)
+	if err != nil {
+		return err
+	}
+	metaChanged := false
+	if !ok {
+		m = meta{Version: 1, AgentID: b.opts.AgentID, NextSeq: 1}
+		if m.AgentID == "" {
+			m.AgentID = uuid.NewString()
+		}
+		metaChanged = true
+	}
+	if b.opts.AgentID != "" && m.AgentID != b.opts.AgentID {
+		m.AgentID = b.opts.AgentID
+		metaChanged = true
+	}
+
+	entries, err := os.ReadDir(b.dir)
+	if err != nil {
+		return fmt.Errorf("buffer: list %s: %w", b.dir, err)
+	}
+	var files []segmentFile
+	var maxSeq uint64
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasSuffix(name, tmpSuffix) {
+			// An atomic write that never reached its rename.
+			if err := os.Remove(filepath.Join(b.dir, name)); err != nil {
+				return fmt.Errorf("buffer: remove leftover %s: %w", name, err)
+			}
+			continue
+		}
+		seq, ext, ok := parseSegmentName(name)
+		if !ok || e.IsDir() {
+			continue
+		}
+		maxSeq = max(maxSeq, seq)
+		if ext == openExt || ext == sealedExt {
+			files = append(files, segmentFile{seq: seq, name: name, ext: ext})
+		}
+	}
+	// Ascending seq; for a (never expected) duplicate seq the .seg first.
+	slices.SortFunc(files, func(x, y segmentFile) int {
+		if c := cmp.Compare(x.seq, y.seq); c != 0 {
+			return c
+		}
+		return cmp.Compare(y.ext, x.ext)
+	})
+	if m.NextSeq <= maxSeq {
+		m.NextSeq = maxSeq + 1
+		metaChanged = true
+	}
+	if metaChanged {
+		if err := writeMeta(b.dir, m); err != nil {
+			return err
+		}
+	}
+	b.agentID = m.AgentID
+	b.nextSeq = m.NextSeq
+
+	asOf, err := readState(b.dir, b.checkpoints)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, readBufSize)
+	var empty []string
+	for i, sf := range files {
+		if i > 0 && files[i-1].seq == sf.seq {
+			if err := b.moveAside(sf.name); err != nil {
+				return err
+			}
+			continue
+		}
+		seg, drop, err := b.recoverSegment(sf, asOf, &buf)
+		if err != nil {
+			return err
+		}
+		if drop != "" {
+			empty = append(empty, drop)
+		}
+		if seg != nil {
+			b.sealed = append(b.sealed, seg)
+			b.diskSize += seg.Size
+			b.report.Segments++
+		}
+	}
+	if err := syncDir(b.dir); err != nil {
+		return fmt.Errorf("buffer: sync %s: %w", b.dir, err)
+	}
+	// The checkpoints now cover every surviving segment: record them before
+	// removing segments whose only content was checkpoint commits.
+	b.stateGen++
+	if err := b.persistState(b.stateGen, encodeState(b.nextSeq, b.checkpoints.sorted())); err != nil {
+		return err
+	}
+	for _, p := range empty {
+		if err := os.Remove(p); err != nil {
+			return fmt.Errorf("buffer: remove empty segment: %w", err)
+		}
+	}
+	if len(empty) > 0 {
+		if err := syncDir(b.dir); err != nil {
+			return fmt.Errorf("buffer: sync %s: %w", b.dir, err)
+		}
+	}
+	return nil
+}
+
+// recoverSegment scans one segment file. It keeps the frames up to the last
+// intact commit frame and truncates the rest; a corrupt .seg is first copied
+// aside, a corrupt header moves the whole file aside. Commit frames of
+// segments with seq >= asOf are applied to the checkpoints. It returns the
+// sealed segment, or the path to remove when nothing committed holds
+// records or dead letters.
+func (b *Buffer) recoverSegment(sf segmentFile, asOf uint64, buf *[]byte) (seg *Segment, drop string, err error) {
+	path := filepath.Join(b.dir, sf.name)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, "", fmt.Errorf("buffer: open %s: %w", path, err)
+	}
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+	}()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, "", fmt.Errorf("buffer: stat %s: %w", path, err)
+	}
+	size := fi.Size()
+	if sf.ext == openExt && size < segHeaderSize {
+		// Created but its header never reached the disk: nothing was
+		// committed in it, since a commit is fsync'd with the whole file.
+		b.report.TruncatedBytes += size
+		return nil, path, nil
+	}
+	var hdr [segHeaderSize]byte
+	seq, created, herr := uint64(0), time.Time{}, error(nil)
+	if _, err := f.ReadAt(hdr[:], 0); err != nil {
+		herr = err
+	} else {
+		seq, created, herr = decodeSegHeader(hdr[:])
+	}
+	if herr != nil || seq != sf.seq {
+		f.Close()
+		f = nil
+		return nil, "", b.moveAside(sf.name)
+	}
+
+	r := frameReader{r: f, limit: size, pos: segHeaderSize, buf: *buf}
+	defer func() { *buf = r.buf }()
+	replay := seq >= asOf
+	committed := int64(segHeaderSize)
+	var records, dead, tailFrames, tailRecords, tailDead int
+	var minT, maxT, tailMin, tailMax int64
+scan:
+	for {
+		t, ts, data, _, err := r.next()
+		if errors.Is(err, io.EOF) || errors.Is(err, ErrCorrupt) {
+			break
+		}
+		if err != nil {
+			return nil, "", fmt.Errorf("buffer: read %s: %w", path, err)
+		}
+		switch t {
+		case FrameRecord, FrameDeadLetter:
+			if tailRecords+tailDead == 0 || ts < tailMin {
+				tailMin = ts
+			}
+			if tailRecords+tailDead == 0 || ts > tailMax {
+				tailMax = ts
+			}
+			if t == FrameRecord {
+				tailRecords++
+			} else {
+				tailDead++
+			}
+		case FrameCommit:
+			// Validate before applying, so a malformed commit applies
+			// nothing; it then ends the segment like a corrupt frame.
+			if decodeCheckpoints(data, func([]byte, int64, []byte) {}) != nil {
+				break scan
+			}
+			if replay {
+				_ = decodeCheckpoints(data, b.checkpoints.applyDecoded)
+			}
+			if tailRecords+tailDead > 0 {
+				if records+dead == 0 || tailMin < minT {
+					minT = tailMin
+				}
+				if records+dead == 0 || tailMax > maxT {
+					maxT = tailMax
+				}
+			}
+			records += tailRecords
+			dead += tailDead
+			tailRecords, tailDead, tailFrames = 0, 0, 0
+			committed = r.pos
+			continue
+		}
+		tailFrames++
+	}
+
+	if dropped := size - committed; dropped > 0 {
+		if sf.ext == sealedExt {
+			// A sealed segment was fsync'd whole; damage in it is kept.
+			bad := sf.name + badExt
+			if err := copyFile(path, filepath.Join(b.dir, bad)); err != nil {
+				return nil, "", fmt.Errorf("buffer: copy corrupt %s aside: %w", path, err)
+			}
+			b.report.MovedAside = append(b.report.MovedAside, bad)
+		}
+		if err := f.Truncate(committed); err != nil {
+			return nil, "", fmt.Errorf("buffer: truncate %s: %w", path, err)
+		}
+		b.report.TruncatedBytes += dropped
+		b.report.DroppedFrames += tailFrames
+	}
+	if records+dead == 0 {
+		return nil, path, nil
+	}
+	if sf.ext == openExt || size != committed {
+		// Make the recovered content durable before it is handed out as
+		// sealed; an intact .seg was fsync'd when it was sealed.
+		if err := f.Sync(); err != nil {
+			return nil, "", fmt.Errorf("buffer: sync %s: %w", path, err)
+		}
+	}
+	if sf.ext == openExt {
+		sealedPath := filepath.Join(b.dir, segmentName(seq, sealedExt))
+		if err := os.Rename(path, sealedPath); err != nil {
+			return nil, "", fmt.Errorf("buffer: seal recovered %s: %w", path, err)
+		}
+		path = sealedPath
+	}
+	return &Segment{
+		Seq:         seq,
+		Size:        committed,
+		Created:     created,
+		Records:     records,
+		DeadLetters: dead,
+		FirstTime:   time.UnixMilli(minT),
+		LastTime:    time.UnixMilli(maxT),
+		path:        path,
+		pool:        &b.readBufs,
+	}, "", nil
+}
+
+// moveAside renames a segment whose header does not verify to *.bad; its
+// bytes are kept for inspection, never deleted.
+func (b *Buffer) moveAside(name string) error {
+	bad := name + badExt
+	if err := os.Rename(filepath.Join(b.dir, name), filepath.Join(b.dir, bad)); err != nil {
+		return fmt.Errorf("buffer: move corrupt %s aside: %w", name, err)
+	}
+	b.report.MovedAside = append(b.report.MovedAside, bad)
+	return nil
+}
