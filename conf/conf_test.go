@@ -106,6 +106,7 @@ func TestValidateNamesEveryKey(t *testing.T) {
 		{"no scheme", func(c *Config) { c.Output.URL = "bucket/prefix" }, "output.url", "has no scheme"},
 		{"empty url", func(c *Config) { c.Output.URL = "" }, "output.url", "required"},
 		{"key format", func(c *Config) { c.Output.KeyFormat = "%Y/data.gz" }, "output.key_format", "needs $UUID"},
+		{"key format specifier", func(c *Config) { c.Output.KeyFormat = "%Q/$UUID.gz" }, "output.key_format", "unsupported strftime specifier %Q"},
 		{"compression", func(c *Config) { c.Output.Compression = "zstd" }, "output.compression", `"zstd" not supported`},
 		{"format", func(c *Config) { c.Output.Format = "csv" }, "output.format", `"csv" not supported`},
 		{"acl", func(c *Config) { c.Output.ACL = "everyone" }, "output.acl", `"everyone" not supported`},

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/metership/metership/record"
+	"github.com/metership/metership/ship"
 )
 
 // FieldError is one problem with one key.
@@ -161,13 +162,17 @@ func (c *Config) validateOutput(v *collector) {
 	if o.DeadLetterURL != "" {
 		checkDestination(v, "output.dead_letter_url", o.DeadLetterURL, false)
 	}
-	if o.KeyFormat == "" {
-		v.add("output.key_format", "required (default %%m-%%d-%%Y/$UUID.gz)")
-	} else if !strings.Contains(o.KeyFormat, "$UUID") && !strings.Contains(o.KeyFormat, "$INDEX") {
-		v.add("output.key_format", "%q needs $UUID or $INDEX, or objects would overwrite each other", o.KeyFormat)
-	}
-	if o.DeadLetterKeyFormat != "" && !strings.Contains(o.DeadLetterKeyFormat, "$UUID") && !strings.Contains(o.DeadLetterKeyFormat, "$INDEX") {
-		v.add("output.dead_letter_key_format", "%q needs $UUID or $INDEX", o.DeadLetterKeyFormat)
+	for _, kf := range []struct{ key, format string }{
+		{"output.key_format", o.KeyFormat},
+		{"output.dead_letter_key_format", o.DeadLetterKeyFormat},
+	} {
+		if kf.format == "" {
+			v.add(kf.key, "required")
+			continue
+		}
+		if _, err := ship.CompileKeyFormat("", kf.format, "host"); err != nil {
+			v.add(kf.key, "%s", strings.TrimPrefix(err.Error(), ship.ErrKeyFormat.Error()+" "))
+		}
 	}
 	v.oneOf("output.compression", o.Compression, "gzip", "none")
 	v.oneOf("output.format", o.Format, "ndjson", "json")

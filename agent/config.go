@@ -1,0 +1,93 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/metership/metership/conf"
+)
+
+// loadConfig reads -c FILE (or the embedded defaults) and validates it,
+// printing every error. ok is false when the command must exit 2.
+func loadConfig(path string, needSources bool, stderr io.Writer) (conf.Config, bool) {
+	var (
+		cfg conf.Config
+		err error
+	)
+	if path == "" {
+		cfg, err = conf.Parse(nil)
+	} else {
+		cfg, err = conf.Load(path)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "metership: %v\n", err)
+		return cfg, false
+	}
+	if err := cfg.Validate(needSources); err != nil {
+		printConfigErrors(stderr, path, err)
+		return cfg, false
+	}
+	return cfg, true
+}
+
+func printConfigErrors(w io.Writer, path string, err error) {
+	if path == "" {
+		path = "(defaults)"
+	}
+	var errs conf.Errors
+	if errors.As(err, &errs) {
+		fmt.Fprintf(w, "metership: %s: %d error(s):\n", path, len(errs))
+		for _, e := range errs {
+			fmt.Fprintf(w, "  %s\n", e.Error())
+		}
+		return
+	}
+	fmt.Fprintf(w, "metership: %s: %v\n", path, err)
+}
+
+func configFlag(fs *flag.FlagSet) *string {
+	p := fs.String("c", os.Getenv("METERSHIP_CONFIG"), "config `FILE` (YAML); default: embedded defaults")
+	fs.StringVar(p, "config", *p, "config `FILE` (same as -c)")
+	return p
+}
+
+// newLogger builds the zap logger from log.level and log.format, writing
+// to stderr.
+func newLogger(cfg conf.Log, stderr io.Writer) *zap.Logger {
+	level, err := zapcore.ParseLevel(cfg.Level)
+	if err != nil {
+		level = zapcore.InfoLevel
+	}
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	if cfg.Format == "console" {
+		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(encCfg)
+	} else {
+		enc = zapcore.NewJSONEncoder(encCfg)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(stderr), level))
+}
+
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := configFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return exitConfig
+	}
+	cfg, ok := loadConfig(*path, false, stderr)
+	if !ok {
+		return exitConfig
+	}
+	fmt.Fprint(stdout, cfg.YAML())
+	fmt.Fprintln(stderr, "metership: configuration OK")
+	return exitOK
+}

@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/metership/metership/conf"
+	"github.com/metership/metership/engine"
+	"github.com/metership/metership/pipeline"
+	"github.com/metership/metership/record"
+)
+
+// cmdShip pushes files (or stdin) through the pipeline once and exits 0
+// only when every record is in the output or dead-lettered.
+func cmdShip(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("ship", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := configFlag(fs)
+	timeout := fs.Duration("timeout", 0, "give up waiting for the output after this long (0: wait until it works); what is not shipped stays in buffer.dir")
+	tag := fs.String("tag", "metership", "tag of the records ($TAG in output.key_format)")
+	if err := fs.Parse(args); err != nil {
+		return exitConfig
+	}
+	inputs := fs.Args()
+	if len(inputs) == 0 {
+		inputs = []string{"-"}
+	}
+	cfg, ok := loadConfig(*path, false, stderr)
+	if !ok {
+		return exitConfig
+	}
+	log := newLogger(cfg.Log, stderr)
+	defer func() { _ = log.Sync() }()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if *timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *timeout)
+		defer cancel()
+	}
+
+	start := time.Now()
+	rt, err := engine.Start(ctx, cfg, engine.Options{Logger: log})
+	if err != nil {
+		fmt.Fprintf(stderr, "metership: %v\n", err)
+		return exitFailure
+	}
+	var summary shipSummary
+	code := exitOK
+	for _, in := range inputs {
+		n, err := shipInput(ctx, rt.Pipeline(), in, stdin, *tag, cfg, log)
+		summary.add(n)
+		if err != nil {
+			fmt.Fprintf(stderr, "metership: %s: %v\n", displayName(in), err)
+			code = exitFailure
+			break
+		}
+	}
+	if err := rt.Finish(ctx, code == exitOK); err != nil {
+		fmt.Fprintf(stderr, "metership: %v\n", err)
+		code = exitFailure
+	}
+	st := rt.Pipeline().Stats()
+	fmt.Fprintf(stdout, "records accepted:   %d\n", summary.accepted)
+	fmt.Fprintf(stdout, "records rejected:   %d (dead-lettered)\n", summary.rejected)
+	if summary.skipped > 0 {
+		fmt.Fprintf(stdout, "bytes skipped:      %d (already shipped, per checkpoint)\n", summary.skipped)
+	}
+	fmt.Fprintf(stdout, "objects written:    %d (%d records)\n", st.ObjectsWritten.Load(), st.RecordsShipped.Load())
+	fmt.Fprintf(stdout, "dead-letter objects: %d (%d entries)\n", st.DeadLetterObjs.Load(), st.DeadLetters.Load())
+	fmt.Fprintf(stdout, "bytes written:      %d\n", st.ObjectBytes.Load())
+	for _, line := range rt.MeteringSummary() {
+		fmt.Fprintln(stdout, line)
+	}
+	fmt.Fprintf(stdout, "elapsed:            %s\n", time.Since(start).Round(time.Millisecond))
+	if code == exitOK {
+		fmt.Fprintln(stdout, "status:             complete (every record is in the output or dead-lettered)")
+	} else {
+		fmt.Fprintln(stdout, "status:             INCOMPLETE (what was accepted is safe in buffer.dir and ships on the next run)")
+	}
+	return code
+}
+
+type shipSummary struct {
+	accepted, rejected int64
+	skipped            int64
+}
+
+func (s *shipSummary) add(o shipSummary) {
+	s.accepted += o.accepted
+	s.rejected += o.rejected
+	s.skipped += o.skipped
+}
+
+func displayName(in string) string {
+	if in == "-" {
+		return "stdin"
+	}
+	return in
+}
+
+// shipInput reads one input into the buffer. Files get a checkpoint keyed
+// by their identity, so re-running ship after a crash (or on the same
+// file) resumes after what is already durable instead of sending it twice.
+func shipInput(ctx context.Context, p *pipeline.Pipeline, in string, stdin io.Reader, tag string, cfg conf.Config, log *zap.Logger) (shipSummary, error) {
+	var sum shipSummary
+	ing, err := p.NewIngester(tag)
+	if err != nil {
+		return sum, err
+	}
+	var (
+		r        io.Reader
+		sourceID = "stdin"
+		name     = "stdin"
+		start    int64
+		size     int64 = -1
+	)
+	if in == "-" {
+		r = stdin
+	} else {
+		f, err := os.Open(in)
+		if err != nil {
+			return sum, err
+		}
+		defer f.Close()
+		st, err := f.Stat()
+		if err != nil {
+			return sum, err
+		}
+		if st.IsDir() {
+			return sum, errors.New("is a directory")
+		}
+		sourceID, err = fileIdentity(f, st)
+		if err != nil {
+			return sum, err
+		}
+		if abs, err := filepath.Abs(in); err == nil {
+			name = abs
+		} else {
+			name = in
+		}
+		size = st.Size()
+		for _, cp := range p.Buffer().Checkpoints() {
+			if cp.Source == sourceID {
+				start = cp.Offset
+			}
+		}
+		if start > 0 {
+			if _, err := f.Seek(start, io.SeekStart); err != nil {
+				return sum, err
+			}
+			log.Info("resuming from checkpoint", zap.String("file", name), zap.Int64("offset", start))
+			sum.skipped = start
+		}
+		r = f
+	}
+	if size >= 0 && start >= size {
+		return sum, nil
+	}
+	lr := newLineReader(r, start, int(cfg.Records.MaxLineSize))
+	commit := func() error {
+		a, rj := ing.Counts()
+		if sourceID != "stdin" {
+			ing.SetCheckpoint(sourceID, lr.offset, []byte(name))
+		}
+		if err := ing.CommitWait(ctx); err != nil {
+			return err
+		}
+		sum.accepted += int64(a)
+		sum.rejected += int64(rj)
+		return nil
+	}
+	for {
+		line, off, tooLong, err := lr.next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return sum, err
+		}
+		switch {
+		case tooLong:
+			ing.Reject(line, off, name, "line exceeds records.max_line_size ("+strconv.Itoa(int(cfg.Records.MaxLineSize))+" bytes); only its first bytes are kept here")
+		case len(trimSpace(line)) == 0:
+			// Blank lines are not records and not errors.
+		default:
+			ing.Add(line, record.Source{ID: sourceID, Offset: off}, name)
+		}
+		if ing.Full() {
+			if err := commit(); err != nil {
+				return sum, err
+			}
+		}
+	}
+	return sum, commit()
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t' || b[0] == '\r') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// fileIdentity names a file by device, inode and a hash of its first
+// bytes, the same scheme the tailer uses, so a new file at an old path is
+// never mistaken for the old one.
+func fileIdentity(f *os.File, st os.FileInfo) (string, error) {
+	head := make([]byte, 1024)
+	n, err := f.ReadAt(head, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", err
+	}
+	var dev, ino uint64
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		dev, ino = uint64(sys.Dev), sys.Ino
+	}
+	return fmt.Sprintf("ship:%d:%d:%016x", dev, ino, hash64(head[:n])), nil
+}

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/metership/metership/internal/testutil/faultproxy"
+	"github.com/metership/metership/internal/testutil/s3server"
+)
+
+// assertAllOnce checks that the bucket holds exactly the generated records.
+func assertAllOnce(t *testing.T, srv *s3server.Server, want map[string]int) {
+	t.Helper()
+	byID := checkRecordObjects(t, readBucket(t, srv))
+	seen := map[string]int{}
+	for _, r := range byID {
+		seen[signature(r)]++
+	}
+	total := 0
+	for sig, n := range want {
+		total += n
+		if seen[sig] != n {
+			t.Fatalf("record %s arrived %d times, want %d", sig, seen[sig], n)
+		}
+	}
+	if len(byID) != total {
+		t.Fatalf("bucket holds %d records, want %d", len(byID), total)
+	}
+}
+
+func TestShipWaitsForS3DownAtStart(t *testing.T) {
+	srv := s3server.Start(t)
+	dir := t.TempDir()
+	input, want := genRecords(t, dir, 2000, time.Date(2023, 1, 1, 0, 0, 0, 0, time.UTC), 36*time.Hour)
+	cfg := s3Config(t, srv, "", filepath.Join(dir, "buf"), "")
+	srv.Stop()
+
+	cmd := agentCmd(srv, "ship", "-c", cfg, input)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		t.Fatalf("ship finished while S3 was down (%v):\n%s", err, out.String())
+	case <-time.After(1500 * time.Millisecond):
+	}
+	srv.Restart()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("ship: %v\n%s", err, out.String())
+		}
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("ship did not finish after S3 came back:\n%s", out.String())
+	}
+	assertAllOnce(t, srv, want)
+}
+
+func TestShipThroughServerErrorsAndLatency(t *testing.T) {
+	srv := s3server.Start(t)
+	proxy := faultproxy.Start(t, srv.Endpoint())
+	dir := t.TempDir()
+	input, want := genRecords(t, dir, 3000, time.Date(2023, 3, 1, 0, 0, 0, 0, time.UTC), 48*time.Hour)
+	cfg := s3Config(t, srv, proxy.URL(), filepath.Join(dir, "buf"), "")
+	proxy.Fail(6, 500)
+	proxy.SetLatency(50 * time.Millisecond)
+	stdout, stderr, code := runAgent(t, srv, nil, "ship", "-c", cfg, input)
+	if code != 0 {
+		t.Fatalf("ship exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if n := proxy.Counts().Injected; n != 6 {
+		t.Fatalf("the proxy injected %d 500s, want 6; the test did not exercise retries", n)
+	}
+	assertAllOnce(t, srv, want)
+}
+
+// TestShipSurvivesKill9 kills the real ship process with SIGKILL at random
+// moments (mid-append, mid-upload), restarts it each time, and finally lets
+// it finish: every record arrives exactly once.
+func TestShipSurvivesKill9(t *testing.T) {
+	srv := s3server.Start(t)
+	proxy := faultproxy.Start(t, srv.Endpoint())
+	proxy.SetLatency(20 * time.Millisecond) // keep uploads in flight when the kill lands
+	dir := t.TempDir()
+	input, want := genRecords(t, dir, 60000, time.Date(2024, 2, 28, 12, 0, 0, 0, time.UTC), 72*time.Hour)
+	cfg := s3Config(t, srv, proxy.URL(), filepath.Join(dir, "buf"), "")
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := 0; round < 6; round++ {
+		cmd := agentCmd(srv, "ship", "-c", cfg, input)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(50+rng.IntN(400)) * time.Millisecond)
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		_ = cmd.Wait()
+	}
+	stdout, stderr, code := runAgent(t, srv, nil, "ship", "-c", cfg, input)
+	if code != 0 {
+		t.Fatalf("final ship exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	assertAllOnce(t, srv, want)
+}

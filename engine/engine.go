@@ -1,0 +1,118 @@
+// Package engine assembles a running metership: the pipeline (buffer,
+// encoder, uploaders) plus, when metering is on, the hourly ledger and its
+// Marketplace reporter. The agent and the Fluent Bit plugin both start one
+// Engine; they differ only in where lines come from.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/metership/metership/conf"
+	"github.com/metership/metership/pipeline"
+)
+
+// Engine is a started pipeline (plus metering) with its background
+// goroutines.
+type Engine struct {
+	cfg    conf.Config
+	log    *zap.Logger
+	pipe   *pipeline.Pipeline
+	meter  *meterRuntime
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	runErr error
+}
+
+// Options are the non-config inputs of Start.
+type Options struct {
+	Logger     *zap.Logger
+	Registerer prometheus.Registerer
+}
+
+// Start opens the buffer (recovering what a previous run left), starts
+// shipping and, when metering.mode is not off, counting and reporting.
+func Start(ctx context.Context, cfg conf.Config, opts Options) (*Engine, error) {
+	log := opts.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	e := &Engine{cfg: cfg, log: log}
+	var err error
+	e.meter, err = newMeterRuntime(ctx, cfg, log, opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	popts := pipeline.Options{Logger: log, Registerer: opts.Registerer}
+	if e.meter != nil {
+		popts.Counter = e.meter.counter()
+	}
+	e.pipe, err = pipeline.New(ctx, cfg, popts)
+	if err != nil {
+		if e.meter != nil {
+			e.meter.close()
+		}
+		return nil, err
+	}
+	// Shipping runs on its own context: a shutdown stops the inputs first,
+	// then Finish drains with a deadline, then cancels this.
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	e.cancel = cancel
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		e.runErr = e.pipe.Run(runCtx)
+	}()
+	if e.meter != nil {
+		if err := e.meter.start(runCtx, e.pipe, &e.wg); err != nil {
+			_ = e.Finish(context.Background(), false)
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+// Pipeline is the engine's pipeline (ingesters, buffer, stats).
+func (e *Engine) Pipeline() *pipeline.Pipeline { return e.pipe }
+
+// Finish drains (when drain is true: seal, upload everything, bounded by
+// ctx), reports every closed metering hour, stops shipping and closes the
+// buffer. Anything left stays on disk for the next start.
+func (e *Engine) Finish(ctx context.Context, drain bool) error {
+	var errs []error
+	if drain {
+		if err := e.pipe.Drain(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("shipping: %w", err))
+		}
+		if e.meter != nil {
+			if err := e.meter.reportClosed(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("metering: %w", err))
+			}
+		}
+	}
+	e.cancel()
+	e.wg.Wait()
+	if e.runErr != nil {
+		errs = append(errs, e.runErr)
+	}
+	if e.meter != nil {
+		e.meter.close()
+	}
+	if err := e.pipe.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("closing buffer: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// MeteringSummary returns the metering summary lines, or nil when off.
+func (e *Engine) MeteringSummary() []string {
+	if e.meter == nil {
+		return nil
+	}
+	return e.meter.summary()
+}

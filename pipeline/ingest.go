@@ -1,0 +1,143 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/metership/metership/buffer"
+	"github.com/metership/metership/record"
+)
+
+// maxBatchBytes keeps one commit small enough to never be ErrTooLarge and
+// to bound memory; sources commit when Full reports true.
+const maxBatchBytes = 1 << 20
+
+// Ingester turns input lines into one durable batch at a time. It is not
+// safe for concurrent use: each input goroutine (a tailed file, a Fluent
+// Bit flush) uses its own, so the hot path allocates nothing.
+type Ingester struct {
+	p       *Pipeline
+	parser  *record.Parser
+	batch   buffer.Batch
+	scratch []byte
+	limit   int
+
+	accepted, rejected int
+}
+
+// NewIngester returns an Ingester whose batches carry tag ($TAG in keys).
+func (p *Pipeline) NewIngester(tag string) (*Ingester, error) {
+	parser, err := record.NewParser(record.Options{
+		Format:      p.cfg.Records.Format,
+		Fields:      p.cfg.Records.Fields,
+		MaxLineSize: int(p.cfg.Records.MaxLineSize),
+	})
+	if err != nil {
+		return nil, err
+	}
+	in := &Ingester{p: p, parser: parser, limit: maxBatchBytes}
+	if quarter := int(p.cfg.Buffer.MaxSize / 4); quarter < in.limit {
+		in.limit = quarter
+	}
+	in.batch.SetTag(tag)
+	return in, nil
+}
+
+// SetTag changes the tag of the batch being built (the Fluent Bit tag of
+// the chunk).
+func (in *Ingester) SetTag(tag string) { in.batch.SetTag(tag) }
+
+// Add parses one line. A valid record joins the batch; an invalid one
+// joins it as a dead letter naming sourceName, the offset and the reason.
+// Either way it is durable once Commit returns nil.
+func (in *Ingester) Add(line []byte, src record.Source, sourceName string) {
+	out, ts, err := in.parser.Parse(in.scratch[:0], line, src)
+	if err != nil {
+		in.reject(line, src.Offset, sourceName, err)
+		return
+	}
+	in.scratch = out
+	in.batch.AddRecord(ts, out)
+	in.accepted++
+}
+
+// Reject dead-letters a line the source already knows is bad (e.g. longer
+// than records.max_line_size, so only its first bytes are kept).
+func (in *Ingester) Reject(line []byte, offset int64, sourceName, reason string) {
+	in.reject(line, offset, sourceName, &record.Error{Reason: reason})
+}
+
+func (in *Ingester) reject(line []byte, offset int64, sourceName string, err error) {
+	in.scratch = record.AppendDeadLetter(in.scratch[:0], sourceName, offset, line, err.Error())
+	in.batch.AddDeadLetter(in.p.now().UnixMilli(), in.scratch)
+	in.rejected++
+	field := "line"
+	var re *record.Error
+	if errors.As(err, &re) && re.Field != "" {
+		field = re.Field
+	}
+	in.p.metrics.RecordsRejected.WithLabelValues(field).Inc()
+}
+
+// SetCheckpoint records the source position this batch reaches.
+func (in *Ingester) SetCheckpoint(source string, offset int64, meta []byte) {
+	in.batch.SetCheckpoint(source, offset, meta)
+}
+
+// Full reports whether the batch should be committed before adding more.
+func (in *Ingester) Full() bool { return in.batch.Size() >= in.limit }
+
+// Empty reports whether there is nothing to commit.
+func (in *Ingester) Empty() bool { return in.batch.Empty() }
+
+// Commit makes the batch durable. On buffer.ErrFull nothing was written and
+// the batch is kept, so the caller can back off and call Commit again (or
+// drop the batch with Discard when its source will resend it, like Fluent
+// Bit on FLB_RETRY).
+func (in *Ingester) Commit() error {
+	if in.batch.Empty() {
+		return nil
+	}
+	size := in.batch.Size()
+	if err := in.p.buf.Write(&in.batch); err != nil {
+		if errors.Is(err, buffer.ErrFull) {
+			in.p.metrics.BatchesFull.Inc()
+		}
+		return err
+	}
+	in.p.metrics.BytesBuffered.Add(float64(size))
+	in.p.metrics.RecordsAccepted.Add(float64(in.accepted))
+	in.p.stats.RecordsAccepted.Add(int64(in.accepted))
+	in.p.stats.RecordsRejected.Add(int64(in.rejected))
+	in.Discard()
+	return nil
+}
+
+// CommitWait commits, waiting for buffer space while the buffer is full
+// (back-pressure: the source pauses, nothing is dropped).
+func (in *Ingester) CommitWait(ctx context.Context) error {
+	for {
+		err := in.Commit()
+		if !errors.Is(err, buffer.ErrFull) {
+			return err
+		}
+		start := time.Now()
+		werr := in.p.buf.WaitForSpace(ctx, in.batch.Size())
+		in.p.metrics.BackPressure.Add(time.Since(start).Seconds())
+		if werr != nil {
+			return werr
+		}
+	}
+}
+
+// Discard empties the batch without writing it.
+func (in *Ingester) Discard() {
+	tag := in.batch.Tag()
+	in.batch.Reset()
+	in.batch.SetTag(tag)
+	in.accepted, in.rejected = 0, 0
+}
+
+// Counts returns the records and dead letters in the pending batch.
+func (in *Ingester) Counts() (accepted, rejected int) { return in.accepted, in.rejected }

@@ -1,0 +1,463 @@
+// Package pipeline wires the core together: records are parsed into a
+// batch, the batch is made durable in the buffer, sealed segments are
+// counted by metering (when on), encoded into objects, uploaded, and only
+// then acknowledged. Both mains (the agent and the Fluent Bit plugin) drive
+// the same Pipeline.
+//
+// Shutdown order: stop the inputs (no more Commit calls), Drain (seal and
+// ship what is buffered, bounded by a deadline), cancel the context given
+// to Run and wait for it, then Close. Anything not shipped by then stays in
+// the buffer and is shipped by the next start.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/metership/metership/buffer"
+	"github.com/metership/metership/conf"
+	"github.com/metership/metership/ship"
+)
+
+// Counter is the metering hook: it counts a sealed segment's records into
+// the hourly ledger. It must be idempotent per segment (a segment is
+// counted again after a crash between Count and Ack) and durable when it
+// returns nil.
+type Counter interface {
+	Count(ctx context.Context, seg *buffer.Segment) error
+}
+
+// Options are the non-config inputs of New.
+type Options struct {
+	Logger     *zap.Logger
+	Registerer prometheus.Registerer // nil: metrics are kept but not exported
+	Counter    Counter               // nil: metering off
+	// Uploader and DeadLetterUploader replace the uploaders built from the
+	// config (tests wrap them); nil builds them.
+	Uploader, DeadLetterUploader ship.Uploader
+	// UnhealthyAfter is how long uploads may keep failing before Ready
+	// reports false; default 5m.
+	UnhealthyAfter time.Duration
+	Now            func() time.Time
+}
+
+// Pipeline is one running instance of the core.
+type Pipeline struct {
+	cfg     conf.Config
+	log     *zap.Logger
+	buf     *buffer.Buffer
+	enc     *ship.Encoder
+	out     ship.Uploader
+	dlq     ship.Uploader
+	counter Counter
+	metrics *Metrics
+	now     func() time.Time
+
+	unhealthyAfter time.Duration
+	failingSince   atomic.Int64 // unix nanos of the first failure since the last success; 0 = healthy
+	lastUploadOK   atomic.Int64
+
+	stats Stats
+}
+
+// Stats are running totals, for summaries and tests.
+type Stats struct {
+	RecordsAccepted atomic.Int64
+	RecordsRejected atomic.Int64
+	ObjectsWritten  atomic.Int64
+	ObjectBytes     atomic.Int64
+	DeadLetterObjs  atomic.Int64
+	RecordsShipped  atomic.Int64
+	DeadLetters     atomic.Int64
+	SegmentsShipped atomic.Int64
+}
+
+// New opens the buffer (recovering what a previous run left) and builds the
+// encoder and uploaders from cfg, which must be valid.
+func New(ctx context.Context, cfg conf.Config, opts Options) (*Pipeline, error) {
+	log := opts.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	hostname := cfg.Output.Hostname
+	if hostname == "" {
+		hostname, _ = os.Hostname()
+	}
+	dest, err := ship.ParseURL(cfg.Output.URL)
+	if err != nil {
+		return nil, fmt.Errorf("output.url: %w", err)
+	}
+	// Keys are relative to the destination: the uploader adds the bucket
+	// prefix (s3) or the directory (file).
+	key, err := ship.CompileKeyFormat("", cfg.Output.KeyFormat, hostname)
+	if err != nil {
+		return nil, fmt.Errorf("output.key_format: %w", err)
+	}
+	dlKey, err := ship.CompileKeyFormat("", cfg.Output.DeadLetterKeyFormat, hostname)
+	if err != nil {
+		return nil, fmt.Errorf("output.dead_letter_key_format: %w", err)
+	}
+	enc, err := ship.NewEncoder(ship.EncoderOptions{
+		Key:           key,
+		DeadLetterKey: dlKey,
+		Compression:   cfg.Output.Compression,
+		Format:        cfg.Output.Format,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	p := &Pipeline{
+		cfg:            cfg,
+		log:            log,
+		enc:            enc,
+		counter:        opts.Counter,
+		now:            now,
+		unhealthyAfter: opts.UnhealthyAfter,
+	}
+	if p.unhealthyAfter <= 0 {
+		p.unhealthyAfter = 5 * time.Minute
+	}
+
+	p.out, p.dlq = opts.Uploader, opts.DeadLetterUploader
+	if p.out == nil || p.dlq == nil {
+		out, dlq, err := buildUploaders(ctx, cfg, dest)
+		if err != nil {
+			return nil, err
+		}
+		if p.out == nil {
+			p.out = out
+		}
+		if p.dlq == nil {
+			p.dlq = dlq
+		}
+	}
+	p.out = p.withRetry(p.out)
+	p.dlq = p.withRetry(p.dlq)
+
+	p.buf, err = buffer.Open(buffer.Options{
+		Dir:          cfg.Buffer.Dir,
+		MaxSize:      int64(cfg.Buffer.MaxSize),
+		SegmentSize:  int64(cfg.Buffer.SegmentSize),
+		Sync:         syncPolicy(cfg.Buffer.Sync),
+		SyncInterval: cfg.Buffer.SyncInterval.D(),
+		AgentID:      cfg.Agent.ID,
+		Now:          now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("buffer.dir %s: %w", cfg.Buffer.Dir, err)
+	}
+	p.metrics = newMetrics(opts.Registerer, p)
+	rep := p.buf.Stats().Recovered
+	if rep.Segments > 0 || rep.TruncatedBytes > 0 || len(rep.MovedAside) > 0 {
+		log.Info("buffer recovered",
+			zap.Int("segments", rep.Segments),
+			zap.Int64("truncated_bytes", rep.TruncatedBytes),
+			zap.Int("dropped_uncommitted_frames", rep.DroppedFrames),
+			zap.Strings("moved_aside", rep.MovedAside))
+	}
+	return p, nil
+}
+
+func syncPolicy(s string) buffer.SyncPolicy {
+	switch s {
+	case "interval":
+		return buffer.SyncInterval
+	case "never":
+		return buffer.SyncNever
+	}
+	return buffer.SyncAlways
+}
+
+// buildUploaders makes the record and dead-letter uploaders. Dead letters
+// go to output.dead_letter_url, or the destination's root.
+func buildUploaders(ctx context.Context, cfg conf.Config, dest ship.Destination) (ship.Uploader, ship.Uploader, error) {
+	o := cfg.Output
+	s3opts := ship.S3Options{
+		Region:               o.Region,
+		Endpoint:             o.Endpoint,
+		ForcePathStyle:       o.ForcePathStyle,
+		RoleARN:              o.RoleARN,
+		ExternalID:           o.ExternalID,
+		ACL:                  o.ACL,
+		StorageClass:         o.StorageClass,
+		ServerSideEncryption: o.ServerSideEncryption,
+		SSEKMSKeyID:          o.SSEKMSKeyID,
+		Tags:                 o.Tags,
+		MultipartThreshold:   int64(o.MultipartThreshold),
+	}
+	out, err := dest.NewUploader(ctx, s3opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("output: %w", err)
+	}
+	// By default the record uploader also places dead letters: at the
+	// bucket root for s3, beside ingest/amberdata for file (see
+	// ship.Destination.DeadLetterRoot).
+	if o.DeadLetterURL == "" {
+		return out, out, nil
+	}
+	dlDest, err := ship.ParseURL(o.DeadLetterURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("output.dead_letter_url: %w", err)
+	}
+	dlq, err := dlDest.NewDeadLetterUploader(ctx, s3opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("output.dead_letter_url: %w", err)
+	}
+	return out, dlq, nil
+}
+
+// withRetry wraps an uploader in the retry and per-attempt timeout stages.
+// Retries never give up on their own: data waits on disk until the
+// destination takes it or the pipeline shuts down.
+func (p *Pipeline) withRetry(u ship.Uploader) ship.Uploader {
+	return ship.Retry{
+		Next:    ship.Timeout{Next: u, Duration: 2 * time.Minute},
+		Initial: 200 * time.Millisecond,
+		Max:     30 * time.Second,
+		OnError: func(err error, attempt int, permanent bool, wait time.Duration) {
+			p.noteUploadFailure()
+			lvl := p.log.Warn
+			if permanent {
+				lvl = p.log.Error
+			}
+			lvl("upload failed; will retry, data stays in the buffer",
+				zap.Error(err), zap.Int("attempt", attempt), zap.Bool("permanent", permanent), zap.Duration("retry_in", wait))
+		},
+	}
+}
+
+func (p *Pipeline) noteUploadFailure() {
+	if p.metrics != nil {
+		p.metrics.UploadsFailed.Inc()
+	}
+	p.failingSince.CompareAndSwap(0, p.now().UnixNano())
+}
+
+// Buffer exposes the buffer (checkpoints, stats).
+func (p *Pipeline) Buffer() *buffer.Buffer { return p.buf }
+
+// Metrics exposes the collectors.
+func (p *Pipeline) Metrics() *Metrics { return p.metrics }
+
+// Stats exposes running totals.
+func (p *Pipeline) Stats() *Stats { return &p.stats }
+
+// Config returns the configuration the pipeline runs with.
+func (p *Pipeline) Config() conf.Config { return p.cfg }
+
+// Ready reports whether uploads are working: false once they have failed
+// continuously for longer than UnhealthyAfter.
+func (p *Pipeline) Ready() (bool, string) {
+	since := p.failingSince.Load()
+	if since == 0 {
+		return true, "ok"
+	}
+	d := p.now().Sub(time.Unix(0, since))
+	if d > p.unhealthyAfter {
+		return false, fmt.Sprintf("uploads failing for %s", d.Round(time.Second))
+	}
+	return true, "ok (uploads retrying)"
+}
+
+// Run ships sealed segments until ctx is done: one goroutine seals the
+// active segment when it is older than buffer.flush_interval, and
+// output.concurrency workers count, encode, upload and acknowledge sealed
+// segments. It returns nil when ctx is cancelled; segments in flight then
+// are released and stay on disk.
+func (p *Pipeline) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		p.sealLoop(ctx)
+	}()
+	n := p.cfg.Output.Concurrency
+	if n < 1 {
+		n = 1
+	}
+	errc := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errc <- p.shipLoop(ctx)
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *Pipeline) sealLoop(ctx context.Context) {
+	age := p.cfg.Buffer.FlushInterval.D()
+	tick := age / 4
+	if tick > time.Second {
+		tick = time.Second
+	}
+	if tick < 10*time.Millisecond {
+		tick = 10 * time.Millisecond
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := p.buf.SealOlderThan(age); err != nil {
+				p.log.Error("sealing the active segment failed", zap.Error(err))
+			}
+		}
+	}
+}
+
+func (p *Pipeline) shipLoop(ctx context.Context) error {
+	for {
+		seg, err := p.buf.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, buffer.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("buffer: %w", err)
+		}
+		if err := p.shipSegment(ctx, seg); err != nil {
+			p.buf.Release(seg)
+			if ctx.Err() != nil {
+				return nil
+			}
+			p.log.Error("segment not shipped; it stays in the buffer", zap.Uint64("segment", seg.Seq), zap.Error(err))
+			if !sleepCtx(ctx, time.Second+rand.N(time.Second)) {
+				return nil
+			}
+		}
+	}
+}
+
+// shipSegment is count -> encode -> upload every object -> ack. The order
+// matters: a segment is acknowledged (deleted) only when it is both counted
+// and uploaded; a crash anywhere before Ack repeats idempotent steps.
+func (p *Pipeline) shipSegment(ctx context.Context, seg *buffer.Segment) error {
+	if p.counter != nil {
+		if err := p.countWithRetry(ctx, seg); err != nil {
+			return err
+		}
+	}
+	objs, err := p.enc.Encode(p.buf.AgentID(), seg.Seq, seg)
+	if err != nil {
+		return fmt.Errorf("encode segment %d: %w", seg.Seq, err)
+	}
+	defer p.enc.Release(objs)
+	for i := range objs {
+		obj := &objs[i]
+		if !obj.DeadLetter {
+			if ct := p.cfg.Output.ContentType; ct != "" {
+				obj.ContentType = ct
+			}
+			if ce := p.cfg.Output.ContentEncoding; ce != "" {
+				obj.ContentEncoding = ce
+			}
+		}
+		up := p.out
+		if obj.DeadLetter {
+			up = p.dlq
+		}
+		start := p.now()
+		if err := up.Put(ctx, obj); err != nil {
+			return fmt.Errorf("upload %s: %w", obj.Key, err)
+		}
+		p.metrics.UploadLatency.Observe(p.now().Sub(start).Seconds())
+		p.metrics.UploadsOK.Inc()
+		p.failingSince.Store(0)
+		p.lastUploadOK.Store(p.now().UnixNano())
+		if obj.DeadLetter {
+			p.stats.DeadLetterObjs.Add(1)
+			p.stats.DeadLetters.Add(int64(obj.Records))
+			p.metrics.DeadLettersSent.Add(float64(obj.Records))
+		} else {
+			p.stats.ObjectsWritten.Add(1)
+			p.stats.RecordsShipped.Add(int64(obj.Records))
+			p.metrics.ObjectsWritten.Inc()
+			p.metrics.RecordsShipped.Add(float64(obj.Records))
+		}
+		p.stats.ObjectBytes.Add(int64(len(obj.Body)))
+		p.metrics.ObjectBytes.Add(float64(len(obj.Body)))
+	}
+	if err := p.buf.Ack(seg); err != nil {
+		return fmt.Errorf("ack segment %d: %w", seg.Seq, err)
+	}
+	p.stats.SegmentsShipped.Add(1)
+	p.metrics.SegmentsShipped.Inc()
+	return nil
+}
+
+func (p *Pipeline) countWithRetry(ctx context.Context, seg *buffer.Segment) error {
+	wait := 200 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := p.counter.Count(ctx, seg)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		p.log.Error("metering could not count segment; retrying", zap.Uint64("segment", seg.Seq), zap.Int("attempt", attempt), zap.Error(err))
+		if !sleepCtx(ctx, wait) {
+			return ctx.Err()
+		}
+		wait = min(wait*2, 30*time.Second)
+	}
+}
+
+// Drain seals the active segment and waits until every sealed segment is
+// shipped, or ctx is done. Run must be running.
+func (p *Pipeline) Drain(ctx context.Context) error {
+	if err := p.buf.Seal(); err != nil {
+		return fmt.Errorf("seal: %w", err)
+	}
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		st := p.buf.Stats()
+		if st.SegmentsSealed == 0 && st.ActiveRecords == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d segment(s) not yet shipped, left in the buffer: %w", st.SegmentsSealed, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// Close closes the buffer. Call after Run has returned.
+func (p *Pipeline) Close() error { return p.buf.Close() }
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

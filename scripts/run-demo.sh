@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# `make run`: the main job on embedded defaults. Starts the AWS Marketplace
+# Metering emulator, copies the bundled sample log into ./demo/logs, keeps
+# appending fresh records to it like an application would, and runs the
+# agent in the foreground. Ctrl-C stops the agent (it seals, uploads and
+# reports before exiting) and then the emulator.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=./bin/metership
+EMU_ADDR=${EMU_ADDR:-127.0.0.1:8787}
+export METERSHIP_METERING_ENDPOINT="http://$EMU_ADDR"
+# The emulator accepts any credentials; the SDK just needs some to sign.
+export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-demo} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-demo}
+export AWS_EC2_METADATA_DISABLED=true
+
+mkdir -p demo/logs
+[ -f demo/logs/app.log ] || cp examples/sample/app.log demo/logs/app.log
+
+"$BIN" emulate-metering --listen "$EMU_ADDR" >demo/emulator.log 2>&1 &
+EMU=$!
+(
+  # A stand-in application: a usage record every second, current time.
+  i=0
+  while sleep 1; do
+    i=$((i + 1))
+    printf '{"customerId":"customer-%03d","meterApiName":"api-calls","meterValue":%d,"meterTimeInMillis":%s,"dimensions":{"team":"demo"}}\n' \
+      $((i % 3)) $((i % 10 + 1)) "$(date +%s%3N)" >>demo/logs/app.log
+  done
+) &
+APP=$!
+cleanup() { kill "$APP" "$EMU" 2>/dev/null || true; wait "$EMU" 2>/dev/null || true; }
+trap cleanup EXIT
+
+echo "metering emulator: http://$EMU_ADDR/_state   agent: http://127.0.0.1:9464/metrics"
+echo "objects appear under ./out/ingest/amberdata, dead letters under ./out/failed-requests (Ctrl-C to stop)"
+set +e
+"$BIN" run -c examples/demo.yaml
+code=$?
+set -e
+echo "--- objects written:"
+find out -type f | sort | head -20
+echo "--- metering emulator accepted:"
+if command -v curl >/dev/null; then curl -fsS "http://$EMU_ADDR/_state" | head -c 2000; else echo "(see http://$EMU_ADDR/_state)"; fi
+echo
+exit $code
