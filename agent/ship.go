@@ -116,10 +116,6 @@ func displayName(in string) string {
 // file) resumes after what is already durable instead of sending it twice.
 func shipInput(ctx context.Context, p *pipeline.Pipeline, in string, stdin io.Reader, tag string, cfg conf.Config, log *zap.Logger) (shipSummary, error) {
 	var sum shipSummary
-	ing, err := p.NewIngester(tag)
-	if err != nil {
-		return sum, err
-	}
 	var (
 		r        io.Reader
 		sourceID = "stdin"
@@ -170,25 +166,26 @@ func shipInput(ctx context.Context, p *pipeline.Pipeline, in string, stdin io.Re
 		return sum, nil
 	}
 	lr := newLineReader(r, start, int(cfg.Records.MaxLineSize))
-	commit := func() error {
-		a, rj := ing.Counts()
+	c, err := newCommitter(ctx, p, tag)
+	if err != nil {
+		return sum, err
+	}
+	ing := c.ingester()
+	flush := func() {
 		if sourceID != "stdin" {
 			ing.SetCheckpoint(sourceID, lr.offset, []byte(name))
 		}
-		if err := ing.CommitWait(ctx); err != nil {
-			return err
-		}
-		sum.accepted += int64(a)
-		sum.rejected += int64(rj)
-		return nil
+		c.commit(ing)
+		ing = c.ingester()
 	}
-	for {
+	for ing != nil {
 		line, off, tooLong, err := lr.next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return sum, err
+			_ = c.close()
+			return c.sum, err
 		}
 		switch {
 		case tooLong:
@@ -199,12 +196,82 @@ func shipInput(ctx context.Context, p *pipeline.Pipeline, in string, stdin io.Re
 			ing.Add(line, record.Source{ID: sourceID, Offset: off}, name)
 		}
 		if ing.Full() {
-			if err := commit(); err != nil {
-				return sum, err
-			}
+			flush()
 		}
 	}
-	return sum, commit()
+	if ing != nil {
+		flush()
+	}
+	err = c.close()
+	c.sum.skipped = sum.skipped
+	return c.sum, err
+}
+
+// shipBatchBytes is the batch size of one-shot shipping: big batches mean
+// few fsyncs, and a crash only repeats work that was never acknowledged.
+const shipBatchBytes = 4 << 20
+
+// committer overlaps parsing with making batches durable: the reader fills
+// one Ingester while a single goroutine commits the previous one. Commits
+// stay in order, so a checkpoint is never durable before the records it
+// covers.
+type committer struct {
+	ctx   context.Context
+	queue chan *pipeline.Ingester
+	free  chan *pipeline.Ingester
+	done  chan struct{}
+	err   error // set by the commit goroutine before done is closed
+	sum   shipSummary
+}
+
+func newCommitter(ctx context.Context, p *pipeline.Pipeline, tag string) (*committer, error) {
+	c := &committer{ctx: ctx, queue: make(chan *pipeline.Ingester, 1), free: make(chan *pipeline.Ingester, 2), done: make(chan struct{})}
+	for i := 0; i < 2; i++ {
+		in, err := p.NewIngester(tag)
+		if err != nil {
+			return nil, err
+		}
+		in.SetBatchLimit(shipBatchBytes)
+		c.free <- in
+	}
+	go c.loop()
+	return c, nil
+}
+
+func (c *committer) loop() {
+	defer close(c.done)
+	for in := range c.queue {
+		a, rj := in.Counts()
+		if c.err == nil {
+			if err := in.CommitWait(c.ctx); err != nil {
+				c.err = err
+				in.Discard()
+			} else {
+				c.sum.accepted += int64(a)
+				c.sum.rejected += int64(rj)
+			}
+		}
+		c.free <- in
+	}
+}
+
+// ingester returns an empty Ingester, or nil once a commit failed.
+func (c *committer) ingester() *pipeline.Ingester {
+	select {
+	case in := <-c.free:
+		return in
+	case <-c.done:
+		return nil
+	}
+}
+
+func (c *committer) commit(in *pipeline.Ingester) { c.queue <- in }
+
+// close waits for every queued commit and returns the first error.
+func (c *committer) close() error {
+	close(c.queue)
+	<-c.done
+	return c.err
 }
 
 func trimSpace(b []byte) []byte {

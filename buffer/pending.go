@@ -5,25 +5,34 @@ package buffer
 // returns false. Metering uses it to know whether records of an hour may
 // still be uncounted: skip reports the segments it already counted.
 func (b *Buffer) PendingMinTime(skip func(seq uint64) bool) (int64, bool) {
+	type seqTime struct {
+		seq uint64
+		t   int64
+	}
+	// Collect under mu, call skip without it: skip may take other locks
+	// (metering's), which in turn may call Live.
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	var (
 		minT  int64
 		found bool
 	)
-	note := func(t int64) {
-		if !found || t < minT {
-			minT, found = t, true
+	if a := b.active; a != nil && a.records+a.dead > 0 {
+		minT, found = a.minTime, true
+	}
+	sealed := make([]seqTime, 0, len(b.sealed))
+	for _, s := range b.sealed {
+		if s.Records+s.DeadLetters > 0 {
+			sealed = append(sealed, seqTime{s.Seq, s.FirstTime.UnixMilli()})
 		}
 	}
-	if a := b.active; a != nil && a.records+a.dead > 0 {
-		note(a.minTime)
-	}
-	for _, s := range b.sealed {
-		if s.Records+s.DeadLetters == 0 || (skip != nil && skip(s.Seq)) {
+	b.mu.Unlock()
+	for _, s := range sealed {
+		if skip != nil && skip(s.seq) {
 			continue
 		}
-		note(s.FirstTime.UnixMilli())
+		if !found || s.t < minT {
+			minT, found = s.t, true
+		}
 	}
 	return minT, found
 }

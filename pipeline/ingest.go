@@ -44,6 +44,13 @@ func (p *Pipeline) NewIngester(tag string) (*Ingester, error) {
 	return in, nil
 }
 
+// SetBatchLimit sets the batch size at which Full reports true. Larger
+// batches mean fewer fsyncs (one-shot shipping); smaller ones acknowledge
+// sooner. It is capped at a quarter of buffer.max_size.
+func (in *Ingester) SetBatchLimit(n int) {
+	in.limit = min(n, int(in.p.cfg.Buffer.MaxSize/4))
+}
+
 // SetTag changes the tag of the batch being built (the Fluent Bit tag of
 // the chunk).
 func (in *Ingester) SetTag(tag string) { in.batch.SetTag(tag) }

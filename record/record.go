@@ -99,6 +99,7 @@ type Parser struct {
 	maxLine int
 	fields  mapping
 	scratch []byte
+	fast    fastFields
 }
 
 type fieldSource struct {
@@ -238,6 +239,11 @@ func (p *Parser) Parse(dst, line []byte, src Source) ([]byte, int64, error) {
 	if line[0] != '{' {
 		return dst, 0, invalid("", "not a JSON object")
 	}
+	if p.format == FormatMeter {
+		if out, ts, ok := p.fastMeter(dst, line, src); ok {
+			return out, ts, nil
+		}
+	}
 	if !gjson.ValidBytes(line) {
 		return dst, 0, invalid("", "malformed JSON")
 	}
@@ -275,11 +281,6 @@ func (p *Parser) parseMeter(dst, line []byte, src Source) ([]byte, int64, error)
 	default:
 		return dst, 0, invalid(FieldTime, "missing")
 	}
-	if dims.Exists() {
-		if err := checkDimensions(dims); err != nil {
-			return dst, 0, err
-		}
-	}
 	if uid.Exists() {
 		if err := checkID(FieldUniqueID, uid); err != nil {
 			return dst, 0, err
@@ -294,9 +295,11 @@ func (p *Parser) parseMeter(dst, line []byte, src Source) ([]byte, int64, error)
 	out = append(out, val.Raw...)
 	out = append(out, `,"meterTimeInMillis":`...)
 	out = strconv.AppendInt(out, millis, 10)
-	if dims.Exists() && hasEntries(dims) {
-		out = append(out, `,"dimensions":`...)
-		out = appendCompactObject(out, dims)
+	if dims.Exists() {
+		var err error
+		if out, err = appendDimensions(out, dims); err != nil {
+			return dst, 0, err
+		}
 	}
 	out = append(out, `,"uniqueId":`...)
 	if uid.Exists() {
@@ -455,28 +458,45 @@ func checkDimensions(r gjson.Result) error {
 	return err
 }
 
-func hasEntries(r gjson.Result) bool {
-	has := false
-	r.ForEach(func(_, _ gjson.Result) bool { has = true; return false })
-	return has
-}
-
-// appendCompactObject re-emits an object of strings without whitespace,
-// reusing the raw (already escaped) key and value tokens.
-func appendCompactObject(dst []byte, r gjson.Result) []byte {
-	dst = append(dst, '{')
-	first := true
+// appendDimensions validates an object of strings and re-emits it without
+// whitespace (as ,"dimensions":{...}), reusing the raw, already escaped key
+// and value tokens. An empty object writes nothing. One pass does both so
+// the hot path walks the object once.
+func appendDimensions(dst []byte, r gjson.Result) ([]byte, error) {
+	if !r.IsObject() {
+		return dst, invalid(FieldDimensions, "must be an object of strings, got %s", typeName(r))
+	}
+	start := len(dst)
+	dst = append(dst, `,"dimensions":{`...)
+	var err error
+	n := 0
 	r.ForEach(func(k, v gjson.Result) bool {
-		if !first {
+		n++
+		switch {
+		case n > maxDimensions:
+			err = invalid(FieldDimensions, "more than %d entries", maxDimensions)
+		case k.Str == "":
+			err = invalid(FieldDimensions, "empty key")
+		case v.Type != gjson.String:
+			err = invalid(FieldDimensions+"."+k.Str, "must be a string, got %s", typeName(v))
+		case len(v.Str) > maxDimensionLen || len(k.Str) > maxDimensionLen:
+			err = invalid(FieldDimensions+"."+k.Str, "longer than %d bytes", maxDimensionLen)
+		}
+		if err != nil {
+			return false
+		}
+		if n > 1 {
 			dst = append(dst, ',')
 		}
-		first = false
 		dst = append(dst, k.Raw...)
 		dst = append(dst, ':')
 		dst = append(dst, v.Raw...)
 		return true
 	})
-	return append(dst, '}')
+	if err != nil || n == 0 {
+		return dst[:start], err
+	}
+	return append(dst, '}'), nil
 }
 
 func typeName(r gjson.Result) string {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/tidwall/gjson"
 )
 
 func mustParser(t *testing.T, opts Options) *Parser {
@@ -302,6 +304,34 @@ func FuzzParse(f *testing.F) {
 		again, _, err := meter.Parse(nil, out, Source{ID: "other"})
 		if err != nil || string(again) != string(out) {
 			t.Fatalf("canonical output not stable:\n%s\n%s (%v)", out, again, err)
+		}
+	})
+}
+
+// FuzzFastPath: whenever the fast path accepts a line, the gjson path must
+// accept it too and write the very same bytes.
+func FuzzFastPath(f *testing.F) {
+	f.Add([]byte(`{"customerId":"c","meterApiName":"m","meterValue":1,"meterTimeInMillis":1654560000000}`))
+	f.Add([]byte(`{"customerId":"c","meterApiName":"m","meterValue":1.5e3,"meterTimeInMillis":1654560000000,"dimensions":{"a":"b","c":"d"},"uniqueId":"u"}`))
+	f.Add([]byte(` { "meterValue" : 0 , "x":[1,{"y":null}], "customerId":"c","meterApiName":"m","meterTimeInMillis":1654560000000, "customerId":"dup"} `))
+	f.Add([]byte(`{"customerId":"c","meterApiName":"m","meterValue":-0,"meterTimeInMillis":1654560000000,"dimensions":{}}`))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		p := &Parser{format: FormatMeter, maxLine: DefaultMaxLineSize}
+		fast, fts, ok := p.fastMeter(nil, trimSpace(line), Source{ID: "f", Offset: 3})
+		if !ok {
+			return
+		}
+		q := &Parser{format: FormatMeter, maxLine: DefaultMaxLineSize}
+		l := trimSpace(line)
+		if !gjson.ValidBytes(l) {
+			t.Fatalf("fast path accepted invalid JSON %q", line)
+		}
+		slow, sts, err := q.parseMeter(nil, l, Source{ID: "f", Offset: 3})
+		if err != nil {
+			t.Fatalf("fast path accepted %q, slow path rejects: %v", line, err)
+		}
+		if string(fast) != string(slow) || fts != sts {
+			t.Fatalf("paths disagree on %q:\nfast %s\nslow %s", line, fast, slow)
 		}
 	})
 }

@@ -1,0 +1,424 @@
+package record
+
+import (
+	"strconv"
+)
+
+// The fast path handles the common case, a valid meter line with plain
+// (unescaped) strings, in one validating pass over the bytes. Anything it
+// is not sure about (escapes in the fields it reads, a type error, odd
+// syntax) makes it give up, and the gjson path (parseMeter) decides and
+// writes the exact error. FuzzFastPath checks both agree.
+
+type span struct{ start, end int } // raw token bounds in the line
+
+type fastFields struct {
+	cust, api, val, ts, uid span
+	dims                    span // the whole object
+	has                     [6]bool
+	ndims                   int
+	dimKV                   [maxDimensions][4]int32 // key start/end, value start/end
+}
+
+const (
+	fCust = iota
+	fAPI
+	fVal
+	fTime
+	fDims
+	fUID
+)
+
+// scanMeter validates line as JSON and extracts the meter fields. ok is
+// false when the slow path must decide.
+func scanMeter(line []byte, f *fastFields) bool {
+	i := skipWS(line, 0)
+	if i >= len(line) || line[i] != '{' {
+		return false
+	}
+	i = skipWS(line, i+1)
+	if i < len(line) && line[i] == '}' {
+		return skipWS(line, i+1) == len(line)
+	}
+	for {
+		if i >= len(line) || line[i] != '"' {
+			return false
+		}
+		kStart := i
+		end, esc, ok := scanString(line, i)
+		if !ok || esc {
+			return false // escaped keys are rare: let gjson compare them
+		}
+		key := line[kStart+1 : end-1]
+		i = skipWS(line, end)
+		if i >= len(line) || line[i] != ':' {
+			return false
+		}
+		i = skipWS(line, i+1)
+		field := -1
+		switch string(key) {
+		case FieldCustomerID:
+			field = fCust
+		case FieldMeterAPI:
+			field = fAPI
+		case FieldValue:
+			field = fVal
+		case FieldTime:
+			field = fTime
+		case FieldDimensions:
+			field = fDims
+		case FieldUniqueID:
+			field = fUID
+		}
+		if field >= 0 && f.has[field] {
+			field = -2 // duplicate key: the first wins, validate and skip
+		}
+		var vEnd int
+		switch field {
+		case fCust, fAPI, fUID:
+			if i >= len(line) || line[i] != '"' {
+				return false
+			}
+			e, esc, ok := scanString(line, i)
+			if !ok || esc || e-i-2 == 0 || e-i-2 > maxIDLen {
+				return false
+			}
+			vEnd = e
+		case fVal, fTime:
+			e, ok := scanNumber(line, i)
+			if !ok {
+				return false
+			}
+			vEnd = e
+		case fDims:
+			e, ok := scanDimensions(line, i, f)
+			if !ok {
+				return false
+			}
+			vEnd = e
+		default:
+			e, ok := skipValue(line, i, 0)
+			if !ok {
+				return false
+			}
+			vEnd = e
+		}
+		if field >= 0 {
+			f.has[field] = true
+			sp := span{i, vEnd}
+			switch field {
+			case fCust:
+				f.cust = sp
+			case fAPI:
+				f.api = sp
+			case fVal:
+				f.val = sp
+			case fTime:
+				f.ts = sp
+			case fDims:
+				f.dims = sp
+			case fUID:
+				f.uid = sp
+			}
+		}
+		i = skipWS(line, vEnd)
+		if i >= len(line) {
+			return false
+		}
+		if line[i] == '}' {
+			return skipWS(line, i+1) == len(line)
+		}
+		if line[i] != ',' {
+			return false
+		}
+		i = skipWS(line, i+1)
+	}
+}
+
+// scanDimensions reads an object of plain strings, recording the pairs.
+func scanDimensions(b []byte, i int, f *fastFields) (int, bool) {
+	if i >= len(b) || b[i] != '{' {
+		return 0, false
+	}
+	i = skipWS(b, i+1)
+	f.ndims = 0
+	if i < len(b) && b[i] == '}' {
+		return i + 1, true
+	}
+	for {
+		if f.ndims == maxDimensions || i >= len(b) || b[i] != '"' {
+			return 0, false
+		}
+		ks := i
+		ke, esc, ok := scanString(b, i)
+		if !ok || esc || ke-ks-2 == 0 || ke-ks-2 > maxDimensionLen {
+			return 0, false
+		}
+		i = skipWS(b, ke)
+		if i >= len(b) || b[i] != ':' {
+			return 0, false
+		}
+		i = skipWS(b, i+1)
+		if i >= len(b) || b[i] != '"' {
+			return 0, false
+		}
+		vs := i
+		ve, esc, ok := scanString(b, i)
+		if !ok || esc || ve-vs-2 > maxDimensionLen {
+			return 0, false
+		}
+		f.dimKV[f.ndims] = [4]int32{int32(ks), int32(ke), int32(vs), int32(ve)}
+		f.ndims++
+		i = skipWS(b, ve)
+		if i >= len(b) {
+			return 0, false
+		}
+		if b[i] == '}' {
+			return i + 1, true
+		}
+		if b[i] != ',' {
+			return 0, false
+		}
+		i = skipWS(b, i+1)
+	}
+}
+
+func skipWS(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// scanString validates the JSON string starting at b[i] == '"' and returns
+// the index after its closing quote and whether it holds escapes.
+func scanString(b []byte, i int) (end int, esc bool, ok bool) {
+	i++
+	for i < len(b) {
+		c := b[i]
+		switch {
+		case c == '"':
+			return i + 1, esc, true
+		case c == '\\':
+			esc = true
+			if i+1 >= len(b) {
+				return 0, false, false
+			}
+			switch b[i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i += 2
+			case 'u':
+				if i+5 >= len(b) {
+					return 0, false, false
+				}
+				for _, h := range b[i+2 : i+6] {
+					if !isHex(h) {
+						return 0, false, false
+					}
+				}
+				i += 6
+			default:
+				return 0, false, false
+			}
+		case c < 0x20:
+			return 0, false, false
+		default:
+			i++
+		}
+	}
+	return 0, false, false
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// scanNumber validates a JSON number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+func scanNumber(b []byte, i int) (int, bool) {
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	if i >= len(b) {
+		return 0, false
+	}
+	switch {
+	case b[i] == '0':
+		i++
+	case '1' <= b[i] && b[i] <= '9':
+		for i < len(b) && '0' <= b[i] && b[i] <= '9' {
+			i++
+		}
+	default:
+		return 0, false
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		d := i
+		for i < len(b) && '0' <= b[i] && b[i] <= '9' {
+			i++
+		}
+		if i == d {
+			return 0, false
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		d := i
+		for i < len(b) && '0' <= b[i] && b[i] <= '9' {
+			i++
+		}
+		if i == d {
+			return 0, false
+		}
+	}
+	return i, true
+}
+
+// skipValue validates any JSON value, bounding nesting so hostile input
+// cannot exhaust the stack.
+func skipValue(b []byte, i, depth int) (int, bool) {
+	if i >= len(b) || depth > 64 {
+		return 0, false
+	}
+	switch c := b[i]; {
+	case c == '"':
+		e, _, ok := scanString(b, i)
+		return e, ok
+	case c == '-' || '0' <= c && c <= '9':
+		return scanNumber(b, i)
+	case c == 't':
+		return literal(b, i, "true")
+	case c == 'f':
+		return literal(b, i, "false")
+	case c == 'n':
+		return literal(b, i, "null")
+	case c == '[':
+		i = skipWS(b, i+1)
+		if i < len(b) && b[i] == ']' {
+			return i + 1, true
+		}
+		for {
+			e, ok := skipValue(b, i, depth+1)
+			if !ok {
+				return 0, false
+			}
+			i = skipWS(b, e)
+			if i >= len(b) {
+				return 0, false
+			}
+			if b[i] == ']' {
+				return i + 1, true
+			}
+			if b[i] != ',' {
+				return 0, false
+			}
+			i = skipWS(b, i+1)
+		}
+	case c == '{':
+		i = skipWS(b, i+1)
+		if i < len(b) && b[i] == '}' {
+			return i + 1, true
+		}
+		for {
+			if i >= len(b) || b[i] != '"' {
+				return 0, false
+			}
+			e, _, ok := scanString(b, i)
+			if !ok {
+				return 0, false
+			}
+			i = skipWS(b, e)
+			if i >= len(b) || b[i] != ':' {
+				return 0, false
+			}
+			if e, ok = skipValue(b, skipWS(b, i+1), depth+1); !ok {
+				return 0, false
+			}
+			i = skipWS(b, e)
+			if i >= len(b) {
+				return 0, false
+			}
+			if b[i] == '}' {
+				return i + 1, true
+			}
+			if b[i] != ',' {
+				return 0, false
+			}
+			i = skipWS(b, i+1)
+		}
+	}
+	return 0, false
+}
+
+func literal(b []byte, i int, lit string) (int, bool) {
+	if len(b)-i >= len(lit) && string(b[i:i+len(lit)]) == lit {
+		return i + len(lit), true
+	}
+	return 0, false
+}
+
+// fastMeter writes the canonical record for a line scanMeter accepted, or
+// reports false when a value needs the slow path's judgement.
+func (p *Parser) fastMeter(dst, line []byte, src Source) ([]byte, int64, bool) {
+	f := &p.fast
+	f.has = [6]bool{}
+	if !scanMeter(line, f) {
+		return dst, 0, false
+	}
+	if !f.has[fCust] || !f.has[fAPI] || !f.has[fVal] {
+		return dst, 0, false
+	}
+	raw := line[f.val.start:f.val.end]
+	v, err := strconv.ParseFloat(unsafeString(raw), 64)
+	if err != nil || v < 0 {
+		return dst, 0, false // out of range (Inf) or negative: slow path names it
+	}
+	var millis int64
+	if f.has[fTime] {
+		ts := unsafeString(line[f.ts.start:f.ts.end])
+		m, ok := parseDigits(ts)
+		if !ok || m < minTime || m >= maxTime {
+			return dst, 0, false
+		}
+		millis = m
+	} else if src.TimeMillis > 0 {
+		millis = src.TimeMillis
+	} else {
+		return dst, 0, false
+	}
+	if f.has[fDims] && line[f.dims.start] != '{' {
+		return dst, 0, false
+	}
+
+	out := append(dst, `{"customerId":`...)
+	out = append(out, line[f.cust.start:f.cust.end]...)
+	out = append(out, `,"meterApiName":`...)
+	out = append(out, line[f.api.start:f.api.end]...)
+	out = append(out, `,"meterValue":`...)
+	out = append(out, raw...)
+	out = append(out, `,"meterTimeInMillis":`...)
+	out = strconv.AppendInt(out, millis, 10)
+	if f.has[fDims] && f.ndims > 0 {
+		out = append(out, `,"dimensions":{`...)
+		for k := 0; k < f.ndims; k++ {
+			kv := f.dimKV[k]
+			if k > 0 {
+				out = append(out, ',')
+			}
+			out = append(out, line[kv[0]:kv[1]]...)
+			out = append(out, ':')
+			out = append(out, line[kv[2]:kv[3]]...)
+		}
+		out = append(out, '}')
+	}
+	out = append(out, `,"uniqueId":`...)
+	if f.has[fUID] {
+		out = append(out, line[f.uid.start:f.uid.end]...)
+	} else {
+		out = p.appendDerivedID(out, line, src)
+	}
+	return append(out, '}'), millis, true
+}
