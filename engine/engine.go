@@ -43,21 +43,24 @@ func Start(ctx context.Context, cfg conf.Config, opts Options) (*Engine, error) 
 		log = zap.NewNop()
 	}
 	e := &Engine{cfg: cfg, log: log}
+	metered := cfg.Metering.Mode != "" && cfg.Metering.Mode != "off"
+	popts := pipeline.Options{Logger: log, Registerer: opts.Registerer, UnhealthyAfter: cfg.Server.UnreadyAfter.D()}
+	late := &lateCounter{}
+	if metered {
+		popts.Counter = late
+	}
 	var err error
-	e.meter, err = newMeterRuntime(ctx, cfg, log, opts.Registerer)
-	if err != nil {
-		return nil, err
-	}
-	popts := pipeline.Options{Logger: log, Registerer: opts.Registerer}
-	if e.meter != nil {
-		popts.Counter = e.meter.counter()
-	}
 	e.pipe, err = pipeline.New(ctx, cfg, popts)
 	if err != nil {
-		if e.meter != nil {
-			e.meter.close()
-		}
 		return nil, err
+	}
+	if metered {
+		e.meter, err = newMeterRuntime(ctx, cfg, e.pipe, log, opts.Registerer)
+		if err != nil {
+			_ = e.pipe.Close()
+			return nil, err
+		}
+		late.meter.Store(e.meter.meter)
 	}
 	// Shipping runs on its own context: a shutdown stops the inputs first,
 	// then Finish drains with a deadline, then cancels this.
@@ -69,10 +72,7 @@ func Start(ctx context.Context, cfg conf.Config, opts Options) (*Engine, error) 
 		e.runErr = e.pipe.Run(runCtx)
 	}()
 	if e.meter != nil {
-		if err := e.meter.start(runCtx, e.pipe, &e.wg); err != nil {
-			_ = e.Finish(context.Background(), false)
-			return nil, err
-		}
+		e.meter.start(runCtx, e.pipe, &e.wg)
 	}
 	return e, nil
 }

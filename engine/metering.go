@@ -2,30 +2,110 @@ package engine
 
 import (
 	"context"
-	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/metership/metership/buffer"
 	"github.com/metership/metership/conf"
+	"github.com/metership/metership/metering"
 	"github.com/metership/metership/pipeline"
 )
 
-// meterRuntime connects the metering ledger to the pipeline.
-type meterRuntime struct{}
+// lateCounter lets the pipeline be built before the meter: the meter needs
+// the buffer's agent id, and the pipeline only counts once Run starts,
+// after the meter is set.
+type lateCounter struct {
+	meter atomic.Pointer[metering.Meter]
+}
 
-func newMeterRuntime(ctx context.Context, cfg conf.Config, log *zap.Logger, reg prometheus.Registerer) (*meterRuntime, error) {
-	if cfg.Metering.Mode == "off" {
-		return nil, nil
+func (c *lateCounter) Count(ctx context.Context, seg *buffer.Segment) error {
+	m := c.meter.Load()
+	if m == nil {
+		return fmt.Errorf("metering: not started")
 	}
-	return nil, errors.New("metering: not wired yet")
+	return m.Count(ctx, seg)
 }
 
-func (m *meterRuntime) counter() pipeline.Counter { return nil }
-func (m *meterRuntime) start(ctx context.Context, p *pipeline.Pipeline, wg *sync.WaitGroup) error {
-	return nil
+// meterRuntime connects the metering ledger to the pipeline: the pipeline
+// counts every sealed segment before shipping it, and the meter reports
+// hours as they close.
+type meterRuntime struct {
+	log   *zap.Logger
+	meter *metering.Meter
+	// pipe is set once the pipeline exists; the meter's hooks read it.
+	pipe atomic.Pointer[pipeline.Pipeline]
 }
-func (m *meterRuntime) reportClosed(ctx context.Context) error { return nil }
-func (m *meterRuntime) close()                                 {}
-func (m *meterRuntime) summary() []string                      { return nil }
+
+// newMeterRuntime opens the ledger once the pipeline (and so the buffer,
+// which owns the agent id used in ClientTokens) exists.
+func newMeterRuntime(ctx context.Context, cfg conf.Config, p *pipeline.Pipeline, log *zap.Logger, reg prometheus.Registerer) (*meterRuntime, error) {
+	client, err := metering.NewClient(ctx, cfg.Metering)
+	if err != nil {
+		return nil, err
+	}
+	m := &meterRuntime{log: log}
+	m.meter, err = metering.New(cfg.Metering, metering.Options{
+		Dir:        filepath.Join(cfg.Buffer.Dir, "metering"),
+		InstanceID: p.Buffer().AgentID(),
+		Client:     client,
+		Logger:     log.Named("metering"),
+		Registerer: reg,
+		Live: func(seq uint64) bool {
+			p := m.pipe.Load()
+			return p == nil || p.Buffer().Live(seq)
+		},
+		Pending: func() (int64, bool) {
+			p := m.pipe.Load()
+			if p == nil {
+				return 0, false
+			}
+			return p.Buffer().PendingMinTime(m.meter.Counted)
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("metering: %w", err)
+	}
+	return m, nil
+}
+
+// start lets the meter see the buffer and reports hours as they close.
+func (m *meterRuntime) start(ctx context.Context, p *pipeline.Pipeline, wg *sync.WaitGroup) {
+	m.pipe.Store(p)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := m.meter.Run(ctx); err != nil && ctx.Err() == nil {
+			m.log.Error("metering stopped", zap.Error(err))
+		}
+	}()
+}
+
+func (m *meterRuntime) reportClosed(ctx context.Context) error { return m.meter.ReportClosed(ctx) }
+
+func (m *meterRuntime) close() {}
+
+func (m *meterRuntime) summary() []string {
+	s := m.meter.Summary()
+	lines := []string{
+		fmt.Sprintf("metering hours reported: %d (conflicts %d, carried %d, pending %d, not subscribed %d)",
+			s.HoursReported, s.Conflicts, s.Carried, s.Pending, s.NotSubscribed),
+	}
+	dims := make([]string, 0, len(s.Quantities))
+	for d := range s.Quantities {
+		dims = append(dims, d)
+	}
+	sort.Strings(dims)
+	for _, d := range dims {
+		lines = append(lines, fmt.Sprintf("metering quantity:  %s = %d", d, s.Quantities[d]))
+	}
+	if s.RecordsUnmapped > 0 {
+		lines = append(lines, fmt.Sprintf("metering unmapped:  %d records (meterApiName not in metering.dimensions)", s.RecordsUnmapped))
+	}
+	return lines
+}

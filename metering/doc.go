@@ -1,0 +1,133 @@
+// Package metering keeps the hourly usage ledger beside the buffer and
+// reports it to AWS Marketplace with MeterUsage (one call per hour and
+// dimension from each agent instance) or BatchMeterUsage (per customer,
+// SaaS), so that usage is never lost and never billed twice.
+//
+// # Counting
+//
+// The pipeline calls Meter.Count for every sealed buffer segment before
+// uploading it, and acknowledges (deletes) the segment only after Count
+// returned nil and the upload succeeded. Count reads the segment's record
+// frames with a small scanner of the canonical record layout (gjson for
+// anything else), sums meterValue per (UTC hour, meterApiName, customer,
+// license, allocation tag values) in memory, then merges the sums into the
+// ledger and writes it, together with the segment's sequence number, in one
+// atomic file write. A segment whose sequence is in the ledger is skipped,
+// so a segment counted again after a crash between Count and Ack changes
+// nothing; a crash before the write leaves neither its usage nor its
+// sequence on disk, and the segment, still in the buffer, is counted on the
+// next start. Counted sequences of segments that no longer exist
+// (Options.Live) are pruned: an acknowledged segment never comes back.
+//
+// Quantities are integer billionths of a unit ("nanos"): decimal
+// meterValues add up exactly, digits past the ninth decimal are dropped.
+// A dimension's factor (metering.dimensions "name*0.001") is applied as an
+// exact rational to each segment's sum per key, rounding down to a nano.
+// Records whose meterApiName has no mapping, whose meterValue is not a
+// non-negative number or (batch mode) whose customerId is empty or not a
+// 12-digit account id with customer_id_type aws_account_id are not billed;
+// they are counted in metrics and logged, and still shipped to S3.
+//
+// Allocation tags (metering.allocation_tags) are record dimensions; a
+// record without one of them leaves that tag out of its allocation (the
+// untagged bucket, as AWS's UsageAllocation allows), and characters AWS's
+// tag pattern refuses become '_'.
+//
+// # Ledger format
+//
+// Dir/ledger.json is one JSON document followed by a line
+// "crc32c:<8 hex digits>" over the bytes before it. It is always replaced
+// whole: written to ledger.json.tmp, fsync'd, renamed over ledger.json,
+// and the directory fsync'd. A file that does not verify makes New fail
+// with ErrCorruptLedger rather than start from nothing. Fields:
+//
+//	format      "metership-metering-ledger/1"
+//	instance    the agent id that created it
+//	zero_from   report_zero: hours before it had their heartbeat
+//	counted     segment sequences counted and still in the buffer
+//	series[]    per key (dimension, and customer + license in batch mode):
+//	            carry_nanos   fraction not yet reported (and any excess
+//	                          over the API's 2147483647 per record)
+//	            pruned_before hours before it count as reported
+//	            open[]        usage not yet in an intent: hour, buckets of
+//	                          {tags, nanos, records}
+//	intents[]   usage records decided on: op, product, hour, customer,
+//	            license, dimension, quantity, allocations, client_token,
+//	            dry_run, status, metering_record_id, error
+//	customers_not_subscribed[]  customers BatchMeterUsage refused
+//
+// # Reporting and the intent protocol
+//
+// Hour H is closed when now >= H+1h+lateness and no record of H or earlier
+// is still waiting to be counted (Options.Pending). For each key, in hour
+// order, a reporting pass then:
+//
+//  1. moves usage of hours older than the oldest reportable hour (the
+//     window, minus a safety margin of min(window/4, 1h) so an intent has
+//     time to be accepted) into the first unreported hour at or after it;
+//  2. turns each closed hour into an intent: quantity = floor(carry + the
+//     hour's nanos), capped at 2147483647, the rest carried to the key's
+//     next reported hour (never rounded up, so a unit is billed once it is
+//     whole and exactly once); allocations split the quantity over the tag
+//     buckets by largest remainder so they sum exactly (at most 2500, the
+//     smallest merged into the untagged bucket beyond that); MeterUsage
+//     gets a ClientToken hashed from product, dimension, hour and instance
+//     id; report_zero adds a zero intent for each configured dimension's
+//     hour without usage (MeterUsage mode);
+//  3. writes the ledger with the intents (usage removed from open hours,
+//     carry updated) before any call;
+//  4. sends every pending intent exactly as persisted, and writes each
+//     answer to the ledger.
+//
+// An intent is never recomputed: after a crash between the call and the
+// answer's write, the restarted agent sends the identical call (same
+// timestamp, quantity, allocations and ClientToken), which AWS answers as
+// the original. Records for an hour that already has an intent go to the
+// key's next hour without one ("late records"), so no hour is ever sent
+// with two quantities. Hence each record's value is in exactly one
+// intent: counting is once per segment, an intent is created in the same
+// atomic write that removes its usage from the open hours, and a pending
+// intent is only ever re-sent unchanged.
+//
+// Answers:
+//
+//   - Success (or an identical earlier call): accepted.
+//   - DuplicateRequestException, IdempotencyConflictException,
+//     DuplicateRecord: AWS holds a different quantity (e.g. the ledger was
+//     deleted). Recorded as a conflict, logged at Error, counted; never
+//     re-sent with another quantity.
+//   - CustomerNotSubscribed: recorded per customer, the hour's totals
+//     written to Dir/dead-letters/<hour>-<intent id>.ndjson, counted;
+//     never re-sent.
+//   - ThrottlingException, InternalServiceErrorException, other 5xx,
+//     network errors, UnprocessedRecords: retried with exponential backoff
+//     and jitter for up to Options.MaxRetryElapsed (30 min) per pass, then
+//     left pending for the next pass. Never dropped.
+//   - TimestampOutOfBoundsException, or an intent found past the window
+//     before sending: the intent is marked expired and its quantity added
+//     to the oldest reportable hour (AWS's guidance). This is the one place
+//     where a repeat is possible: if an earlier attempt was in fact
+//     accepted but its answer lost, and the agent then stayed unable to
+//     reach AWS past the window margin, the quantity is billed again in the
+//     later hour. Logged and counted (hours_carried_total{reason=
+//     "out_of_bounds"}).
+//   - Any other error (invalid product, dimension, tag, disabled API...):
+//     logged at Error, left pending, retried every pass; a batch refused as
+//     a whole is split so one bad record does not hold back the others.
+//   - dry_run: MeterUsage is sent with DryRun, and AWS's DryRunOperation
+//     answer counts as success without recording (status dry_run; those
+//     hours are not reported later). BatchMeterUsage has no DryRun: in
+//     batch mode dry_run logs what it would send and marks it dry_run
+//     without calling.
+//
+// # Outages
+//
+// An AWS outage or throttling only delays reporting: intents stay pending
+// in the ledger and are re-sent identically on every pass (Run's tick, or
+// the next start) until answered. Usage of hours that pass out of the
+// window meanwhile is added to the oldest reportable hour. A crash at any
+// point loses nothing and duplicates nothing: see the intent protocol
+// above. Metering never blocks the pipeline beyond Count's ledger write,
+// and its failures never affect readiness; they are logged and visible in
+// metership_metering_* metrics.
+package metering

@@ -1,0 +1,586 @@
+package metering
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	mm "github.com/aws/aws-sdk-go-v2/service/marketplacemetering"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/metership/metership/buffer"
+	"github.com/metership/metership/conf"
+)
+
+// Modes of metering.mode that New accepts.
+const (
+	ModeMeterUsage      = "meter_usage"
+	ModeBatchMeterUsage = "batch_meter_usage"
+)
+
+// Sentinel errors.
+var (
+	// ErrInvalidConfig is returned by New, wrapped with the offending key,
+	// when the metering config or Options cannot work.
+	ErrInvalidConfig = errors.New("metering: invalid configuration")
+	// ErrCorruptLedger is returned by New when the ledger file does not
+	// verify. New refuses to guess: an empty ledger would re-report hours
+	// and lose carried fractions. Move the file aside to start over.
+	ErrCorruptLedger = errors.New("metering: corrupt ledger")
+	// ErrNotReported is returned by ReportClosed when usage of a closed
+	// hour is still unanswered (throttling, outage, a permanent API error)
+	// when it gives up; the intent stays in the ledger for the next pass.
+	ErrNotReported = errors.New("metering: usage not reported")
+)
+
+// API is the part of the Marketplace Metering client the reporter uses;
+// *marketplacemetering.Client satisfies it.
+type API interface {
+	MeterUsage(ctx context.Context, in *mm.MeterUsageInput, optFns ...func(*mm.Options)) (*mm.MeterUsageOutput, error)
+	BatchMeterUsage(ctx context.Context, in *mm.BatchMeterUsageInput, optFns ...func(*mm.Options)) (*mm.BatchMeterUsageOutput, error)
+}
+
+// Backoff bounds the wait between retries of a throttled or failed call:
+// it starts at Initial, doubles up to Max, and is jittered.
+type Backoff struct {
+	Initial time.Duration // default 1s
+	Max     time.Duration // default 1m
+}
+
+// Options are the non-config inputs of New.
+type Options struct {
+	// Dir holds the ledger and the dead-letter directory; the agent passes
+	// <buffer.dir>/metering, so the buffer's directory lock covers it.
+	Dir string
+	// InstanceID identifies this agent in MeterUsage ClientTokens (the
+	// buffer's agent id). Two agents must never share one.
+	InstanceID string
+	// Client calls AWS Marketplace (NewClient), or the emulator in tests.
+	Client     API
+	Logger     *zap.Logger
+	Registerer prometheus.Registerer // nil: metrics are kept, not exported
+	Now        func() time.Time      // default time.Now
+	// Live reports whether a buffer segment still exists. A counted segment
+	// that is gone was acknowledged and never comes back, so its sequence
+	// is dropped from the ledger. Nil keeps every counted sequence. It is
+	// called without the Meter's lock (it may call Counted).
+	Live func(seq uint64) bool
+	// Pending returns the smallest record time (Unix ms) among records not
+	// yet counted (the active segment and sealed segments not yet given to
+	// Count); ok false when there are none. An hour is not reported while
+	// records for it may still be counted. Nil means nothing is pending.
+	// It may call Counted.
+	Pending func() (minTimeMillis int64, ok bool)
+	Backoff Backoff
+	// MaxRetryElapsed bounds how long one pass retries throttling, 5xx and
+	// network errors before leaving the intents for the next pass;
+	// default 30m.
+	MaxRetryElapsed time.Duration
+	// CallTimeout bounds one API call, SDK retries included; default 30s.
+	CallTimeout time.Duration
+	// Tick is how often Run reports closed hours; default 1m.
+	Tick time.Duration
+
+	// crashPoint, when set (tests), is called at named points of Count and
+	// of reporting so a child process can SIGKILL itself exactly there.
+	crashPoint func(point string)
+	// onRetry, when set (tests), is called after each retryable failure.
+	onRetry func(err error)
+}
+
+// dimension is one metering.dimensions entry.
+type dimension struct {
+	name   string
+	factor factor
+}
+
+// settings are the parsed metering config.
+type settings struct {
+	mode         string
+	product      string
+	dims         map[string]dimension // meterApiName -> dimension
+	dimNames     []string             // distinct Marketplace dimensions, sorted
+	tags         []string
+	accountIDs   bool
+	licenseConst string
+	licenseDim   string
+	lateness     time.Duration
+	window       time.Duration
+	reportZero   bool
+	dryRun       bool
+}
+
+var accountIDPattern = regexp.MustCompile(`^[0-9]{12}$`)
+
+func parseSettings(cfg conf.Metering) (settings, error) {
+	bad := func(key, format string, args ...any) error {
+		return fmt.Errorf("%w: metering.%s: %s", ErrInvalidConfig, key, fmt.Sprintf(format, args...))
+	}
+	s := settings{
+		mode:       cfg.Mode,
+		product:    cfg.ProductCode,
+		dims:       make(map[string]dimension, len(cfg.Dimensions)),
+		tags:       slices.Clone(cfg.AllocationTags),
+		accountIDs: cfg.CustomerIDType == "aws_account_id",
+		lateness:   cfg.Lateness.D(),
+		window:     cfg.Window.D(),
+		reportZero: cfg.ReportZero,
+		dryRun:     cfg.DryRun,
+	}
+	if s.mode != ModeMeterUsage && s.mode != ModeBatchMeterUsage {
+		return s, bad("mode", "%q: New needs %s or %s", cfg.Mode, ModeMeterUsage, ModeBatchMeterUsage)
+	}
+	if s.product == "" {
+		return s, bad("product_code", "required")
+	}
+	if len(cfg.Dimensions) == 0 {
+		return s, bad("dimensions", "map at least one meterApiName to a Marketplace dimension")
+	}
+	names := map[string]bool{}
+	for api, spec := range cfg.Dimensions {
+		name, f, err := conf.ParseDimension(spec)
+		if err != nil {
+			return s, bad("dimensions."+api, "%v", err)
+		}
+		s.dims[api] = dimension{name: name, factor: parseFactor(spec, f)}
+		names[name] = true
+	}
+	s.dimNames = slices.Sorted(maps.Keys(names))
+	if len(s.tags) > maxAllocationTags {
+		return s, bad("allocation_tags", "at most %d tags, got %d", maxAllocationTags, len(s.tags))
+	}
+	for i, t := range s.tags {
+		if !validTag(t, maxTagKeyLen) {
+			return s, bad(fmt.Sprintf("allocation_tags[%d]", i), "%q is not a valid tag key (1-100 of a-z A-Z 0-9 + space..= . _ : / @)", t)
+		}
+		if slices.Index(s.tags, t) != i {
+			return s, bad(fmt.Sprintf("allocation_tags[%d]", i), "duplicate tag %q", t)
+		}
+	}
+	switch cfg.CustomerIDType {
+	case "aws_account_id", "customer_identifier", "":
+	default:
+		return s, bad("customer_id_type", "%q is not aws_account_id or customer_identifier", cfg.CustomerIDType)
+	}
+	switch lic := cfg.LicenseARN; {
+	case lic == "":
+	case strings.HasPrefix(lic, "dimension:"):
+		s.licenseDim = strings.TrimPrefix(lic, "dimension:")
+		if s.licenseDim == "" {
+			return s, bad("license_arn", "dimension: needs a record dimension name")
+		}
+	case strings.HasPrefix(lic, "arn:"):
+		s.licenseConst = lic
+	default:
+		return s, bad("license_arn", "%q is neither an ARN (arn:...) nor dimension:<name>", lic)
+	}
+	if (s.licenseDim != "" || s.licenseConst != "") && s.mode != ModeBatchMeterUsage {
+		return s, bad("license_arn", "only used with mode %s", ModeBatchMeterUsage)
+	}
+	if s.lateness < 0 {
+		return s, bad("lateness", "must not be negative")
+	}
+	if s.window <= 0 {
+		s.window = 6 * time.Hour
+		if s.mode == ModeBatchMeterUsage {
+			s.window = 24 * time.Hour
+		}
+	}
+	if s.window < time.Hour {
+		return s, bad("window", "%s is shorter than an hour", s.window)
+	}
+	return s, nil
+}
+
+// Meter counts sealed buffer segments into an hourly ledger on disk and
+// reports closed hours to AWS Marketplace. Count, ReportClosed, Run and
+// Summary are safe for concurrent use.
+type Meter struct {
+	set     settings
+	opts    Options
+	log     *zap.Logger
+	metrics *metrics
+	api     API
+	now     func() time.Time
+
+	scanners sync.Pool
+
+	// reportMu serialises reporting passes, so an intent is never in two
+	// calls at once.
+	reportMu sync.Mutex
+
+	// mu guards everything below; it is never held during an API call.
+	mu  sync.Mutex
+	led *ledger
+	// dirty: led holds changes not yet durable (a ledger write failed).
+	// Nothing that depends on them (Count's nil, an API call) happens
+	// before a write succeeds.
+	dirty bool
+	sum   Summary
+}
+
+// Summary is what this Meter did since New, for the CLI.
+type Summary struct {
+	// HoursReported counts usage records AWS accepted.
+	HoursReported int
+	// Quantities sums the accepted quantities per Marketplace dimension.
+	Quantities map[string]int64
+	// Conflicts counts records AWS already held with another quantity.
+	Conflicts int
+	// Carried counts hours whose usage moved to another hour (window, late
+	// records, refused timestamps).
+	Carried int
+	// NotSubscribed counts records refused with CustomerNotSubscribed.
+	NotSubscribed int
+	// DryRun counts records validated with DryRun and not recorded.
+	DryRun int
+	// Pending counts hours with usage not yet accepted (now, not since New).
+	Pending int
+	// RecordsCounted and RecordsUnmapped count meter records seen by Count.
+	RecordsCounted  int64
+	RecordsUnmapped int64
+	// RecordsUnbillable counts records with a bad value or customer id.
+	RecordsUnbillable int64
+}
+
+// New loads (or creates) the ledger in opts.Dir. cfg.Mode must be
+// meter_usage or batch_meter_usage.
+func New(cfg conf.Metering, opts Options) (*Meter, error) {
+	set, err := parseSettings(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Dir == "" {
+		return nil, fmt.Errorf("%w: Options.Dir is empty", ErrInvalidConfig)
+	}
+	if opts.InstanceID == "" {
+		return nil, fmt.Errorf("%w: Options.InstanceID is empty", ErrInvalidConfig)
+	}
+	if opts.Client == nil {
+		return nil, fmt.Errorf("%w: Options.Client is nil", ErrInvalidConfig)
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Backoff.Initial <= 0 {
+		opts.Backoff.Initial = time.Second
+	}
+	if opts.Backoff.Max <= 0 {
+		opts.Backoff.Max = time.Minute
+	}
+	opts.Backoff.Max = max(opts.Backoff.Max, opts.Backoff.Initial)
+	if opts.MaxRetryElapsed <= 0 {
+		opts.MaxRetryElapsed = 30 * time.Minute
+	}
+	if opts.CallTimeout <= 0 {
+		opts.CallTimeout = 30 * time.Second
+	}
+	if opts.Tick <= 0 {
+		opts.Tick = time.Minute
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("metering: %w", err)
+	}
+	met, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("metering: register metrics: %w", err)
+	}
+	m := &Meter{
+		set:     set,
+		opts:    opts,
+		log:     opts.Logger.With(zap.String("component", "metering")),
+		metrics: met,
+		api:     opts.Client,
+		now:     opts.Now,
+		sum:     Summary{Quantities: map[string]int64{}},
+	}
+	m.scanners.New = func() any {
+		return newScanner(set.tags, set.licenseDim, set.mode == ModeBatchMeterUsage)
+	}
+	led, existed, err := loadLedger(opts.Dir, opts.InstanceID, m.now())
+	if err != nil {
+		return nil, err
+	}
+	m.led = led
+	if led.instance != opts.InstanceID {
+		m.log.Warn("ledger was written by another instance id; pending intents keep their original ClientTokens",
+			zap.String("ledger_instance", led.instance), zap.String("instance", opts.InstanceID))
+	}
+	if !existed {
+		if err := m.saveLocked(); err != nil {
+			return nil, err
+		}
+	}
+	m.metrics.notSubscribed.Set(float64(len(led.notSubscribed)))
+	m.updatePendingLocked()
+	return m, nil
+}
+
+// NewClient builds a Marketplace Metering client with the default AWS
+// credential chain (environment, shared config and SSO, IRSA web
+// identity, ECS task role, EC2 instance role) in cfg.Region, talking to
+// cfg.Endpoint when set (e.g. the emulator).
+func NewClient(ctx context.Context, cfg conf.Metering) (*mm.Client, error) {
+	var loadOpts []func(*config.LoadOptions) error
+	if cfg.Region != "" {
+		loadOpts = append(loadOpts, config.WithRegion(cfg.Region))
+	}
+	awsCfg, err := config.LoadDefaultConfig(ctx, loadOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("metering: load AWS config: %w", err)
+	}
+	return mm.NewFromConfig(awsCfg, func(o *mm.Options) {
+		if cfg.Endpoint != "" {
+			o.BaseEndpoint = aws.String(cfg.Endpoint)
+		}
+	}), nil
+}
+
+// Counted reports whether segment seq is counted (durably, unless a ledger
+// write is failing). The agent's Pending uses it.
+func (m *Meter) Counted(seq uint64) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.led.counted[seq]
+	return ok
+}
+
+// Count adds the records of a sealed segment to the ledger, once per
+// segment sequence: counting a segment again (after a crash before its
+// Ack) changes nothing. When Count returns nil the segment's usage and its
+// sequence are on disk together. Records whose meterApiName has no
+// dimension mapping are counted in metrics and not billed.
+func (m *Meter) Count(ctx context.Context, seg *buffer.Segment) error {
+	gone := m.goneSegments()
+	m.mu.Lock()
+	if _, done := m.led.counted[seg.Seq]; done {
+		err := m.flushLocked()
+		m.mu.Unlock()
+		return err
+	}
+	m.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	sc := m.scanners.Get().(*scanner)
+	defer m.scanners.Put(sc)
+	sc.reset()
+	err := seg.Frames(func(f buffer.Frame) error {
+		if f.Type == buffer.FrameRecord {
+			sc.add(f.Time, f.Data)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("metering: count segment %d: %w", seg.Seq, err)
+	}
+	m.crash("count-scanned")
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, done := m.led.counted[seg.Seq]; done {
+		return m.flushLocked()
+	}
+	m.forgetLocked(gone)
+	m.mergeLocked(seg.Seq, sc)
+	if err := m.saveLocked(); err != nil {
+		return fmt.Errorf("metering: count segment %d: %w", seg.Seq, err)
+	}
+	m.crash("count-saved")
+	return nil
+}
+
+// mergeLocked adds a scanned segment to the ledger and marks it counted.
+func (m *Meter) mergeLocked(seq uint64, sc *scanner) {
+	var records, unmapped, badCustomer int64
+	unmappedAPIs := map[string]int64{}
+	type lateKey struct {
+		key  seriesKey
+		hour int64
+	}
+	late := map[lateKey]int64{}
+	for i := range sc.entries {
+		e := &sc.entries[i]
+		d, ok := m.set.dims[e.api]
+		if !ok {
+			unmapped += e.records
+			unmappedAPIs[e.api] += e.records
+			continue
+		}
+		if m.set.mode == ModeBatchMeterUsage && !m.validCustomer(e.customer) {
+			badCustomer += e.records
+			m.log.Debug("record not billable: customer id", zap.String("customer", e.customer), zap.Int64("records", e.records))
+			continue
+		}
+		records += e.records
+		key := seriesKey{dimension: d.name, customer: e.customer}
+		if m.set.mode == ModeBatchMeterUsage {
+			key.license = m.set.licenseConst
+			if m.set.licenseDim != "" {
+				key.license = e.license
+			}
+		}
+		var tags []tag
+		for j, name := range m.set.tags {
+			if e.present&(1<<j) != 0 {
+				if v := sanitizeTagValue(e.tags[j]); v != "" {
+					tags = append(tags, tag{Key: name, Value: v})
+				}
+			}
+		}
+		s := m.led.seriesFor(key)
+		h := e.hour
+		if s.hasIntent(h) {
+			h = s.firstFree(h + hourSeconds)
+			lk := lateKey{key, e.hour}
+			if _, seen := late[lk]; !seen {
+				late[lk] = h
+				m.metrics.hoursCarried.WithLabelValues("late").Inc()
+				m.sum.Carried++
+			}
+		}
+		s.addUsage(h, tags, d.factor.apply(e.nanos), e.records)
+	}
+	m.led.counted[seq] = struct{}{}
+	m.dirty = true
+	for lk, to := range late {
+		m.log.Info("late records for an already reported hour go to the next open hour",
+			zap.String("dimension", lk.key.dimension), zap.String("customer", lk.key.customer),
+			zap.Time("hour", hourTime(lk.hour)), zap.Time("to", hourTime(to)), zap.Uint64("segment", seq))
+	}
+	for api, n := range unmappedAPIs {
+		m.log.Debug("records with an unmapped meterApiName are not billed", zap.String("meterApiName", api), zap.Int64("records", n), zap.Uint64("segment", seq))
+	}
+	m.metrics.segmentsCounted.Inc()
+	m.metrics.recordsCounted.Add(float64(records))
+	m.metrics.recordsUnmapped.Add(float64(unmapped))
+	if badCustomer > 0 {
+		m.metrics.recordsUnbilled.WithLabelValues("customer").Add(float64(badCustomer))
+	}
+	if sc.invalid > 0 {
+		m.metrics.recordsUnbilled.WithLabelValues("value").Add(float64(sc.invalid))
+		m.log.Warn("records with an unusable meterValue are not billed", zap.Int64("records", sc.invalid), zap.Uint64("segment", seq))
+	}
+	m.sum.RecordsCounted += records
+	m.sum.RecordsUnmapped += unmapped
+	m.sum.RecordsUnbillable += badCustomer + sc.invalid
+	m.updatePendingLocked()
+}
+
+// validCustomer checks a batch-mode customer id against customer_id_type.
+func (m *Meter) validCustomer(c string) bool {
+	if c == "" || len(c) > 255 {
+		return false
+	}
+	if m.set.accountIDs {
+		return accountIDPattern.MatchString(c)
+	}
+	return true
+}
+
+// goneSegments returns the counted sequences whose segments no longer
+// exist (Options.Live), asked without holding the lock.
+func (m *Meter) goneSegments() []uint64 {
+	if m.opts.Live == nil {
+		return nil
+	}
+	m.mu.Lock()
+	seqs := make([]uint64, 0, len(m.led.counted))
+	for seq := range m.led.counted {
+		seqs = append(seqs, seq)
+	}
+	m.mu.Unlock()
+	var gone []uint64
+	for _, seq := range seqs {
+		if !m.opts.Live(seq) {
+			gone = append(gone, seq)
+		}
+	}
+	return gone
+}
+
+// forgetLocked drops counted sequences of acknowledged segments; they are
+// written out with the next ledger write.
+func (m *Meter) forgetLocked(gone []uint64) bool {
+	for _, seq := range gone {
+		delete(m.led.counted, seq)
+	}
+	return len(gone) > 0
+}
+
+// saveLocked writes the ledger. On failure the ledger stays dirty.
+func (m *Meter) saveLocked() error {
+	data, err := m.led.encode()
+	if err == nil {
+		err = writeFileAtomic(m.opts.Dir, ledgerName, data, func() { m.crash("ledger-before-rename") })
+	}
+	if err != nil {
+		m.dirty = true
+		m.metrics.ledgerWriteFails.Inc()
+		return fmt.Errorf("metering: write ledger: %w", err)
+	}
+	m.dirty = false
+	return nil
+}
+
+// flushLocked writes the ledger if an earlier write failed.
+func (m *Meter) flushLocked() error {
+	if !m.dirty {
+		return nil
+	}
+	return m.saveLocked()
+}
+
+// updatePendingLocked sets the hours_pending gauge.
+func (m *Meter) updatePendingLocked() {
+	n := 0
+	for _, s := range m.led.series {
+		n += len(s.open)
+		for _, in := range s.intents {
+			if in.Status == statusPending {
+				n++
+			}
+		}
+	}
+	m.metrics.hoursPending.Set(float64(n))
+	m.sum.Pending = n
+}
+
+// Summary returns what this Meter did since New.
+func (m *Meter) Summary() Summary {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.sum
+	s.Quantities = maps.Clone(m.sum.Quantities)
+	return s
+}
+
+func (m *Meter) crash(point string) {
+	if m.opts.crashPoint != nil {
+		m.opts.crashPoint(point)
+	}
+}
+
+// sortedKeys returns a map's keys sorted.
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

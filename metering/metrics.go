@@ -1,0 +1,68 @@
+package metering
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the metership_metering_* series.
+type metrics struct {
+	hoursPending     prometheus.Gauge
+	hoursReported    prometheus.Counter
+	hoursCarried     *prometheus.CounterVec
+	hoursConflicted  prometheus.Counter
+	recordsCounted   prometheus.Counter
+	recordsUnmapped  prometheus.Counter
+	recordsUnbilled  *prometheus.CounterVec
+	segmentsCounted  prometheus.Counter
+	reportLatency    prometheus.Histogram
+	lastSuccess      prometheus.Gauge
+	notSubscribed    prometheus.Gauge
+	deadLetters      prometheus.Counter
+	reportErrors     *prometheus.CounterVec
+	ledgerWriteFails prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	const ns, sub = "metership", "metering"
+	m := &metrics{
+		hoursPending: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "hours_pending",
+			Help: "Hours (per dimension, and customer in batch mode) with usage not yet accepted by AWS Marketplace: open in the ledger or intended and unanswered."}),
+		hoursReported: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "hours_reported_total",
+			Help: "Hourly usage records accepted by AWS Marketplace."}),
+		hoursCarried: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "hours_carried_total",
+			Help: "Hours whose usage was added to another hour: reason=window (older than the API window), late (the hour was already reported), out_of_bounds (AWS refused the timestamp)."}, []string{"reason"}),
+		hoursConflicted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "hours_conflicted_total",
+			Help: "Hours AWS already held with a different quantity (DuplicateRequestException, IdempotencyConflictException, DuplicateRecord); never re-sent."}),
+		recordsCounted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "records_counted_total",
+			Help: "Meter records counted into the ledger."}),
+		recordsUnmapped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "records_unmapped_total",
+			Help: "Meter records whose meterApiName has no metering.dimensions entry; shipped but not billed."}),
+		recordsUnbilled: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "records_unbillable_total",
+			Help: "Meter records that cannot be billed: reason=value (meterValue not a non-negative number), customer (missing or invalid customer id in batch mode)."}, []string{"reason"}),
+		segmentsCounted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "segments_counted_total",
+			Help: "Buffer segments counted into the ledger."}),
+		reportLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "report_latency_seconds",
+			Help: "Latency of MeterUsage and BatchMeterUsage calls, SDK retries included.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 14)}),
+		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "last_success_timestamp_seconds",
+			Help: "Unix time of the last call AWS Marketplace answered with success."}),
+		notSubscribed: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "customers_not_subscribed",
+			Help: "Customers BatchMeterUsage answered CustomerNotSubscribed for (their usage is dead-lettered)."}),
+		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "dead_letters_total",
+			Help: "Usage records written to the metering dead-letter directory."}),
+		reportErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "report_errors_total",
+			Help: "Failed MeterUsage / BatchMeterUsage calls by error code."}, []string{"code"}),
+		ledgerWriteFails: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "ledger_write_errors_total",
+			Help: "Failed ledger writes (the change stays in memory and is written by the next attempt)."}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.hoursPending, m.hoursReported, m.hoursCarried, m.hoursConflicted,
+		m.recordsCounted, m.recordsUnmapped, m.recordsUnbilled, m.segmentsCounted, m.reportLatency, m.lastSuccess,
+		m.notSubscribed, m.deadLetters, m.reportErrors, m.ledgerWriteFails} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
