@@ -1,0 +1,377 @@
+package fluentbit
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/metership/metership/buffer"
+	fb "github.com/metership/metership/fluentbit/fbtest"
+	"github.com/metership/metership/record"
+)
+
+func TestFlushRecordsAndDeadLetters(t *testing.T) {
+	out := testOutput{Root: t.TempDir()}
+	x := startInstance(t, baseProps(t, out, nil))
+	malformed := []byte{0x92, 0xd7, 0x00, 0x01, 0x02}
+	et2 := fb.EventTime{Sec: sec + 1}
+	chunk := new(fb.Chunk).
+		GroupStart(rec("schema", "otlp"), rec("resource", "r")).
+		V2(et, rec("stream", "stdout"), fb.MeterRecord("c1", "api-calls", 5, 0, rec("region", "us-east-1"))).
+		V1(et2, fb.MeterRecord("c2", "api-calls", 1.5, 1654560001000, nil)).
+		V1(et, rec("customerId", "c3", "meterApiName", "api-calls", "meterValue", 2, "uniqueId", "u-3")).
+		V1(et, rec("log", `{"customerId":"c4","meterApiName":"api-calls","meterValue":7}`)).
+		V1(et, rec("log", "GET /index.html 200")).
+		V1(et, rec("meterApiName", "api-calls", "meterValue", 1)).
+		GroupEnd().
+		Raw(malformed).
+		Bytes()
+
+	if rc := x.Flush(chunk, "usage.api"); rc != FLBOK {
+		t.Fatalf("Flush = %d, want FLBOK", rc)
+	}
+	if rc := x.Exit(); rc != FLBOK {
+		t.Fatalf("Exit = %d", rc)
+	}
+
+	// Exact bytes: the record as the parser renders it from the JSON the
+	// decoder produced, with the Fluent Bit identity tag@nanos + index.
+	p, err := record.NewParser(record.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	canon := func(line string, idx int64, ts fb.EventTime) string {
+		nanos := int64(ts.Sec)*1e9 + int64(ts.Nsec)
+		src := record.Source{ID: fmt.Sprintf("usage.api@%d", nanos), Offset: idx, TimeMillis: nanos / 1e6}
+		b, _, err := p.Parse(nil, []byte(line), src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	want := []string{
+		canon(`{"customerId":"c1","meterApiName":"api-calls","meterValue":5,"dimensions":{"region":"us-east-1"}}`, 1, et),
+		canon(`{"customerId":"c2","meterApiName":"api-calls","meterValue":1.5,"meterTimeInMillis":1654560001000}`, 2, et2),
+		`{"customerId":"c3","meterApiName":"api-calls","meterValue":2,"meterTimeInMillis":1654560000250,"uniqueId":"u-3"}`,
+		canon(`{"customerId":"c4","meterApiName":"api-calls","meterValue":7}`, 4, et),
+	}
+	got := fb.ReadDir(t, filepath.Join(out.Root, "ingest"))
+	if strings.Join(got, "\n") != strings.Join(sortedCopy(want), "\n") {
+		t.Fatalf("records:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(sortedCopy(want), "\n"))
+	}
+	if !strings.Contains(want[0], `"meterTimeInMillis":1654560000250,`) {
+		t.Fatalf("event time not used as the record time: %s", want[0])
+	}
+
+	dls := fb.ParseDeadLetters(t, fb.ReadDir(t, filepath.Join(out.Root, "failed-requests")))
+	if len(dls) != 3 {
+		t.Fatalf("dead letters %+v, want 3", dls)
+	}
+	checks := []struct {
+		offset int64
+		line   string
+		reason string
+	}{
+		{5, "GET /index.html 200", "not a JSON object"},
+		{6, `{"meterApiName":"api-calls","meterValue":1}`, "customerId"},
+		{8, base64.StdEncoding.EncodeToString(malformed), "malformed msgpack"},
+	}
+	for i, c := range checks {
+		d := dls[i]
+		if d.Source != "usage.api" || d.Offset != c.offset || d.Line != c.line || !strings.Contains(d.Reason, c.reason) {
+			t.Errorf("dead letter %d = %+v, want offset %d line %q reason ~%q", i, d, c.offset, c.line, c.reason)
+		}
+	}
+	st := x.Pipeline().Stats()
+	if st.RecordsShipped.Load() != 4 || st.DeadLetters.Load() != 3 {
+		t.Errorf("stats: shipped %d, dead letters %d", st.RecordsShipped.Load(), st.DeadLetters.Load())
+	}
+}
+
+func sortedCopy(s []string) []string {
+	c := append([]string(nil), s...)
+	for i := 1; i < len(c); i++ {
+		for j := i; j > 0 && c[j] < c[j-1]; j-- {
+			c[j], c[j-1] = c[j-1], c[j]
+		}
+	}
+	return c
+}
+
+// TestSameChunkSameIDs: the same chunk under the same tag yields the same
+// records, uniqueIds included, in two independent instances; that is what
+// makes a chunk re-sent after a crash deduplicable downstream.
+func TestSameChunkSameIDs(t *testing.T) {
+	chunk := fb.MeterChunk(0, 50)
+	var runs [2][]string
+	for i := range runs {
+		out := testOutput{Root: t.TempDir()}
+		x := startInstance(t, baseProps(t, out, nil))
+		if rc := x.Flush(chunk, "usage"); rc != FLBOK {
+			t.Fatalf("Flush = %d", rc)
+		}
+		x.Exit()
+		runs[i] = fb.ReadDir(t, out.Root)
+	}
+	if len(runs[0]) != 50 || strings.Join(runs[0], "\n") != strings.Join(runs[1], "\n") {
+		t.Fatalf("runs differ or are incomplete: %d vs %d lines", len(runs[0]), len(runs[1]))
+	}
+	if other := readAfterFlush(t, chunk, "other-tag"); other[0] == runs[0][0] {
+		t.Fatalf("a different tag yields the same uniqueId")
+	}
+}
+
+func readAfterFlush(t *testing.T, chunk []byte, tag string) []string {
+	out := testOutput{Root: t.TempDir()}
+	x := startInstance(t, baseProps(t, out, nil))
+	if rc := x.Flush(chunk, tag); rc != FLBOK {
+		t.Fatalf("Flush = %d", rc)
+	}
+	x.Exit()
+	return fb.ReadDir(t, out.Root)
+}
+
+// blockOutput makes the file:// output unwritable (a regular file where its
+// directory must go) until the returned function is called.
+func blockOutput(t *testing.T, out testOutput) (unblock func()) {
+	t.Helper()
+	path := filepath.Join(out.Root, "ingest")
+	if err := os.WriteFile(path, []byte("not a directory"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		if err := os.Remove(path); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// flushUntilOK re-sends a chunk like Fluent Bit's scheduler until FLBOK.
+func flushUntilOK(t *testing.T, x *Instance, chunk []byte, tag string) (retries int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		switch rc := x.Flush(chunk, tag); rc {
+		case FLBOK:
+			return retries
+		case FLBRetry:
+			retries++
+		default:
+			t.Fatalf("Flush = %d", rc)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("chunk still not accepted after %d retries", retries)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestFlushRetryWhenBufferFull(t *testing.T) {
+	out := testOutput{Root: t.TempDir()}
+	unblock := blockOutput(t, out)
+	// About 250 bytes a record: the first chunk fills most of the
+	// buffer, the second does not fit beside it, and twice the second
+	// would still fit in an empty buffer (so a batch kept by mistake
+	// across a retry would be committed, and caught, after unblock).
+	x := startInstance(t, baseProps(t, out, map[string]string{
+		"buffer_segment_size": "64KiB",
+		"buffer_max_size":     "256KiB",
+	}))
+	first, second := fb.MeterChunk(0, 800), fb.MeterChunk(800, 300)
+	if rc := x.Flush(first, "usage"); rc != FLBOK {
+		t.Fatalf("first Flush = %d, want FLBOK", rc)
+	}
+	for i := 0; i < 3; i++ {
+		if rc := x.Flush(second, "usage"); rc != FLBRetry {
+			t.Fatalf("Flush into a full buffer = %d, want FLBRetry", rc)
+		}
+	}
+	if n := x.Pipeline().Stats().RecordsAccepted.Load(); n != 800 {
+		t.Fatalf("%d records accepted after the retried flushes, want 800 (a retry must write nothing)", n)
+	}
+	unblock()
+	flushUntilOK(t, x, second, "usage")
+	if rc := x.Exit(); rc != FLBOK {
+		t.Fatalf("Exit = %d", rc)
+	}
+	fb.AssertCustomers(t, fb.ParseRecords(t, fb.ReadDir(t, out.Root)), 0, 1100)
+}
+
+// TestFlushLargeChunkInPieces: a chunk larger than the whole buffer is
+// committed in pieces; when the buffer fills mid-chunk the flush is
+// retried and the pieces already durable are not appended again.
+func TestFlushLargeChunkInPieces(t *testing.T) {
+	out := testOutput{Root: t.TempDir()}
+	unblock := blockOutput(t, out)
+	x := startInstance(t, baseProps(t, out, map[string]string{
+		"buffer_segment_size": "64KiB",
+		"buffer_max_size":     "128KiB",
+	}))
+	const n = 2000
+	chunk := fb.MeterChunk(0, n)
+	if rc := x.Flush(chunk, "usage"); rc != FLBRetry {
+		t.Fatalf("Flush of a chunk larger than the blocked buffer = %d, want FLBRetry", rc)
+	}
+	partial := x.Pipeline().Stats().RecordsAccepted.Load()
+	if partial == 0 || partial >= n {
+		t.Fatalf("%d records durable after the first attempt; want some pieces, not all", partial)
+	}
+	unblock()
+	retries := flushUntilOK(t, x, chunk, "usage")
+	t.Logf("chunk of %d records accepted after %d more retries", n, retries)
+	x.Exit()
+	fb.AssertCustomers(t, fb.ParseRecords(t, fb.ReadDir(t, out.Root)), 0, n)
+	if x.hasPartial() {
+		t.Fatalf("partial progress not forgotten after the chunk was accepted")
+	}
+}
+
+func TestConcurrentFlushes(t *testing.T) {
+	out := testOutput{Root: t.TempDir()}
+	x := startInstance(t, baseProps(t, out, nil))
+	const workers, chunks, per = 4, 10, 200
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*chunks)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for c := 0; c < chunks; c++ {
+				first := (w*chunks + c) * per
+				if rc := x.Flush(fb.MeterChunk(first, per), fmt.Sprintf("usage.w%d", w)); rc != FLBOK {
+					errs <- fmt.Errorf("worker %d chunk %d: Flush = %d", w, c, rc)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	x.Exit()
+	fb.AssertCustomers(t, fb.ParseRecords(t, fb.ReadDir(t, out.Root)), 0, workers*chunks*per)
+}
+
+func TestFlushAfterExitRetries(t *testing.T) {
+	out := testOutput{Root: t.TempDir()}
+	x := startInstance(t, baseProps(t, out, nil))
+	if rc := x.Exit(); rc != FLBOK {
+		t.Fatalf("Exit = %d", rc)
+	}
+	if rc := x.Exit(); rc != FLBOK {
+		t.Fatalf("second Exit = %d", rc)
+	}
+	if rc := x.Flush(fb.MeterChunk(0, 1), "usage"); rc != FLBRetry {
+		t.Fatalf("Flush after Exit = %d, want FLBRetry (the chunk stays in Fluent Bit)", rc)
+	}
+}
+
+func TestExitLeavesUnshippedDataOnDisk(t *testing.T) {
+	out := testOutput{Root: t.TempDir()}
+	unblock := blockOutput(t, out)
+	m := baseProps(t, out, map[string]string{"agent_shutdown_timeout": "300ms"})
+	x := startInstance(t, m)
+	if rc := x.Flush(fb.MeterChunk(0, 100), "usage"); rc != FLBOK {
+		t.Fatalf("Flush = %d", rc)
+	}
+	if rc := x.Exit(); rc != FLBOK {
+		t.Fatalf("Exit = %d", rc)
+	}
+	unblock()
+	// The next start ships what the first could not.
+	m["agent_shutdown_timeout"] = "20s"
+	y := startInstance(t, m)
+	y.Exit()
+	fb.AssertCustomers(t, fb.ParseRecords(t, fb.ReadDir(t, out.Root)), 0, 100)
+}
+
+func TestTwoInstancesOnOneBufferDir(t *testing.T) {
+	out := testOutput{Root: t.TempDir()}
+	m := baseProps(t, out, nil)
+	startInstance(t, m)
+	_, err := NewInstance(props(m), testLogger(t))
+	if !errors.Is(err, buffer.ErrLocked) || !strings.Contains(err.Error(), "buffer_dir") {
+		t.Fatalf("second instance on one buffer_dir: %v, want ErrLocked naming buffer_dir", err)
+	}
+	other := baseProps(t, testOutput{Root: t.TempDir()}, nil)
+	startInstance(t, other)
+}
+
+func TestPluginRegistry(t *testing.T) {
+	p := NewPlugin(testLogger(t))
+	a, err := p.Init(props(baseProps(t, testOutput{Root: t.TempDir()}, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc := p.FlushSole(fb.MeterChunk(0, 1), "usage"); rc != FLBOK {
+		t.Fatalf("FlushSole with one instance = %d", rc)
+	}
+	b, err := p.Init(props(baseProps(t, testOutput{Root: t.TempDir()}, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a == 0 || b == 0 || a == b {
+		t.Fatalf("ids %d, %d", a, b)
+	}
+	if _, err := p.Init(props(map[string]string{"output_url": "ftp://x"})); !errors.Is(err, ErrConfig) {
+		t.Fatalf("Init with a bad property = %v, want ErrConfig", err)
+	}
+	if rc := p.FlushSole(fb.MeterChunk(0, 1), "usage"); rc != FLBError {
+		t.Fatalf("FlushSole with two instances = %d, want FLBError", rc)
+	}
+	if rc := p.Flush(b, fb.MeterChunk(1, 1), "usage"); rc != FLBOK {
+		t.Fatalf("Flush = %d", rc)
+	}
+	if rc := p.Flush(b+100, fb.MeterChunk(0, 1), "usage"); rc != FLBError {
+		t.Fatalf("Flush to an unknown instance = %d, want FLBError", rc)
+	}
+	if _, err := p.Instance(b + 100); !errors.Is(err, ErrUnknownInstance) {
+		t.Fatalf("Instance(unknown) = %v", err)
+	}
+	if rc := p.Exit(a); rc != FLBOK {
+		t.Fatalf("Exit = %d", rc)
+	}
+	if rc := p.Exit(a); rc != FLBError {
+		t.Fatalf("second Exit = %d, want FLBError", rc)
+	}
+	if rc := p.Flush(a, fb.MeterChunk(0, 1), "usage"); rc != FLBError {
+		t.Fatalf("Flush after Exit = %d, want FLBError", rc)
+	}
+	if p.Len() != 1 {
+		t.Fatalf("Len = %d", p.Len())
+	}
+	if rc := p.ExitAll(); rc != FLBOK || p.Len() != 0 {
+		t.Fatalf("ExitAll = %d, Len %d", rc, p.Len())
+	}
+}
+
+// TestFlushAllocations: a steady stream of chunks allocates per chunk, not
+// per record.
+func TestFlushAllocations(t *testing.T) {
+	out := testOutput{Root: t.TempDir()}
+	x := startInstance(t, baseProps(t, out, map[string]string{
+		"buffer_sync":           "never",
+		"buffer_segment_size":   "512MiB",
+		"buffer_max_size":       "1GiB",
+		"buffer_flush_interval": "1h",
+	}))
+	const n = 1000
+	chunk := fb.MeterChunk(0, n)
+	x.Flush(chunk, "usage")
+	allocs := testing.AllocsPerRun(20, func() {
+		if rc := x.Flush(chunk, "usage"); rc != FLBOK {
+			t.Fatalf("Flush = %d", rc)
+		}
+	})
+	t.Logf("%.1f allocations per %d-record chunk", allocs, n)
+	if allocs > 5 {
+		t.Fatalf("%.1f allocations per %d-record chunk: the record path allocates", allocs, n)
+	}
+}

@@ -1,0 +1,130 @@
+package fluentbit
+
+import (
+	"errors"
+	"sync"
+
+	"go.uber.org/zap"
+)
+
+// ErrUnknownInstance is returned for an instance id that Init did not
+// return or that has exited: a Fluent Bit context the plugin never made.
+var ErrUnknownInstance = errors.New("fluentbit: unknown plugin instance")
+
+// Plugin is the registry of a loaded plugin's instances, one per
+// `[OUTPUT] Name metership`. The c-shared adapter keeps one Plugin and
+// stores an instance's id in the Fluent Bit context.
+type Plugin struct {
+	// log reports problems that belong to no instance; instances get it
+	// too when it was given (nil: each builds its own from log_level).
+	log     *zap.Logger
+	instLog *zap.Logger
+	mu      sync.Mutex // guards everything below
+	nextID  uint64
+	byID    map[uint64]*Instance
+}
+
+// NewPlugin returns an empty registry. log nil means each instance logs to
+// stderr per its log_level and log_format.
+func NewPlugin(log *zap.Logger) *Plugin {
+	p := &Plugin{log: log, instLog: log, byID: map[uint64]*Instance{}}
+	if p.log == nil {
+		p.log = newLogger("info", "json")
+	}
+	return p
+}
+
+// Init starts an instance from its properties and returns its id (never
+// 0). On error nothing was started and the problems were logged.
+func (p *Plugin) Init(get func(name string) string) (uint64, error) {
+	inst, err := NewInstance(get, p.instLog)
+	if err != nil {
+		return 0, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.nextID++
+	p.byID[p.nextID] = inst
+	return p.nextID, nil
+}
+
+// Instance returns the instance with id, or ErrUnknownInstance.
+func (p *Plugin) Instance(id uint64) (*Instance, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	inst, ok := p.byID[id]
+	if !ok {
+		return nil, ErrUnknownInstance
+	}
+	return inst, nil
+}
+
+// Flush flushes a chunk to instance id; FLBError for an unknown id.
+func (p *Plugin) Flush(id uint64, data []byte, tag string) int {
+	inst, err := p.Instance(id)
+	if err != nil {
+		p.log.Error("flush for an instance that does not exist; the chunk is dropped by Fluent Bit", zap.Uint64("instance", id), zap.String("tag", tag))
+		return FLBError
+	}
+	return inst.Flush(data, tag)
+}
+
+// FlushSole serves Fluent Bit's context-less FLBPluginFlush: it flushes to
+// the only instance, and is FLBError when there is not exactly one.
+func (p *Plugin) FlushSole(data []byte, tag string) int {
+	p.mu.Lock()
+	var inst *Instance
+	n := len(p.byID)
+	for _, i := range p.byID {
+		inst = i
+	}
+	p.mu.Unlock()
+	if n != 1 {
+		p.log.Error("context-less flush with other than one metership output; use a Fluent Bit that calls FLBPluginFlushCtx", zap.Int("instances", n))
+		return FLBError
+	}
+	return inst.Flush(data, tag)
+}
+
+// Exit drains and removes instance id (see Instance.Exit); FLBError for
+// an unknown id.
+func (p *Plugin) Exit(id uint64) int {
+	p.mu.Lock()
+	inst, ok := p.byID[id]
+	delete(p.byID, id)
+	p.mu.Unlock()
+	if !ok {
+		p.log.Error("exit for an instance that does not exist", zap.Uint64("instance", id))
+		return FLBError
+	}
+	return inst.Exit()
+}
+
+// ExitAll drains and removes every instance, concurrently, for Fluent
+// Bit's context-less FLBPluginExit.
+func (p *Plugin) ExitAll() int {
+	p.mu.Lock()
+	insts := make([]*Instance, 0, len(p.byID))
+	for id, inst := range p.byID {
+		insts = append(insts, inst)
+		delete(p.byID, id)
+	}
+	p.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, inst := range insts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			inst.Exit()
+		}()
+	}
+	wg.Wait()
+	return FLBOK
+}
+
+// Len is the number of running instances.
+func (p *Plugin) Len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.byID)
+}
