@@ -4,13 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/metership/metership/internal/testutil/s3server"
+	"github.com/metership/metership/metering/emulator"
 )
 
 // writeMeterFile writes n meter records of about 140 bytes each, spread
@@ -38,7 +41,15 @@ func writeMeterFile(tb testing.TB, path string, n int) int64 {
 // BenchmarkShipEndToEnd ships 1,000,000 meter records (~140 MB) to
 // versitygw with the real binary and fsync'd durability, reporting wall
 // time, CPU seconds and peak RSS of the metership process.
-func BenchmarkShipEndToEnd(b *testing.B) {
+func BenchmarkShipEndToEnd(b *testing.B) { benchShip(b, false) }
+
+// BenchmarkShipEndToEndMetered is BenchmarkShipEndToEnd with metering on
+// (meter_usage against the emulator; the records span 24 hours, 10
+// dimensions and 5 allocation-tag values): the difference is what counting
+// costs the pipeline.
+func BenchmarkShipEndToEndMetered(b *testing.B) { benchShip(b, true) }
+
+func benchShip(b *testing.B, metered bool) {
 	n := 1_000_000
 	if s := os.Getenv("METERSHIP_BENCH_RECORDS"); s != "" {
 		fmt.Sscan(s, &n)
@@ -50,6 +61,18 @@ func BenchmarkShipEndToEnd(b *testing.B) {
 		syncPolicy = s
 	}
 	srv := s3server.Start(b)
+	meteringCfg := ""
+	if metered {
+		ecfg := emulator.DefaultConfig()
+		ecfg.Products = map[string]emulator.Product{"bench": {}}
+		hs := httptest.NewServer(emulator.New(ecfg))
+		defer hs.Close()
+		var dims strings.Builder
+		for d := 0; d < 10; d++ {
+			fmt.Fprintf(&dims, "api-%d: dim_%d, ", d, d)
+		}
+		meteringCfg = fmt.Sprintf("metering:\n  mode: meter_usage\n  product_code: bench\n  endpoint: %s\n  dimensions: {%s}\n  allocation_tags: [team]\n", hs.URL, strings.TrimSuffix(dims.String(), ", "))
+	}
 	dir := b.TempDir()
 	input := filepath.Join(dir, "records.ndjson")
 	size := writeMeterFile(b, input, n)
@@ -59,8 +82,8 @@ func BenchmarkShipEndToEnd(b *testing.B) {
 	var rss int64
 	for i := 0; i < b.N; i++ {
 		cfgPath := filepath.Join(dir, fmt.Sprintf("m%d.yaml", i))
-		cfg := fmt.Sprintf("buffer:\n  dir: %s\n  sync: %s\noutput:\n  url: s3://%s/bench%d\n  endpoint: %s\n  force_path_style: true\nlog:\n  level: warn\n",
-			filepath.Join(dir, fmt.Sprintf("buf%d", i)), syncPolicy, srv.Bucket(), i, srv.Endpoint())
+		cfg := fmt.Sprintf("buffer:\n  dir: %s\n  sync: %s\noutput:\n  url: s3://%s/bench%d\n  endpoint: %s\n  force_path_style: true\nlog:\n  level: warn\n%s",
+			filepath.Join(dir, fmt.Sprintf("buf%d", i)), syncPolicy, srv.Bucket(), i, srv.Endpoint(), meteringCfg)
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 			b.Fatal(err)
 		}

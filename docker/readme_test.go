@@ -52,15 +52,23 @@ func (s *stringOrList) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// TestReadmeSection checks the README section for the lead: its JSON is
+// TestReadmeSection checks the README sections on running the agent: its JSON is
 // valid, the IAM policy grants what the agent calls on the sidecar's bucket
 // and prefix, and every docker/ path it names exists.
 func TestReadmeSection(t *testing.T) {
-	b, err := os.ReadFile("README-section.md")
+	b, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	text := string(b)
+	// The sections on running the agent: from "Run as a sidecar" up to the
+	// Fluent Bit section.
+	start := strings.Index(text, "\n## Run as a sidecar")
+	end := strings.Index(text, "\n## Use with Fluent Bit")
+	if start < 0 || end < start {
+		t.Fatal("README.md lacks the sections from \"## Run as a sidecar\" to \"## Use with Fluent Bit\"")
+	}
+	text = text[start:end]
 
 	var actions, subjects []string
 	resourcesOf := map[string][]string{} // action -> resources granted

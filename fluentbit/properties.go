@@ -99,7 +99,7 @@ func propertyDoc(name string) string {
 	case "metering_report_zero":
 		return "Report hours with zero usage."
 	case "metering_dry_run":
-		return "Compute and log reports without sending them."
+		return "Validate reports without billing: MeterUsage is called with DryRun; in batch mode nothing is sent."
 	case "server_listen":
 		return "Not used by the plugin (the agent's HTTP endpoint); use Fluent Bit's own HTTP server for health."
 	case "server_unready_after":

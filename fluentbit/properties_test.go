@@ -9,7 +9,7 @@ import (
 	"github.com/metership/metership/conf"
 )
 
-var update = flag.Bool("update", false, "rewrite the property table in README-section.md")
+var update = flag.Bool("update", false, "rewrite the property table in the README")
 
 const (
 	tableBegin = "<!-- properties:begin"
@@ -30,7 +30,7 @@ func TestEveryPropertyDocumented(t *testing.T) {
 // TestPropertyTableUpToDate keeps the README section's table equal to
 // PropertyTable (run with -update to rewrite it).
 func TestPropertyTableUpToDate(t *testing.T) {
-	const path = "README-section.md"
+	const path = "../README.md"
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)

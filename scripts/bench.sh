@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# `make bench`: the benchmarks behind the README's performance section.
+# Stage benchmarks report records/s, MB/s and allocs/op; the end-to-end
+# ones run the real binary against a real versitygw and report wall time,
+# CPU seconds and the process's peak RSS (from rusage).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GO=${GO:-go}
+run() { echo "== $*"; "$GO" test -run XXX -benchmem "$@" | grep -E '^(Benchmark|ok|FAIL|---)' ; }
+
+run -bench 'BenchmarkParse' ./record
+run -bench 'BenchmarkWrite|BenchmarkFrames' ./buffer
+run -bench 'BenchmarkEncode' ./ship
+run -bench 'BenchmarkCount|BenchmarkScan' -benchtime 3x ./metering
+run -bench 'BenchmarkFlush' ./fluentbit
+run -bench 'BenchmarkHarnessFlush' -benchtime 300x ./plugin
+run -bench 'BenchmarkTail' ./agent/tail
+# 1,000,000 records (~140 MB) end to end; METERSHIP_BENCH_RECORDS changes
+# the count, METERSHIP_BENCH_SYNC=never shows what fsync costs.
+run -bench 'BenchmarkShipEndToEnd' -benchtime 1x -timeout 30m ./agent
+run -bench 'BenchmarkRun' -benchtime 1x -timeout 30m ./agent
