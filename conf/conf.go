@@ -114,6 +114,10 @@ type Metering struct {
 // Server configures the HTTP endpoint.
 type Server struct {
 	Listen string `yaml:"listen"`
+	// UnreadyAfter is how long uploads may keep failing before /readyz
+	// answers 503: long enough to ride out a short S3 hiccup (data waits
+	// in the buffer meanwhile), short enough to alert on a real outage.
+	UnreadyAfter Duration `yaml:"unready_after"`
 }
 
 // Log configures logging.
@@ -154,7 +158,7 @@ func Default() Config {
 			CustomerIDType: "customer_identifier",
 			Lateness:       Duration(5 * 60e9),
 		},
-		Server: Server{Listen: ":9464"},
+		Server: Server{Listen: ":9464", UnreadyAfter: Duration(5 * 60e9)},
 		Log:    Log{Level: "info", Format: "json"},
 	}
 }

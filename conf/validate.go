@@ -71,6 +71,9 @@ func (c *Config) Validate(needSources bool) error {
 			v.add("server.listen", "port %q is not a number in 0..65535", port)
 		}
 	}
+	if c.Server.UnreadyAfter <= 0 {
+		v.add("server.unready_after", "must be positive")
+	}
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "json", "console")
 	if len(v.errs) == 0 {
