@@ -199,3 +199,36 @@ func TestShipStdinAndFileOutput(t *testing.T) {
 		t.Fatalf("dead letter %s", body)
 	}
 }
+
+// TestShipSmallBuffer: with the smallest buffer, lines whose dead letters
+// would not fit (a long line of control characters escapes to six bytes a
+// byte; a 2 MiB line) are dead-lettered shortened, and everything else
+// ships: ship never fails for the size of an input line.
+func TestShipSmallBuffer(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "m.yaml")
+	out := filepath.Join(dir, "out", "ingest", "amberdata")
+	y := fmt.Sprintf("buffer:\n  dir: %s\n  max_size: 128KiB\n  segment_size: 64KiB\noutput:\n  url: file://%s\nlog:\n  level: warn\n", filepath.Join(dir, "buf"), out)
+	if err := os.WriteFile(cfgPath, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var in strings.Builder
+	for i := 0; i < 2000; i++ {
+		fmt.Fprintf(&in, `{"customerId":"c%d","meterApiName":"m","meterValue":%d,"meterTimeInMillis":1654560000000}`+"\n", i, i)
+		if i == 700 {
+			in.WriteString(strings.Repeat("\x01", 30000) + "\n")
+		}
+		if i == 1400 {
+			in.WriteString(`{"customerId":"` + strings.Repeat("y", 2<<20) + "\"}\n")
+		}
+	}
+	cmd := exec.Command(binPath, "ship", "-c", cfgPath, "-")
+	cmd.Stdin = strings.NewReader(in.String())
+	outb, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, outb)
+	}
+	mustContain(t, string(outb), "records accepted:   2000")
+	mustContain(t, string(outb), "records rejected:   2 (dead-lettered)")
+	mustContain(t, string(outb), "status:             complete")
+}

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/metership/metership/buffer"
@@ -76,7 +77,20 @@ func (in *Ingester) Reject(line []byte, offset int64, sourceName, reason string)
 }
 
 func (in *Ingester) reject(line []byte, offset int64, sourceName string, err error) {
-	in.scratch = record.AppendDeadLetter(in.scratch[:0], sourceName, offset, line, err.Error())
+	reason := err.Error()
+	in.scratch = record.AppendDeadLetter(in.scratch[:0], sourceName, offset, line, reason)
+	if len(in.scratch) > in.limit {
+		// JSON escaping can make an entry up to six times its line: keep
+		// the entry within one batch's limit so a batch always fits in
+		// buffer.max_size, and say that the line was shortened.
+		overhead := len(record.AppendDeadLetter(in.scratch[:0], sourceName, offset, nil, reason)) + 128
+		keep := max(0, (in.limit-overhead)/6)
+		if keep > len(line) {
+			keep = len(line)
+		}
+		reason = fmt.Sprintf("%s (line shortened to its first %d bytes to fit buffer.max_size)", reason, keep)
+		in.scratch = record.AppendDeadLetter(in.scratch[:0], sourceName, offset, line[:keep], reason)
+	}
 	in.batch.AddDeadLetter(in.p.now().UnixMilli(), in.scratch)
 	in.rejected++
 	field := "line"
