@@ -79,15 +79,12 @@ func (in *Ingester) Reject(line []byte, offset int64, sourceName, reason string)
 func (in *Ingester) reject(line []byte, offset int64, sourceName string, err error) {
 	reason := err.Error()
 	in.scratch = record.AppendDeadLetter(in.scratch[:0], sourceName, offset, line, reason)
-	if len(in.scratch) > in.limit {
+	if limit := in.maxEntry(); len(in.scratch) > limit {
 		// JSON escaping can make an entry up to six times its line: keep
-		// the entry within one batch's limit so a batch always fits in
+		// the entry within half the buffer so a batch always fits in
 		// buffer.max_size, and say that the line was shortened.
 		overhead := len(record.AppendDeadLetter(in.scratch[:0], sourceName, offset, nil, reason)) + 128
-		keep := max(0, (in.limit-overhead)/6)
-		if keep > len(line) {
-			keep = len(line)
-		}
+		keep := escapedPrefix(line, limit-overhead)
 		reason = fmt.Sprintf("%s (line shortened to its first %d bytes to fit buffer.max_size)", reason, keep)
 		in.scratch = record.AppendDeadLetter(in.scratch[:0], sourceName, offset, line[:keep], reason)
 	}
@@ -99,6 +96,34 @@ func (in *Ingester) reject(line []byte, offset int64, sourceName string, err err
 		field = re.Field
 	}
 	in.p.metrics.RecordsRejected.WithLabelValues(field).Inc()
+}
+
+// maxEntry bounds one dead-letter entry: with a batch committed once it
+// reaches a quarter of buffer.max_size, an entry of at most half of it
+// keeps every batch below max_size (and below the largest frame).
+func (in *Ingester) maxEntry() int {
+	return int(min(in.p.cfg.Buffer.MaxSize/2, buffer.MaxFrameData/2))
+}
+
+// escapedPrefix returns the length of the longest prefix of b whose JSON
+// string form is at most budget bytes, counting conservatively (control
+// and non-ASCII bytes as six).
+func escapedPrefix(b []byte, budget int) int {
+	cost := 0
+	for i, c := range b {
+		switch {
+		case c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t':
+			cost += 2
+		case c < 0x20 || c >= 0x7f:
+			cost += 6
+		default:
+			cost++
+		}
+		if cost > budget {
+			return i
+		}
+	}
+	return len(b)
 }
 
 // SetCheckpoint records the source position this batch reaches.
