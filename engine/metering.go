@@ -32,6 +32,11 @@ func (c *lateCounter) Count(ctx context.Context, seg *buffer.Segment) error {
 	return m.Count(ctx, seg)
 }
 
+// BeginCount lets the pipeline count a segment during its encoding pass.
+func (c *lateCounter) BeginCount(seq uint64) pipeline.SegmentCount {
+	return c.meter.Load().BeginCount(seq)
+}
+
 // meterRuntime connects the metering ledger to the pipeline: the pipeline
 // counts every sealed segment before shipping it, and the meter reports
 // hours as they close.

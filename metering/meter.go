@@ -365,43 +365,86 @@ func (m *Meter) Counted(seq uint64) bool {
 // sequence are on disk together. Records whose meterApiName has no
 // dimension mapping are counted in metrics and not billed.
 func (m *Meter) Count(ctx context.Context, seg *buffer.Segment) error {
-	gone := m.goneSegments()
-	m.mu.Lock()
-	if _, done := m.led.counted[seg.Seq]; done {
-		err := m.flushLocked()
-		m.mu.Unlock()
-		return err
+	c := m.BeginCount(seg.Seq)
+	defer c.Close()
+	if c.Done() {
+		return c.Commit(ctx)
 	}
-	m.mu.Unlock()
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	sc := m.scanners.Get().(*scanner)
-	defer m.scanners.Put(sc)
-	sc.reset()
 	err := seg.Frames(func(f buffer.Frame) error {
-		if f.Type == buffer.FrameRecord {
-			sc.add(f.Time, f.Data)
-		}
+		c.Add(f)
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("metering: count segment %d: %w", seg.Seq, err)
 	}
-	m.crash("count-scanned")
+	return c.Commit(ctx)
+}
 
+// Counting is the count of one segment fed by a pass over its frames that
+// the caller makes anyway (the encoder's), so a segment is read once.
+// BeginCount, Add for every frame, then Commit (retry it until nil), then
+// Close. Like Count it is idempotent per segment sequence.
+type Counting struct {
+	m    *Meter
+	seq  uint64
+	sc   *scanner
+	done bool // already counted: Add does nothing, Commit only makes it durable
+}
+
+// BeginCount starts counting segment seq.
+func (m *Meter) BeginCount(seq uint64) *Counting {
+	c := &Counting{m: m, seq: seq}
+	m.mu.Lock()
+	_, c.done = m.led.counted[seq]
+	m.mu.Unlock()
+	if !c.done {
+		c.sc = m.scanners.Get().(*scanner)
+		c.sc.reset()
+	}
+	return c
+}
+
+// Done reports whether the segment was counted before BeginCount.
+func (c *Counting) Done() bool { return c.done }
+
+// Add counts one frame; only record frames matter.
+func (c *Counting) Add(f buffer.Frame) {
+	if c.sc != nil && f.Type == buffer.FrameRecord {
+		c.sc.add(f.Time, f.Data)
+	}
+}
+
+// Commit merges the counted records into the ledger and writes it with the
+// segment's sequence. When it returns nil the count is durable; on error
+// call it again (a merged but unwritten count is only written, never added
+// twice).
+func (c *Counting) Commit(ctx context.Context) error {
+	m := c.m
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	gone := m.goneSegments()
+	m.crash("count-scanned")
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, done := m.led.counted[seg.Seq]; done {
+	if _, done := m.led.counted[c.seq]; done || c.sc == nil {
 		return m.flushLocked()
 	}
 	m.forgetLocked(gone)
-	m.mergeLocked(seg.Seq, sc)
+	m.mergeLocked(c.seq, c.sc)
 	if err := m.saveLocked(); err != nil {
-		return fmt.Errorf("metering: count segment %d: %w", seg.Seq, err)
+		return fmt.Errorf("metering: count segment %d: %w", c.seq, err)
 	}
 	m.crash("count-saved")
 	return nil
+}
+
+// Close returns the Counting's scratch space; it must not be used after.
+func (c *Counting) Close() {
+	if c.sc != nil {
+		c.m.scanners.Put(c.sc)
+		c.sc = nil
+	}
 }
 
 // mergeLocked adds a scanned segment to the ledger and marks it counted.

@@ -36,6 +36,22 @@ type Counter interface {
 	Count(ctx context.Context, seg *buffer.Segment) error
 }
 
+// StreamCounter is a Counter that can count a segment from the frames the
+// encoder reads anyway, so each segment is read once. metering.Meter is
+// one (through engine).
+type StreamCounter interface {
+	Counter
+	BeginCount(seq uint64) SegmentCount
+}
+
+// SegmentCount is one segment's count in progress: Add every frame, then
+// Commit until it returns nil (durable), then Close.
+type SegmentCount interface {
+	Add(f buffer.Frame)
+	Commit(ctx context.Context) error
+	Close()
+}
+
 // Options are the non-config inputs of New.
 type Options struct {
 	Logger     *zap.Logger
@@ -356,14 +372,34 @@ func (p *Pipeline) shipLoop(ctx context.Context) error {
 // matters: a segment is acknowledged (deleted) only when it is both counted
 // and uploaded; a crash anywhere before Ack repeats idempotent steps.
 func (p *Pipeline) shipSegment(ctx context.Context, seg *buffer.Segment) error {
-	if p.counter != nil {
-		if err := p.countWithRetry(ctx, seg); err != nil {
+	var (
+		objs []ship.Object
+		err  error
+	)
+	if sc, ok := p.counter.(StreamCounter); ok {
+		// One pass: the encoder's read of the frames also feeds the count,
+		// which is made durable before any upload.
+		cnt := sc.BeginCount(seg.Seq)
+		defer cnt.Close()
+		objs, err = p.enc.Encode(p.buf.AgentID(), seg.Seq, &countingSource{seg: seg, cnt: cnt})
+		if err != nil {
+			return fmt.Errorf("encode segment %d: %w", seg.Seq, err)
+		}
+		if err := p.retry(ctx, seg, "metering could not count segment", cnt.Commit); err != nil {
+			p.enc.Release(objs)
 			return err
 		}
-	}
-	objs, err := p.enc.Encode(p.buf.AgentID(), seg.Seq, seg)
-	if err != nil {
-		return fmt.Errorf("encode segment %d: %w", seg.Seq, err)
+	} else {
+		if p.counter != nil {
+			count := func(ctx context.Context) error { return p.counter.Count(ctx, seg) }
+			if err := p.retry(ctx, seg, "metering could not count segment", count); err != nil {
+				return err
+			}
+		}
+		objs, err = p.enc.Encode(p.buf.AgentID(), seg.Seq, seg)
+		if err != nil {
+			return fmt.Errorf("encode segment %d: %w", seg.Seq, err)
+		}
 	}
 	defer p.enc.Release(objs)
 	for i := range objs {
@@ -409,17 +445,38 @@ func (p *Pipeline) shipSegment(ctx context.Context, seg *buffer.Segment) error {
 	return nil
 }
 
-func (p *Pipeline) countWithRetry(ctx context.Context, seg *buffer.Segment) error {
+// countingSource passes a segment's frames to the encoder and to a count.
+// The encoder reads them exactly once (a second pass would count twice,
+// so it is refused).
+type countingSource struct {
+	seg  *buffer.Segment
+	cnt  SegmentCount
+	read bool
+}
+
+func (c *countingSource) Frames(fn func(buffer.Frame) error) error {
+	if c.read {
+		return errors.New("pipeline: segment frames read twice while counting")
+	}
+	c.read = true
+	return c.seg.Frames(func(f buffer.Frame) error {
+		c.cnt.Add(f)
+		return fn(f)
+	})
+}
+
+// retry calls fn until it succeeds or ctx is done, backing off.
+func (p *Pipeline) retry(ctx context.Context, seg *buffer.Segment, what string, fn func(context.Context) error) error {
 	wait := 200 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		err := p.counter.Count(ctx, seg)
+		err := fn(ctx)
 		if err == nil {
 			return nil
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		p.log.Error("metering could not count segment; retrying", zap.Uint64("segment", seg.Seq), zap.Int("attempt", attempt), zap.Error(err))
+		p.log.Error(what+"; retrying", zap.Uint64("segment", seg.Seq), zap.Int("attempt", attempt), zap.Error(err))
 		if !sleepCtx(ctx, wait) {
 			return ctx.Err()
 		}
