@@ -443,19 +443,25 @@ func checkDimensions(r gjson.Result) error {
 	n := 0
 	r.ForEach(func(k, v gjson.Result) bool {
 		n++
-		switch {
-		case n > maxDimensions:
-			err = invalid(FieldDimensions, "more than %d entries", maxDimensions)
-		case k.Str == "":
-			err = invalid(FieldDimensions, "empty key")
-		case v.Type != gjson.String:
-			err = invalid(FieldDimensions+"."+k.Str, "must be a string, got %s", typeName(v))
-		case len(v.Str) > maxDimensionLen || len(k.Str) > maxDimensionLen:
-			err = invalid(FieldDimensions+"."+k.Str, "longer than %d bytes", maxDimensionLen)
-		}
+		err = checkDimension(n, k, v)
 		return err == nil
 	})
 	return err
+}
+
+// checkDimension validates the n-th (1-based) entry of a dimensions object.
+func checkDimension(n int, k, v gjson.Result) error {
+	switch {
+	case n > maxDimensions:
+		return invalid(FieldDimensions, "more than %d entries", maxDimensions)
+	case k.Str == "":
+		return invalid(FieldDimensions, "empty key")
+	case v.Type != gjson.String:
+		return invalid(FieldDimensions+"."+k.Str, "must be a string, got %s", typeName(v))
+	case len(v.Str) > maxDimensionLen || len(k.Str) > maxDimensionLen:
+		return invalid(FieldDimensions+"."+k.Str, "longer than %d bytes", maxDimensionLen)
+	}
+	return nil
 }
 
 // appendDimensions validates an object of strings and re-emits it without
@@ -472,17 +478,7 @@ func appendDimensions(dst []byte, r gjson.Result) ([]byte, error) {
 	n := 0
 	r.ForEach(func(k, v gjson.Result) bool {
 		n++
-		switch {
-		case n > maxDimensions:
-			err = invalid(FieldDimensions, "more than %d entries", maxDimensions)
-		case k.Str == "":
-			err = invalid(FieldDimensions, "empty key")
-		case v.Type != gjson.String:
-			err = invalid(FieldDimensions+"."+k.Str, "must be a string, got %s", typeName(v))
-		case len(v.Str) > maxDimensionLen || len(k.Str) > maxDimensionLen:
-			err = invalid(FieldDimensions+"."+k.Str, "longer than %d bytes", maxDimensionLen)
-		}
-		if err != nil {
+		if err = checkDimension(n, k, v); err != nil {
 			return false
 		}
 		if n > 1 {
