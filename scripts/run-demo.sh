@@ -16,7 +16,14 @@ export AWS_EC2_METADATA_DISABLED=true
 mkdir -p demo/logs
 [ -f demo/logs/app.log ] || cp examples/sample/app.log demo/logs/app.log
 
-"$BIN" emulate-metering --listen "$EMU_ADDR" >demo/emulator.log 2>&1 &
+# The emulator runs in its own session so that Ctrl-C reaches only the
+# agent: the agent reports its last closed hours while shutting down, and
+# the emulator must still be there to take them.
+if command -v setsid >/dev/null; then
+  setsid "$BIN" emulate-metering --listen "$EMU_ADDR" >demo/emulator.log 2>&1 &
+else
+  "$BIN" emulate-metering --listen "$EMU_ADDR" >demo/emulator.log 2>&1 &
+fi
 EMU=$!
 (
   # A stand-in application: a usage record every second, current time.
@@ -30,6 +37,8 @@ EMU=$!
 APP=$!
 cleanup() { kill "$APP" "$EMU" 2>/dev/null || true; wait "$EMU" 2>/dev/null || true; }
 trap cleanup EXIT
+# Ctrl-C stops the agent, which drains and exits 0; bash then carries on
+# and prints what was shipped and reported.
 
 echo "metering emulator: http://$EMU_ADDR/_state   agent: http://127.0.0.1:9464/metrics"
 echo "objects appear under ./out/ingest/amberdata, dead letters under ./out/failed-requests (Ctrl-C to stop)"
@@ -40,6 +49,10 @@ set -e
 echo "--- objects written:"
 find out -type f | sort | head -20
 echo "--- metering emulator accepted:"
-if command -v curl >/dev/null; then curl -fsS "http://$EMU_ADDR/_state" | head -c 2000; else echo "(see http://$EMU_ADDR/_state)"; fi
+if command -v curl >/dev/null; then
+  curl -fsS "http://$EMU_ADDR/_state" | head -c 2000 || true
+else
+  echo "(curl not installed; the emulator's state was at http://$EMU_ADDR/_state)"
+fi
 echo
 exit $code
