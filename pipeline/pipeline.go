@@ -325,7 +325,8 @@ func (p *Pipeline) Run(ctx context.Context) error {
 
 func (p *Pipeline) sealLoop(ctx context.Context) {
 	age := p.cfg.Buffer.FlushInterval.D()
-	tick := age / 4
+	// Check often enough that a batch ships within ~10% of its age limit.
+	tick := age / 10
 	if tick > time.Second {
 		tick = time.Second
 	}

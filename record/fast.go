@@ -195,8 +195,15 @@ func skipWS(b []byte, i int) int {
 func scanString(b []byte, i int) (end int, esc bool, ok bool) {
 	i++
 	for i < len(b) {
-		c := b[i]
-		switch {
+		// Skip ordinary bytes with a table lookup: most strings have none
+		// of the three kinds of special byte.
+		for i < len(b) && !strSpecial[b[i]] {
+			i++
+		}
+		if i >= len(b) {
+			break
+		}
+		switch c := b[i]; {
 		case c == '"':
 			return i + 1, esc, true
 		case c == '\\':
@@ -220,14 +227,22 @@ func scanString(b []byte, i int) (end int, esc bool, ok bool) {
 			default:
 				return 0, false, false
 			}
-		case c < 0x20:
+		default: // a control character
 			return 0, false, false
-		default:
-			i++
 		}
 	}
 	return 0, false, false
 }
+
+// strSpecial marks the bytes a JSON string scan must stop at: the quote,
+// the backslash and the control characters.
+var strSpecial = func() (t [256]bool) {
+	for c := 0; c < 0x20; c++ {
+		t[c] = true
+	}
+	t['"'], t['\\'] = true, true
+	return t
+}()
 
 func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
@@ -372,9 +387,10 @@ func (p *Parser) fastMeter(dst, line []byte, src Source) ([]byte, int64, bool) {
 		return dst, 0, false
 	}
 	raw := line[f.val.start:f.val.end]
-	v, err := strconv.ParseFloat(unsafeString(raw), 64)
-	if err != nil || v < 0 {
-		return dst, 0, false // out of range (Inf) or negative: slow path names it
+	if !plainNonNegative(raw) {
+		// Negative, or an exponent that might overflow to Inf: the slow
+		// path decides and names the problem.
+		return dst, 0, false
 	}
 	var millis int64
 	if f.has[fTime] {
@@ -421,4 +437,24 @@ func (p *Parser) fastMeter(dst, line []byte, src Source) ([]byte, int64, bool) {
 		out = p.appendDerivedID(out, line, src)
 	}
 	return append(out, '}'), millis, true
+}
+
+// plainNonNegative reports whether a number token scanNumber accepted is
+// certainly finite and not negative without parsing it: no exponent, at
+// most 300 digits, and no minus sign unless every digit is zero (-0 is
+// allowed, as ParseFloat sees it as zero).
+func plainNonNegative(raw []byte) bool {
+	if len(raw) > 300 {
+		return false
+	}
+	neg := len(raw) > 0 && raw[0] == '-'
+	for _, c := range raw {
+		switch {
+		case c == 'e' || c == 'E':
+			return false
+		case neg && '1' <= c && c <= '9':
+			return false
+		}
+	}
+	return true
 }
