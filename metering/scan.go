@@ -213,16 +213,18 @@ func (s *scanner) parseFast(line []byte) (value []byte, ok bool) {
 // opening quote) and the index after its closing quote; false when it has
 // escapes or does not end.
 func plainString(line []byte, i int) ([]byte, int, bool) {
-	for j := i; j < len(line); j++ {
-		switch line[j] {
-		case '"':
-			return line[i:j], j + 1, true
-		case '\\':
-			return nil, i, false
-		}
+	j := i
+	for j < len(line) && !quoteOrEscape[line[j]] {
+		j++
+	}
+	if j < len(line) && line[j] == '"' {
+		return line[i:j], j + 1, true
 	}
 	return nil, i, false
 }
+
+// quoteOrEscape marks the bytes that end a plain string scan.
+var quoteOrEscape = [256]bool{'"': true, '\\': true}
 
 // noteDimension keeps a record dimension if it is an allocation tag or the
 // license dimension. An empty value counts as absent.
