@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/metership/metership/internal/fsutil"
 )
 
 // File names inside Options.Dir.
@@ -18,7 +20,7 @@ const (
 	lockName  = "LOCK"
 	metaName  = "meta"
 	stateName = "state"
-	tmpSuffix = ".tmp"
+	tmpSuffix = fsutil.TmpSuffix
 	openExt   = ".open"
 	sealedExt = ".seg"
 	badExt    = ".bad"
@@ -129,28 +131,8 @@ func readState(dir string, m checkpointMap) (asOf uint64, err error) {
 // atomicWrite replaces dir/name with data: temp file, fsync, rename, fsync
 // dir. A crash leaves either the old or the new content, never a mix.
 func atomicWrite(dir, name string, data []byte) error {
-	final := filepath.Join(dir, name)
-	tmp := final + tmpSuffix
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
-	if err != nil {
-		return fmt.Errorf("buffer: write %s: %w", final, err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, final)
-	}
-	if err == nil {
-		err = syncDir(dir)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("buffer: write %s: %w", final, err)
+	if err := fsutil.WriteFileAtomic(dir, name, data, 0o640, nil); err != nil {
+		return fmt.Errorf("buffer: write %s: %w", filepath.Join(dir, name), err)
 	}
 	return nil
 }
@@ -186,17 +168,7 @@ func copyFile(src, dst string) error {
 
 // syncDir fsyncs a directory so renames, creations and removals in it are
 // durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
+func syncDir(dir string) error { return fsutil.SyncDir(dir) }
 
 func truncateForError(b []byte) string {
 	const max = 64

@@ -12,13 +12,14 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/metership/metership/internal/fsutil"
 )
 
 // File names inside Options.Dir.
 const (
 	ledgerName     = "ledger.json"
 	deadLetterDir  = "dead-letters"
-	tmpSuffix      = ".tmp"
 	ledgerFormat   = "metership-metering-ledger/1"
 	checksumPrefix = "crc32c:"
 )
@@ -376,30 +377,7 @@ func loadLedger(dir, instance string, now time.Time) (*ledger, bool, error) {
 // fsync of the directory. beforeRename runs between the fsync and the
 // rename (a test crash point).
 func writeFileAtomic(dir, name string, data []byte, beforeRename func()) error {
-	final := filepath.Join(dir, name)
-	tmp := final + tmpSuffix
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if beforeRename != nil {
-		beforeRename()
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		return err
-	}
-	return syncDir(dir)
+	return fsutil.WriteFileAtomic(dir, name, data, 0o644, beforeRename)
 }
 
 func mkdirAll(dir string) error {
@@ -409,17 +387,7 @@ func mkdirAll(dir string) error {
 	return nil
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
-		return err
-	}
-	return nil
-}
+func syncDir(dir string) error { return fsutil.SyncDir(dir) }
 
 // sortedHours returns the keys of an hour-keyed map in ascending order.
 func sortedHours[V any](m map[int64]V) []int64 {
