@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+
+	"github.com/metership/metership/record"
 )
 
 // ErrMalformed is wrapped by decode errors for bytes that are not msgpack
@@ -527,7 +529,7 @@ func (d *decoder) appendValue(dst []byte, depth int) ([]byte, error) {
 		if err != nil {
 			return dst, err
 		}
-		return appendJSONString(dst, b), nil
+		return record.AppendJSONBytes(dst, b), nil
 	case c&0xf0 == 0x80:
 		d.pos++
 		return d.appendMap(dst, int(c&0x0f), depth)
@@ -553,7 +555,7 @@ func (d *decoder) appendValue(dst []byte, depth int) ([]byte, error) {
 		if err != nil {
 			return dst, err
 		}
-		return appendJSONString(dst, b), nil
+		return record.AppendJSONBytes(dst, b), nil
 	case 0xca, 0xcb:
 		f, err := d.float()
 		if err != nil {
@@ -656,14 +658,14 @@ func (d *decoder) appendKey(dst []byte, depth int) ([]byte, error) {
 		return dst, err
 	}
 	if ok {
-		return appendJSONString(dst, b), nil
+		return record.AppendJSONBytes(dst, b), nil
 	}
 	mark := len(dst)
 	if dst, err = d.appendValue(dst, depth+1); err != nil {
 		return dst, err
 	}
 	d.key = append(d.key[:0], dst[mark:]...)
-	return appendJSONString(dst[:mark], d.key), nil
+	return record.AppendJSONBytes(dst[:mark], d.key), nil
 }
 
 // skip moves past one value, iteratively (no recursion, any depth),

@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	fb "github.com/metership/metership/fluentbit/fbtest"
-	"github.com/metership/metership/record"
 )
 
 // decoded is one event as the tests compare it.
@@ -375,35 +374,6 @@ func FuzzDecode(f *testing.F) {
 			if ev.kind == eventRecord && !ev.text && !json.Valid(ev.line) {
 				t.Fatalf("record rendered as invalid JSON: %q", ev.line)
 			}
-		}
-	})
-}
-
-// TestAppendJSONStringMatchesRecord: the decoder's string escaping writes
-// exactly what the record package writes.
-func TestAppendJSONStringMatchesRecord(t *testing.T) {
-	inputs := []string{
-		"", "plain", `q"uote`, `back\slash`, "nl\n cr\r tab\t", "\x00\x01\x1f\x7f",
-		"héllo ✓ 😀", "bad \xff\xfe utf8", "\xe2\x82", "end\xc3", "\u2028\u2029", "</script>&",
-	}
-	for _, s := range inputs {
-		got := string(appendJSONString([]byte("x"), []byte(s)))
-		want := string(record.AppendJSONBytes([]byte("x"), []byte(s)))
-		if got != want {
-			t.Errorf("%q: got %s, want %s", s, got, want)
-		}
-	}
-}
-
-func FuzzAppendJSONString(f *testing.F) {
-	f.Add([]byte("plain \"q\" \xff \x01 ✓"))
-	f.Fuzz(func(t *testing.T, s []byte) {
-		got := appendJSONString(nil, s)
-		if want := record.AppendJSONBytes(nil, s); !bytes.Equal(got, want) {
-			t.Fatalf("%q: got %s, want %s", s, got, want)
-		}
-		if !json.Valid(got) {
-			t.Fatalf("%q: invalid JSON %s", s, got)
 		}
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
 )
@@ -332,6 +333,46 @@ func FuzzFastPath(f *testing.F) {
 		}
 		if string(fast) != string(slow) || fts != sts {
 			t.Fatalf("paths disagree on %q:\nfast %s\nslow %s", line, fast, slow)
+		}
+	})
+}
+
+// TestAppendJSONString: every string becomes valid JSON that decodes back
+// to it (invalid UTF-8 bytes become U+FFFD, one each).
+func TestAppendJSONString(t *testing.T) {
+	tests := map[string]string{
+		"":                 `""`,
+		"plain":            `"plain"`,
+		`q"uote`:           `"q\"uote"`,
+		`back\slash`:       `"back\\slash"`,
+		"nl\n cr\r tab\t":  `"nl\n cr\r tab\t"`,
+		"\x00\x01\x1f\x7f": `"\u0000\u0001\u001f\u007f"`,
+		"héllo ✓ 😀":        `"héllo ✓ 😀"`,
+		"bad \xff\xfe":     `"bad \ufffd\ufffd"`,
+		"\xe2\x82":         `"\ufffd\ufffd"`,
+		"end\xc3":          `"end\ufffd"`,
+		"\u2028</script>&": "\"\u2028</script>&\"",
+	}
+	for in, want := range tests {
+		if got := string(AppendJSONBytes([]byte("x"), []byte(in))); got != "x"+want {
+			t.Errorf("%q: got %s, want x%s", in, got, want)
+		}
+	}
+}
+
+func FuzzAppendJSONString(f *testing.F) {
+	f.Add([]byte("plain \"q\" \xff \x01 ✓"))
+	f.Fuzz(func(t *testing.T, s []byte) {
+		got := AppendJSONBytes(nil, s)
+		if !json.Valid(got) {
+			t.Fatalf("%q: invalid JSON %s", s, got)
+		}
+		var back string
+		if err := json.Unmarshal(got, &back); err != nil {
+			t.Fatal(err)
+		}
+		if utf8.Valid(s) && back != string(s) {
+			t.Fatalf("%q: decodes to %q", s, back)
 		}
 	})
 }
