@@ -245,24 +245,20 @@ func (s *tailSink) add(in *pipeline.Ingester, c *tail.Chunk, i int) {
 	switch {
 	case l.TooLong:
 		in.Reject(l.Data[:min(len(l.Data), s.keep)], l.Offset, c.Path, s.reason)
-	case len(trimSpace(l.Data)) == 0:
+	case record.Blank(l.Data):
 	default:
 		in.Add(l.Data, record.Source{ID: c.Source, Offset: l.Offset}, c.Path)
 	}
 }
 
-// oversizeKeep is how much of a line is dead-lettered when its dead letter
-// alone is too large for the buffer.
-const oversizeKeep = 4 << 10
-
-// consumeOneByOne commits a chunk too large for the buffer (a dead letter
-// whose JSON escaping blew up a line, with a small buffer.max_size) one
-// line at a time, each batch with the checkpoint just past its line, so
-// that a line too large even alone is dead-lettered shortened instead of
-// stalling its file forever. It waits for space rather than returning
-// buffer.ErrFull: the tailer would re-send the lines already committed.
-// An error (ctx done) leaves the buffer's checkpoint after the last
-// committed line, where the next start resumes.
+// consumeOneByOne commits a chunk too large for the buffer (dead letters
+// of lines whose JSON escaping blew them up, with a small
+// buffer.max_size) one line at a time, each batch with the checkpoint just
+// past its line. A single line always fits: the Ingester shortens a dead
+// letter to half of max_size. It waits for space rather than returning
+// buffer.ErrFull: the tailer would re-send the lines already committed. An
+// error (ctx done) leaves the buffer's checkpoint after the last committed
+// line, where the next start resumes.
 func (s *tailSink) consumeOneByOne(ctx context.Context, in *pipeline.Ingester, c *tail.Chunk) error {
 	for i := range c.Lines {
 		end := c.Checkpoint.Offset
@@ -271,16 +267,7 @@ func (s *tailSink) consumeOneByOne(ctx context.Context, in *pipeline.Ingester, c
 		}
 		s.add(in, c, i)
 		in.SetCheckpoint(c.Checkpoint.Source, end, c.Checkpoint.Meta)
-		err := in.CommitWait(ctx)
-		if errors.Is(err, buffer.ErrTooLarge) {
-			in.Discard()
-			l := &c.Lines[i]
-			in.Reject(l.Data[:min(len(l.Data), oversizeKeep)], l.Offset, c.Path,
-				fmt.Sprintf("line too large for buffer.max_size, as a record or a dead letter; only its first %d bytes are kept here", oversizeKeep))
-			in.SetCheckpoint(c.Checkpoint.Source, end, c.Checkpoint.Meta)
-			err = in.CommitWait(ctx)
-		}
-		if err != nil {
+		if err := in.CommitWait(ctx); err != nil {
 			in.Discard()
 			return fmt.Errorf("%s: %w", c.Path, err)
 		}

@@ -190,7 +190,7 @@ func shipInput(ctx context.Context, p *pipeline.Pipeline, in string, stdin io.Re
 		switch {
 		case tooLong:
 			ing.Reject(line, off, name, "line exceeds records.max_line_size ("+strconv.Itoa(int(cfg.Records.MaxLineSize))+" bytes); only its first bytes are kept here")
-		case len(trimSpace(line)) == 0:
+		case record.Blank(line):
 			// Blank lines are not records and not errors.
 		default:
 			ing.Add(line, record.Source{ID: sourceID, Offset: off}, name)
@@ -272,16 +272,6 @@ func (c *committer) close() error {
 	close(c.queue)
 	<-c.done
 	return c.err
-}
-
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t' || b[0] == '\r') {
-		b = b[1:]
-	}
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t' || b[len(b)-1] == '\r') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
 
 // fileIdentity names a file by device, inode and a hash of its first

@@ -707,20 +707,23 @@ func (b *Buffer) Stats() Stats {
 // Sealed segments not yet acked are handed out again after the next Open.
 // Calls after the first return nil.
 func (b *Buffer) Close() error {
-	b.closeOnce.Do(func() { b.closeErr = b.close() })
+	b.closeOnce.Do(func() { b.closeErr = b.close(true) })
 	return b.closeErr
 }
 
-func (b *Buffer) close() error {
+// close shuts the buffer down; seal false leaves the active segment as a
+// crash would (tests).
+func (b *Buffer) close(seal bool) error {
 	b.mu.Lock()
 	for b.syncing {
 		b.cond.Wait()
 	}
 	var err error
-	if b.failed == nil {
-		err = b.sealLocked()
-	} else {
+	switch {
+	case b.failed != nil:
 		err = b.failedErrLocked()
+	case seal:
+		err = b.sealLocked()
 	}
 	if b.active != nil {
 		b.active.f.Close()

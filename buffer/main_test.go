@@ -115,24 +115,7 @@ func recordsOf(t testing.TB, b *Buffer) []string {
 func crash(t testing.TB, b *Buffer) {
 	t.Helper()
 	b.closeOnce.Do(func() {
-		b.mu.Lock()
-		for b.syncing {
-			b.cond.Wait()
-		}
-		if b.active != nil {
-			b.active.f.Close()
-			b.active = nil
-		}
-		b.closed = true
-		b.notifyLocked()
-		b.cond.Broadcast()
-		b.mu.Unlock()
-		if b.stop != nil {
-			close(b.stop)
-			b.loop.Wait()
-		}
-		b.acks.Wait()
-		b.lockFile.Close()
+		_ = b.close(false)
 		b.closeErr = errors.New("crashed")
 	})
 }

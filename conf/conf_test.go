@@ -104,6 +104,8 @@ func TestValidateNamesEveryKey(t *testing.T) {
 		{"ftp", func(c *Config) { c.Output.URL = "ftp://x/y" }, "output.url", `scheme "ftp" not supported; use s3:// or file://`},
 		{"no bucket", func(c *Config) { c.Output.URL = "s3:///prefix" }, "output.url", "has no bucket"},
 		{"no scheme", func(c *Config) { c.Output.URL = "bucket/prefix" }, "output.url", "has no scheme"},
+		{"bucket name", func(c *Config) { c.Output.URL = "s3://Billing_Bucket/x" }, "output.url", `bucket name "Billing_Bucket": character 'B' not allowed`},
+		{"file host", func(c *Config) { c.Output.URL = "file://server/x" }, "output.url", `host "server" not supported`},
 		{"empty url", func(c *Config) { c.Output.URL = "" }, "output.url", "required"},
 		{"key format", func(c *Config) { c.Output.KeyFormat = "%Y/data.gz" }, "output.key_format", "needs $UUID"},
 		{"key format specifier", func(c *Config) { c.Output.KeyFormat = "%Q/$UUID.gz" }, "output.key_format", "unsupported strftime specifier %Q"},

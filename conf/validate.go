@@ -209,7 +209,9 @@ func (c *Config) validateOutput(v *collector) {
 	}
 }
 
-// checkDestination validates an s3:// or file:// URL.
+// checkDestination validates an s3:// or file:// URL with the parser the
+// output itself uses, so check rejects exactly what start-up would; the
+// commonest mistakes get a short message of their own.
 func checkDestination(v *collector, key, raw string, required bool) {
 	if raw == "" {
 		if required {
@@ -218,23 +220,22 @@ func checkDestination(v *collector, key, raw string, required bool) {
 		return
 	}
 	u, err := url.Parse(raw)
-	if err != nil {
+	switch {
+	case err != nil:
 		v.add(key, "%q is not a URL: %v", raw, err)
 		return
-	}
-	switch u.Scheme {
-	case "s3":
-		if u.Host == "" {
-			v.add(key, "%q has no bucket; use s3://bucket/prefix", raw)
-		}
-	case "file":
-		if u.Host == "" && u.Path == "" || u.Host != "" && u.Host != "." && u.Host != "localhost" {
-			v.add(key, "%q: use file:///absolute/dir or file://./relative/dir", raw)
-		}
-	case "":
+	case u.Scheme == "":
 		v.add(key, "%q has no scheme; use s3:// or file://", raw)
-	default:
+		return
+	case u.Scheme != "s3" && u.Scheme != "file":
 		v.add(key, "scheme %q not supported; use s3:// or file://", u.Scheme)
+		return
+	case u.Scheme == "s3" && u.Host == "":
+		v.add(key, "%q has no bucket; use s3://bucket/prefix", raw)
+		return
+	}
+	if _, err := ship.ParseURL(raw); err != nil {
+		v.add(key, "%s", strings.TrimPrefix(err.Error(), ship.ErrURL.Error()+" "))
 	}
 }
 

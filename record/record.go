@@ -548,6 +548,10 @@ func appendUUID(dst []byte, b [16]byte) []byte {
 	return dst
 }
 
+// Blank reports whether line holds only whitespace: not a record and not
+// an error, so sources skip it.
+func Blank(line []byte) bool { return len(trimSpace(line)) == 0 }
+
 func trimSpace(b []byte) []byte {
 	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t' || b[0] == '\r' || b[0] == '\n') {
 		b = b[1:]
