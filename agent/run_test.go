@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -413,6 +414,16 @@ func TestRunReadyz(t *testing.T) {
 	})
 	if code := agent.status("/readyz"); code != http.StatusOK {
 		t.Fatalf("/readyz %d while uploads work", code)
+	}
+	// SIGHUP does not reload (documented) and must not stop the agent.
+	if err := agent.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, func() string { return "SIGHUP answered with a log line\n" + agent.out.String() }, func() bool {
+		return strings.Contains(agent.out.String(), "configuration reload is not supported")
+	})
+	if code := agent.status("/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz %d after SIGHUP", code)
 	}
 
 	srv.Stop()

@@ -375,3 +375,25 @@ func TestFlushAllocations(t *testing.T) {
 		t.Fatalf("%.1f allocations per %d-record chunk: the record path allocates", allocs, n)
 	}
 }
+
+// TestKeyFormatTag: $TAG in output_key_format renders the Fluent Bit tag of
+// each flushed chunk, so chunks of two tags land under two prefixes.
+func TestKeyFormatTag(t *testing.T) {
+	out := testOutput{Root: t.TempDir()}
+	x := startInstance(t, baseProps(t, out, map[string]string{"output_key_format": "$TAG/%Y/$UUID.gz"}))
+	for _, tag := range []string{"usage.api", "usage.batch"} {
+		chunk := new(fb.Chunk).V1(et, fb.MeterRecord("c-"+tag, "api-calls", 1, 1654560000000, nil)).Bytes()
+		if rc := x.Flush(chunk, tag); rc != FLBOK {
+			t.Fatalf("Flush(%s) = %d", tag, rc)
+		}
+	}
+	if rc := x.Exit(); rc != FLBOK {
+		t.Fatalf("Exit = %d", rc)
+	}
+	for _, tag := range []string{"usage.api", "usage.batch"} {
+		got := fb.ReadDir(t, filepath.Join(out.Root, "ingest", "amberdata", tag, "2022"))
+		if len(got) != 1 || !strings.Contains(got[0], `"customerId":"c-`+tag+`"`) {
+			t.Fatalf("objects under %s/2022: %v", tag, got)
+		}
+	}
+}
