@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -58,19 +59,26 @@ func cmdShip(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	var summary shipSummary
-	code := exitOK
+	// An input that cannot be read (missing, a directory, an I/O error)
+	// is reported and the others still go through; everything accepted is
+	// shipped unless ctx ended (signal or --timeout).
+	var unread []string
 	for _, in := range inputs {
+		if ctx.Err() != nil {
+			unread = append(unread, displayName(in))
+			continue
+		}
 		n, err := shipInput(ctx, rt.Pipeline(), in, stdin, *tag, cfg, log)
 		summary.add(n)
 		if err != nil {
 			fmt.Fprintf(stderr, "metership: %s: %v\n", displayName(in), err)
-			code = exitFailure
-			break
+			unread = append(unread, displayName(in))
 		}
 	}
-	if err := rt.Finish(ctx, code == exitOK); err != nil {
+	shipped := ctx.Err() == nil
+	if err := rt.Finish(ctx, shipped); err != nil {
 		fmt.Fprintf(stderr, "metership: %v\n", err)
-		code = exitFailure
+		shipped = false
 	}
 	st := rt.Pipeline().Stats()
 	fmt.Fprintf(stdout, "records accepted:   %d\n", summary.accepted)
@@ -85,12 +93,16 @@ func cmdShip(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, line)
 	}
 	fmt.Fprintf(stdout, "elapsed:            %s\n", time.Since(start).Round(time.Millisecond))
-	if code == exitOK {
-		fmt.Fprintln(stdout, "status:             complete (every record is in the output or dead-lettered)")
-	} else {
+	switch {
+	case !shipped:
 		fmt.Fprintln(stdout, "status:             INCOMPLETE (what was accepted is safe in buffer.dir and ships on the next run)")
+		return exitFailure
+	case len(unread) > 0:
+		fmt.Fprintf(stdout, "status:             INCOMPLETE: not read (fully): %s; every record of the rest is in the output or dead-lettered\n", strings.Join(unread, ", "))
+		return exitFailure
 	}
-	return code
+	fmt.Fprintln(stdout, "status:             complete (every record is in the output or dead-lettered)")
+	return exitOK
 }
 
 type shipSummary struct {

@@ -232,3 +232,34 @@ func TestShipSmallBuffer(t *testing.T) {
 	mustContain(t, string(outb), "records rejected:   2 (dead-lettered)")
 	mustContain(t, string(outb), "status:             complete")
 }
+
+// TestShipUnreadableInputDoesNotStopTheOthers: a missing input is named on
+// stderr and in the status, the exit code is 1, and the other inputs are
+// shipped completely.
+func TestShipUnreadableInputDoesNotStopTheOthers(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "m.yaml")
+	out := filepath.Join(dir, "out", "ingest", "amberdata")
+	y := fmt.Sprintf("buffer:\n  dir: %s\noutput:\n  url: file://%s\nlog:\n  level: warn\n", filepath.Join(dir, "buf"), out)
+	if err := os.WriteFile(cfgPath, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	good := filepath.Join(dir, "good.ndjson")
+	if err := os.WriteFile(good, []byte(`{"customerId":"c","meterApiName":"m","meterValue":1,"meterTimeInMillis":1654560000000}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing.ndjson")
+	cmd := exec.Command(binPath, "ship", "-c", cfgPath, missing, good)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("exit %v, want 1\n%s%s", err, stdout.String(), stderr.String())
+	}
+	mustContain(t, stderr.String(), missing+": open "+missing+": no such file or directory")
+	mustContain(t, stdout.String(), "records accepted:   1")
+	mustContain(t, stdout.String(), "not read (fully): "+missing)
+	if files, _ := filepath.Glob(filepath.Join(out, "06-07-2022", "*.gz")); len(files) != 1 {
+		t.Fatalf("the readable input was not shipped: %v\n%s", files, stdout.String())
+	}
+}
