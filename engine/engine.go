@@ -100,9 +100,6 @@ func (e *Engine) Finish(ctx context.Context, drain bool) error {
 	if e.runErr != nil {
 		errs = append(errs, e.runErr)
 	}
-	if e.meter != nil {
-		e.meter.close()
-	}
 	if err := e.pipe.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("closing buffer: %w", err))
 	}

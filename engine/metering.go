@@ -93,8 +93,6 @@ func (m *meterRuntime) start(ctx context.Context, p *pipeline.Pipeline, wg *sync
 
 func (m *meterRuntime) reportClosed(ctx context.Context) error { return m.meter.ReportClosed(ctx) }
 
-func (m *meterRuntime) close() {}
-
 func (m *meterRuntime) summary() []string {
 	s := m.meter.Summary()
 	lines := []string{
