@@ -11,7 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/metership/metership/buffer"
 	"github.com/metership/metership/conf"
 	"github.com/metership/metership/metering"
 	"github.com/metership/metership/pipeline"
@@ -22,14 +21,6 @@ import (
 // after the meter is set.
 type lateCounter struct {
 	meter atomic.Pointer[metering.Meter]
-}
-
-func (c *lateCounter) Count(ctx context.Context, seg *buffer.Segment) error {
-	m := c.meter.Load()
-	if m == nil {
-		return fmt.Errorf("metering: not started")
-	}
-	return m.Count(ctx, seg)
 }
 
 // BeginCount lets the pipeline count a segment during its encoding pass.

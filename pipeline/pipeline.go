@@ -29,18 +29,11 @@ import (
 )
 
 // Counter is the metering hook: it counts a sealed segment's records into
-// the hourly ledger. It must be idempotent per segment (a segment is
-// counted again after a crash between Count and Ack) and durable when it
-// returns nil.
+// the hourly ledger from the frames the encoder reads anyway, so each
+// segment is read once. Counting must be idempotent per segment (a segment
+// is counted again after a crash between the count and its Ack) and
+// durable when Commit returns nil. engine wires metering.Meter in.
 type Counter interface {
-	Count(ctx context.Context, seg *buffer.Segment) error
-}
-
-// StreamCounter is a Counter that can count a segment from the frames the
-// encoder reads anyway, so each segment is read once. metering.Meter is
-// one (through engine).
-type StreamCounter interface {
-	Counter
 	BeginCount(seq uint64) SegmentCount
 }
 
@@ -369,37 +362,27 @@ func (p *Pipeline) shipLoop(ctx context.Context) error {
 	}
 }
 
-// shipSegment is count -> encode -> upload every object -> ack. The order
+// shipSegment is encode (and count) -> upload every object -> ack. The order
 // matters: a segment is acknowledged (deleted) only when it is both counted
 // and uploaded; a crash anywhere before Ack repeats idempotent steps.
 func (p *Pipeline) shipSegment(ctx context.Context, seg *buffer.Segment) error {
-	var (
-		objs []ship.Object
-		err  error
-	)
-	if sc, ok := p.counter.(StreamCounter); ok {
+	var src ship.FrameSource = seg
+	var cnt SegmentCount
+	if p.counter != nil {
 		// One pass: the encoder's read of the frames also feeds the count,
 		// which is made durable before any upload.
-		cnt := sc.BeginCount(seg.Seq)
+		cnt = p.counter.BeginCount(seg.Seq)
 		defer cnt.Close()
-		objs, err = p.enc.Encode(p.buf.AgentID(), seg.Seq, &countingSource{seg: seg, cnt: cnt})
-		if err != nil {
-			return fmt.Errorf("encode segment %d: %w", seg.Seq, err)
-		}
+		src = &countingSource{seg: seg, cnt: cnt}
+	}
+	objs, err := p.enc.Encode(p.buf.AgentID(), seg.Seq, src)
+	if err != nil {
+		return fmt.Errorf("encode segment %d: %w", seg.Seq, err)
+	}
+	if cnt != nil {
 		if err := p.retry(ctx, seg, "metering could not count segment", cnt.Commit); err != nil {
 			p.enc.Release(objs)
 			return err
-		}
-	} else {
-		if p.counter != nil {
-			count := func(ctx context.Context) error { return p.counter.Count(ctx, seg) }
-			if err := p.retry(ctx, seg, "metering could not count segment", count); err != nil {
-				return err
-			}
-		}
-		objs, err = p.enc.Encode(p.buf.AgentID(), seg.Seq, seg)
-		if err != nil {
-			return fmt.Errorf("encode segment %d: %w", seg.Seq, err)
 		}
 	}
 	defer p.enc.Release(objs)
