@@ -13,6 +13,7 @@ type Checkpoint struct {
 // use; reuse it with Reset so the append path allocates nothing per record.
 type Batch struct {
 	buf         []byte
+	agg         []byte // the FrameAggregate written before buf, or empty
 	tag         string
 	records     int
 	deadLetters int
@@ -28,6 +29,7 @@ type Batch struct {
 // Reset empties the batch, keeping its memory.
 func (b *Batch) Reset() {
 	b.buf = b.buf[:0]
+	b.agg = b.agg[:0]
 	b.tag = ""
 	b.records = 0
 	b.deadLetters = 0
@@ -45,6 +47,20 @@ func (b *Batch) SetTag(tag string) { b.tag = tag }
 
 // Tag returns the batch's tag.
 func (b *Batch) Tag() string { return b.tag }
+
+// SetAggregate sets the data of the FrameAggregate written ahead of the
+// batch's frames, replacing an earlier one; nil or empty data removes it.
+// The data is copied. It only describes the batch: a batch without records
+// or dead letters is written without it. Data over MaxFrameData is
+// dropped rather than failing the batch: an aggregate is an optimisation,
+// its consumer reads the records instead.
+func (b *Batch) SetAggregate(data []byte) {
+	b.agg = b.agg[:0]
+	if len(data) == 0 || len(data) > MaxFrameData {
+		return
+	}
+	b.agg = appendFrame(b.agg, FrameAggregate, 0, data)
+}
 
 // AddRecord appends one canonical NDJSON record line (without newline) whose
 // meter time is tsMillis. The line is copied.
@@ -105,7 +121,12 @@ func (b *Batch) Records() int { return b.records }
 func (b *Batch) DeadLetters() int { return b.deadLetters }
 
 // Size is the encoded size of the batch's frames in bytes.
-func (b *Batch) Size() int { return len(b.buf) }
+func (b *Batch) Size() int {
+	if len(b.buf) == 0 {
+		return 0
+	}
+	return len(b.buf) + len(b.agg)
+}
 
 // Empty reports whether the batch has neither frames nor checkpoints.
 func (b *Batch) Empty() bool { return len(b.buf) == 0 && len(b.checkpoints) == 0 }

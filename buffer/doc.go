@@ -36,9 +36,9 @@
 //
 // # Segment file
 //
-//	+------------------+---------+---------------------+------------+
-//	| magic "MSHPSEG1" | seq u64 | created unix ns i64 | crc32c u32 |   28 bytes
-//	+------------------+---------+---------------------+------------+
+//	+-------------------+---------+---------------------+------------+
+//	| magic "MSHPSEG" v | seq u64 | created unix ns i64 | crc32c u32 |   28 bytes
+//	+-------------------+---------+---------------------+------------+
 //	| frame | frame | ... | commit | frame | ... | commit | ...        frames
 //	+----------------------------------------------------------------+
 //
@@ -47,16 +47,18 @@
 //	| length u32 | crc32c u32 | type u8 | time i64 ms | data (length)|
 //	+------------+------------+---------+-------------+--------------+
 //
-// (The magic's last byte is the version, 0x01.) Integers are little-endian;
+// (The magic's last byte is the version, 0x02; version 1 segments, which
+// have no aggregate frames, are still read.) Integers are little-endian;
 // the CRC-32C (Castagnoli) covers type, time and data. Frame types: 'R'
 // record (one NDJSON meter record line), 'D' dead letter (JSON entry), 'T'
 // tag (data is the tag of the frames that follow in this segment; the tag is
-// "" at the start of a segment), 'C' commit. Data is at most MaxFrameData
-// bytes.
+// "" at the start of a segment), 'C' commit, 'A' aggregate (opaque to the
+// buffer: a summary of the batch's records written by its producer, see
+// Batch.SetAggregate). Data is at most MaxFrameData bytes.
 //
 // One Write is, in one segment:
 //
-//	[T tag if it differs from the segment's current tag] R/D frames... C
+//	[T tag if it differs from the segment's current tag] [A aggregate] R/D frames... C
 //
 // The commit frame's data holds the batch's checkpoints: uvarint count,
 // then per checkpoint uvarint source length, source, offset i64, uvarint

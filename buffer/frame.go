@@ -6,8 +6,9 @@ import (
 	"hash/crc32"
 )
 
-// FrameType says what a frame carries. Only FrameRecord and FrameDeadLetter
-// are handed to consumers; FrameTag and FrameCommit are bookkeeping.
+// FrameType says what a frame carries. FrameRecord, FrameDeadLetter and
+// FrameAggregate are handed to consumers; FrameTag and FrameCommit are
+// bookkeeping.
 type FrameType uint8
 
 const (
@@ -21,6 +22,11 @@ const (
 	// Frames after the last commit frame of a segment were never acknowledged
 	// and are discarded by recovery.
 	FrameCommit FrameType = 'C'
+	// FrameAggregate precedes the records of its batch and carries a
+	// summary of them made while they were parsed (metering's hourly sums),
+	// so a consumer that only needs the summary can skip the records. The
+	// buffer treats its data as opaque. Since segment format 2.
+	FrameAggregate FrameType = 'A'
 )
 
 // frameHeaderSize is length(4) + crc32c(4) + type(1) + time(8).
@@ -75,7 +81,7 @@ func decodeFrame(b []byte) (t FrameType, ts int64, data []byte, n int, err error
 	}
 	t = FrameType(b[8])
 	switch t {
-	case FrameRecord, FrameDeadLetter, FrameTag, FrameCommit:
+	case FrameRecord, FrameDeadLetter, FrameTag, FrameCommit, FrameAggregate:
 	default:
 		return 0, 0, nil, 0, ErrCorrupt
 	}

@@ -235,6 +235,9 @@ func (b *Buffer) appendLocked(batch *Batch) error {
 	start := a.size
 	off := start
 	err := b.writeAtLocked(a.f, b.scratch[:tagLen], &off)
+	if err == nil && len(batch.buf) > 0 {
+		err = b.writeAtLocked(a.f, batch.agg, &off)
+	}
 	if err == nil {
 		err = b.writeAtLocked(a.f, batch.buf, &off)
 	}

@@ -11,7 +11,13 @@ import (
 )
 
 // segMagic starts every segment file; the last byte is the format version.
-var segMagic = [8]byte{'M', 'S', 'H', 'P', 'S', 'E', 'G', 1}
+// Version 2 added FrameAggregate; version 1 segments (no such frames) are
+// still read. A version 1 reader refuses a version 2 segment's header
+// instead of misreading its aggregate frames as corruption.
+var segMagic = [8]byte{'M', 'S', 'H', 'P', 'S', 'E', 'G', 2}
+
+// segMagicV1 is the magic of segments written before FrameAggregate.
+var segMagicV1 = [8]byte{'M', 'S', 'H', 'P', 'S', 'E', 'G', 1}
 
 // segHeaderSize is magic(8) + seq(8) + created unix nanos(8) + crc32c(4).
 const segHeaderSize = 28
@@ -38,7 +44,7 @@ func decodeSegHeader(b []byte) (seq uint64, created time.Time, err error) {
 	if len(b) < segHeaderSize {
 		return 0, time.Time{}, fmt.Errorf("short segment header: %w", ErrCorrupt)
 	}
-	if [8]byte(b[:8]) != segMagic {
+	if m := [8]byte(b[:8]); m != segMagic && m != segMagicV1 {
 		return 0, time.Time{}, fmt.Errorf("bad segment magic: %w", ErrCorrupt)
 	}
 	if crc32.Checksum(b[:24], castagnoli) != binary.LittleEndian.Uint32(b[24:28]) {
@@ -127,8 +133,8 @@ func (r *frameReader) fill(need int) error {
 // Path is the segment's file.
 func (s *Segment) Path() string { return s.path }
 
-// Frames calls fn for each committed FrameRecord and FrameDeadLetter frame
-// of the sealed segment, in order, with Tag set from the preceding tag
+// Frames calls fn for each committed FrameRecord, FrameDeadLetter and
+// FrameAggregate frame of the sealed segment, in order, with Tag set from the preceding tag
 // frame. Frame.Data is only valid during the call. An error from fn stops
 // the iteration and is returned as is. A frame that no longer verifies
 // (the file was damaged after it was sealed) yields an error wrapping
@@ -164,7 +170,7 @@ func (s *Segment) Frames(fn func(Frame) error) error {
 			if tag != string(data) {
 				tag = string(data)
 			}
-		case FrameRecord, FrameDeadLetter:
+		case FrameRecord, FrameDeadLetter, FrameAggregate:
 			if err := fn(Frame{Type: t, Time: ts, Tag: tag, Data: data}); err != nil {
 				return err
 			}

@@ -194,7 +194,7 @@ func (e *Encoder) Encode(agentID string, seq uint64, src FrameSource) ([]Object,
 			gi = &records
 		case buffer.FrameDeadLetter:
 			gi = &deadLetters
-		case buffer.FrameTag, buffer.FrameCommit:
+		case buffer.FrameTag, buffer.FrameCommit, buffer.FrameAggregate:
 			return nil
 		default:
 			return fmt.Errorf("%w %q", ErrFrameType, byte(f.Type))

@@ -371,3 +371,35 @@ func TestNewEncoderErrors(t *testing.T) {
 		}
 	}
 }
+
+// Aggregate frames (metering's per-batch sums) are not output: a segment
+// encodes to the same objects with or without them.
+func TestEncodeSkipsAggregateFrames(t *testing.T) {
+	agg := buffer.Frame{Type: buffer.FrameAggregate, Data: []byte("\x01sums")}
+	plain := segment{rec(ts, meter(1, ts)), dead(ts, `{"reason":"x"}`), rec(ts+1, meter(2, ts))}
+	withAgg := segment{agg, plain[0], plain[1], agg, plain[2]}
+	e := mustEncoder(t, EncoderOptions{})
+	want, err := e.Encode("agent", 7, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := make([]Object, len(want))
+	for i, o := range want {
+		saved[i] = o
+		saved[i].Body = bytes.Clone(o.Body)
+	}
+	e.Release(want)
+	got, err := e.Encode("agent", 7, withAgg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Release(got)
+	if len(got) != len(saved) {
+		t.Fatalf("%d objects with aggregate frames, %d without", len(got), len(saved))
+	}
+	for i := range got {
+		if got[i].Key != saved[i].Key || got[i].Records != saved[i].Records || !bytes.Equal(got[i].Body, saved[i].Body) {
+			t.Errorf("object %d differs with aggregate frames: %s (%d records) vs %s (%d)", i, got[i].Key, got[i].Records, saved[i].Key, saved[i].Records)
+		}
+	}
+}
