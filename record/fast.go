@@ -458,3 +458,50 @@ func plainNonNegative(raw []byte) bool {
 	}
 	return true
 }
+
+// Located is where the fast path found a record's fields: the same bytes
+// the canonical line holds (the fast path copies plain strings and numbers
+// verbatim), so a consumer of those fields can skip parsing the canonical
+// line again. Metering uses it to count records while they are ingested.
+type Located struct {
+	line []byte // the parsed line; nil when the last Parse was not fast
+	f    *fastFields
+}
+
+// Located returns the fields of the record the last Parse accepted, when
+// it took the fast path; ok is false otherwise (escaped strings, format
+// json, a rejected line), and the caller reads the canonical line instead.
+// The slices alias the line given to Parse: valid until it changes or the
+// next Parse.
+func (p *Parser) Located() (*Located, bool) {
+	if p.located.line == nil {
+		return nil, false
+	}
+	p.located.f = &p.fast
+	return &p.located, true
+}
+
+// CustomerID is the customerId string, without quotes.
+func (l *Located) CustomerID() []byte { return unquote(l.line, l.f.cust) }
+
+// MeterAPIName is the meterApiName string, without quotes.
+func (l *Located) MeterAPIName() []byte { return unquote(l.line, l.f.api) }
+
+// MeterValue is the meterValue number as written.
+func (l *Located) MeterValue() []byte { return l.line[l.f.val.start:l.f.val.end] }
+
+// Dimensions is the number of dimensions, in their order in the line.
+func (l *Located) Dimensions() int {
+	if !l.f.has[fDims] {
+		return 0
+	}
+	return l.f.ndims
+}
+
+// Dimension returns dimension i's key and value, without quotes.
+func (l *Located) Dimension(i int) (key, value []byte) {
+	kv := l.f.dimKV[i]
+	return l.line[kv[0]+1 : kv[1]-1], l.line[kv[2]+1 : kv[3]-1]
+}
+
+func unquote(line []byte, s span) []byte { return line[s.start+1 : s.end-1] }

@@ -100,6 +100,7 @@ type Parser struct {
 	fields  mapping
 	scratch []byte
 	fast    fastFields
+	located Located
 }
 
 type fieldSource struct {
@@ -229,6 +230,7 @@ func compileSource(spec string) (fieldSource, error) {
 // extended dst and the record's time in Unix milliseconds. On error dst is
 // returned unchanged and the error wraps ErrInvalid.
 func (p *Parser) Parse(dst, line []byte, src Source) ([]byte, int64, error) {
+	p.located.line = nil
 	if len(line) > p.maxLine {
 		return dst, 0, invalid("", "line is %d bytes, over the %d-byte limit (records.max_line_size)", len(line), p.maxLine)
 	}
@@ -241,6 +243,7 @@ func (p *Parser) Parse(dst, line []byte, src Source) ([]byte, int64, error) {
 	}
 	if p.format == FormatMeter {
 		if out, ts, ok := p.fastMeter(dst, line, src); ok {
+			p.located.line = line
 			return out, ts, nil
 		}
 	}

@@ -1,8 +1,10 @@
 package record
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -375,4 +377,60 @@ func FuzzAppendJSONString(f *testing.F) {
 			t.Fatalf("%q: decodes to %q", s, back)
 		}
 	})
+}
+
+// Located gives the fields the fast path copied into the canonical line,
+// and nothing when the last Parse did not take it.
+func TestLocated(t *testing.T) {
+	p, err := NewParser(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := []byte(` {"meterValue":2.50,"customerId":"c-1","meterApiName":"api","meterTimeInMillis":1714521600000,"dimensions":{"team":"red","region":""}} `)
+	out, _, err := p.Parse(nil, line, Source{ID: "f"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, ok := p.Located()
+	if !ok {
+		t.Fatal("fast path line: not located")
+	}
+	var dims []string
+	for i := range l.Dimensions() {
+		k, v := l.Dimension(i)
+		dims = append(dims, string(k)+"="+string(v))
+	}
+	if got := fmt.Sprintf("%s|%s|%s|%v", l.CustomerID(), l.MeterAPIName(), l.MeterValue(), dims); got != "c-1|api|2.50|[team=red region=]" {
+		t.Errorf("located %s", got)
+	}
+	// The same bytes are in the canonical line.
+	for _, b := range [][]byte{l.CustomerID(), l.MeterAPIName(), l.MeterValue()} {
+		if !bytes.Contains(out, b) {
+			t.Errorf("canonical line %s lacks %q", out, b)
+		}
+	}
+
+	for _, tc := range []struct {
+		name string
+		opts Options
+		line string
+	}{
+		{"escaped string", Options{}, `{"customerId":"c\"1","meterApiName":"api","meterValue":1,"meterTimeInMillis":1714521600000}`},
+		{"exponent", Options{}, `{"customerId":"c-1","meterApiName":"api","meterValue":1e2,"meterTimeInMillis":1714521600000}`},
+		{"rejected", Options{}, `{"customerId":"c-1","meterApiName":"api","meterValue":"1"}`},
+		{"not JSON", Options{}, `meterValue=1`},
+		{"format json", Options{Format: FormatJSON, Fields: map[string]string{"customerId": "c", "meterApiName": "'api'", "meterValue": "v"}}, `{"c":"c-1","v":1}`},
+	} {
+		p, err := NewParser(tc.opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := p.Parse(nil, line, Source{ID: "f"}); err != nil && tc.opts.Format == "" {
+			t.Fatal(err)
+		}
+		p.Parse(nil, []byte(tc.line), Source{ID: "f", TimeMillis: 1714521600000})
+		if _, ok := p.Located(); ok {
+			t.Errorf("%s: located after a Parse that did not take the fast path", tc.name)
+		}
+	}
 }
