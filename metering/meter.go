@@ -223,11 +223,13 @@ type Meter struct {
 	// mu guards everything below; it is never held during an API call.
 	mu  sync.Mutex
 	led *ledger
-	// dirty: led holds changes not yet durable (a ledger write failed).
-	// Nothing that depends on them (Count's nil, an API call) happens
-	// before a write succeeds.
+	// dirty: led holds changes not yet durable (a ledger write failed, or
+	// answers resolve keeps for a grouped write). Nothing that depends on
+	// them (Count's nil, an API call) happens before a write succeeds.
 	dirty bool
-	sum   Summary
+	// savedAt is when the ledger was last written.
+	savedAt time.Time
+	sum     Summary
 }
 
 // Summary is what this Meter did since New, for the CLI.
@@ -577,6 +579,7 @@ func (m *Meter) saveLocked() error {
 		return fmt.Errorf("metering: write ledger: %w", err)
 	}
 	m.dirty = false
+	m.savedAt = time.Now()
 	return nil
 }
 

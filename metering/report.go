@@ -431,6 +431,7 @@ func notReported(ctx context.Context, n int, last error) error {
 // an expired intent's quantity went to another hour (the caller plans
 // again).
 func (m *Meter) sendMeterUsage(ctx context.Context, pending []*intent, deadline time.Time) (moved bool, err error) {
+	defer m.saveResolved()
 	bo := &backoff{initial: m.opts.Backoff.Initial, max: m.opts.Backoff.Max}
 	var failed int
 	var lastErr error
@@ -515,17 +516,37 @@ func sdkAllocations(allocs []allocation) []types.UsageAllocation {
 	return out
 }
 
-// resolve records the answer to an intent and persists it. A failed write
-// leaves the ledger dirty; the answer is written by the next write, and a
-// crash before that only repeats an identical call.
+// resolve records the answer to an intent in memory; answers are written
+// in groups (resolveSaveEvery, and when the pass ends), not one fsync'd
+// ledger rewrite per call. Losing unwritten answers in a crash is safe:
+// their intents are still pending on disk and are re-sent unchanged, which
+// AWS answers idempotently (same ClientToken, same parameters).
 func (m *Meter) resolve(in *intent, status, recordID, msg string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.resolveLocked(in, status, recordID, msg)
-	if err := m.saveLocked(); err != nil {
-		m.log.Error("metering: ledger write failed; retried on the next change", zap.Error(err))
+	m.dirty = true
+	if time.Since(m.savedAt) >= resolveSaveEvery {
+		m.saveResolvedLocked()
 	}
 	m.updatePendingLocked()
+}
+
+// resolveSaveEvery bounds how long answers stay only in memory while a
+// pass is still calling.
+const resolveSaveEvery = time.Second
+
+// saveResolved writes answers resolve left in memory.
+func (m *Meter) saveResolved() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.saveResolvedLocked()
+}
+
+func (m *Meter) saveResolvedLocked() {
+	if err := m.flushLocked(); err != nil {
+		m.log.Error("metering: ledger write failed; retried on the next change", zap.Error(err))
+	}
 }
 
 // resolveLocked records the answer to an intent in memory.
