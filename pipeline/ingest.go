@@ -47,9 +47,13 @@ func (p *Pipeline) NewIngester(tag string) (*Ingester, error) {
 
 // SetBatchLimit sets the batch size at which Full reports true. Larger
 // batches mean fewer fsyncs (one-shot shipping); smaller ones acknowledge
-// sooner. It is capped at a quarter of buffer.max_size.
+// sooner. It is capped at a quarter of buffer.max_size, and at a little
+// under half a segment: a batch never spans segments, so batches of half
+// a segment would each fill one (twice the segments, objects, and
+// per-segment ledger writes for the same records).
 func (in *Ingester) SetBatchLimit(n int) {
-	in.limit = min(n, int(in.p.cfg.Buffer.MaxSize/4))
+	seg := int(in.p.cfg.Buffer.SegmentSize)
+	in.limit = min(n, int(in.p.cfg.Buffer.MaxSize/4), seg/2-seg/32)
 }
 
 // SetTag changes the tag of the batch being built (the Fluent Bit tag of

@@ -362,15 +362,14 @@ func (p *Pipeline) shipLoop(ctx context.Context) error {
 	}
 }
 
-// shipSegment is encode (and count) -> upload every object -> ack. The order
-// matters: a segment is acknowledged (deleted) only when it is both counted
-// and uploaded; a crash anywhere before Ack repeats idempotent steps.
+// shipSegment is encode (and count) -> upload every object -> ack. A
+// segment is acknowledged (deleted) only when it is both counted and
+// uploaded; a crash anywhere before Ack repeats idempotent steps.
 func (p *Pipeline) shipSegment(ctx context.Context, seg *buffer.Segment) error {
 	var src ship.FrameSource = seg
 	var cnt SegmentCount
 	if p.counter != nil {
-		// One pass: the encoder's read of the frames also feeds the count,
-		// which is made durable before any upload.
+		// One pass: the encoder's read of the frames also feeds the count.
 		cnt = p.counter.BeginCount(seg.Seq)
 		defer cnt.Close()
 		src = &countingSource{seg: seg, cnt: cnt}
@@ -379,13 +378,36 @@ func (p *Pipeline) shipSegment(ctx context.Context, seg *buffer.Segment) error {
 	if err != nil {
 		return fmt.Errorf("encode segment %d: %w", seg.Seq, err)
 	}
+	defer p.enc.Release(objs)
+	var counted chan error
 	if cnt != nil {
-		if err := p.retry(ctx, seg, "metering could not count segment", cnt.Commit); err != nil {
-			p.enc.Release(objs)
-			return err
+		// The count's ledger write (an fsync'd rewrite) runs while the
+		// objects upload instead of before: both finish before Ack, and
+		// their order does not matter, since each is idempotent.
+		counted = make(chan error, 1)
+		go func() { counted <- p.retry(ctx, seg, "metering could not count segment", cnt.Commit) }()
+	}
+	err = p.upload(ctx, objs)
+	if counted != nil {
+		// Waited for even when the upload failed: cnt is closed on return.
+		if cerr := <-counted; err == nil {
+			err = cerr
 		}
 	}
-	defer p.enc.Release(objs)
+	if err != nil {
+		return err
+	}
+	if err := p.buf.Ack(seg); err != nil {
+		return fmt.Errorf("ack segment %d: %w", seg.Seq, err)
+	}
+	p.stats.SegmentsShipped.Add(1)
+	p.metrics.SegmentsShipped.Inc()
+	return nil
+}
+
+// upload writes a segment's objects to the output (records) and the
+// dead-letter destination.
+func (p *Pipeline) upload(ctx context.Context, objs []ship.Object) error {
 	for i := range objs {
 		obj := &objs[i]
 		if !obj.DeadLetter {
@@ -421,11 +443,6 @@ func (p *Pipeline) shipSegment(ctx context.Context, seg *buffer.Segment) error {
 		p.stats.ObjectBytes.Add(int64(len(obj.Body)))
 		p.metrics.ObjectBytes.Add(float64(len(obj.Body)))
 	}
-	if err := p.buf.Ack(seg); err != nil {
-		return fmt.Errorf("ack segment %d: %w", seg.Seq, err)
-	}
-	p.stats.SegmentsShipped.Add(1)
-	p.metrics.SegmentsShipped.Inc()
 	return nil
 }
 
