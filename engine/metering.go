@@ -28,6 +28,15 @@ func (c *lateCounter) BeginCount(seq uint64) pipeline.SegmentCount {
 	return c.meter.Load().BeginCount(seq)
 }
 
+// NewBatchCount lets ingesters count records as they parse them.
+func (c *lateCounter) NewBatchCount() pipeline.BatchCount {
+	m := c.meter.Load()
+	if m == nil {
+		return nil
+	}
+	return m.NewBatchCount()
+}
+
 // meterRuntime connects the metering ledger to the pipeline: the pipeline
 // counts every sealed segment before shipping it, and the meter reports
 // hours as they close.

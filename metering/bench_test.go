@@ -8,6 +8,7 @@ import (
 
 	"github.com/metership/metership/buffer"
 	"github.com/metership/metership/conf"
+	"github.com/metership/metership/record"
 )
 
 // benchRecords is the counting load: 1,000,000 records across 24
@@ -125,4 +126,43 @@ func BenchmarkScan(b *testing.B) {
 		sc.add(times[j], lines[j])
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}
+
+// BenchmarkCountAtIngest is what metering adds per record to ingest: take
+// the fields the record parser located and add them to the batch's sums
+// (the parse itself is the pipeline's, measured apart in record).
+func BenchmarkCountAtIngest(b *testing.B) {
+	lines := make([][]byte, 1000)
+	start := testNow.Add(-24 * time.Hour).Truncate(time.Hour)
+	for i := range lines {
+		at := start.Add(time.Duration(i) * 24 * time.Hour / time.Duration(len(lines)))
+		lines[i] = rec{customer: "customer-1", api: fmt.Sprintf("meter-%d", i%10), nanos: int64(i%1000+1) * 1_000_000, at: at,
+			dims: map[string]string{"team": fmt.Sprintf("team-%d", i%5), "region": "eu-west-1"},
+			uid:  fmt.Sprintf("0f8fad5b-d9cb-469f-a165-%012d", i)}.line()
+	}
+	p, err := record.NewParser(record.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := mustNew(b, benchConfig(), testOptions(b.TempDir(), noAPI{}, newClock(testNow)))
+	bc := m.NewBatchCount()
+	var out []byte
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		line := lines[i%len(lines)]
+		var ts int64
+		out, ts, err = p.Parse(out[:0], line, record.Source{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		loc, ok := p.Located()
+		if !ok {
+			b.Fatal("fast path not taken")
+		}
+		bc.Add(ts, loc, out)
+		if i%10000 == 9999 {
+			bc.Reset()
+		}
+	}
 }

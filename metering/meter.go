@@ -254,6 +254,9 @@ type Summary struct {
 	RecordsUnmapped int64
 	// RecordsUnbillable counts records with a bad value or customer id.
 	RecordsUnbillable int64
+	// RecordsRescanned counts records whose segment's count parsed them
+	// again, their batch having no aggregate of the current key shape.
+	RecordsRescanned int64
 }
 
 // New loads (or creates) the ledger in opts.Dir. cfg.Mode must be
@@ -391,6 +394,9 @@ type Counting struct {
 	seq  uint64
 	sc   *scanner
 	done bool // already counted: Add does nothing, Commit only makes it durable
+	// skip is how many of the next record frames the last merged aggregate
+	// frame already counted.
+	skip int
 }
 
 // BeginCount starts counting segment seq.
@@ -409,9 +415,29 @@ func (m *Meter) BeginCount(seq uint64) *Counting {
 // Done reports whether the segment was counted before BeginCount.
 func (c *Counting) Done() bool { return c.done }
 
-// Add counts one frame; only record frames matter.
+// Add counts one frame: an aggregate frame of the meter's key shape
+// counts the records that follow it in its batch, other records are
+// scanned. Dead letters are not usage.
 func (c *Counting) Add(f buffer.Frame) {
-	if c.sc != nil && f.Type == buffer.FrameRecord {
+	if c.sc == nil {
+		return
+	}
+	switch f.Type {
+	case buffer.FrameAggregate:
+		// A batch's records follow its aggregate before any other
+		// batch's frames, so skip is 0 here; if it were not, merging
+		// would count records twice, so the frame is left out.
+		if c.skip == 0 {
+			if n, ok := c.sc.mergeAggregate(f.Data); ok {
+				c.skip = n
+			}
+		}
+	case buffer.FrameRecord:
+		if c.skip > 0 {
+			c.skip--
+			return
+		}
+		c.sc.rescanned++
 		c.sc.add(f.Time, f.Data)
 	}
 }
@@ -522,6 +548,8 @@ func (m *Meter) mergeLocked(seq uint64, sc *scanner) {
 	}
 	m.sum.RecordsCounted += records
 	m.sum.RecordsUnmapped += unmapped
+	m.sum.RecordsRescanned += sc.rescanned
+	m.metrics.recordsRescanned.Add(float64(sc.rescanned))
 	m.sum.RecordsUnbillable += badCustomer + sc.invalid
 	m.updatePendingLocked()
 }

@@ -12,6 +12,7 @@ type metrics struct {
 	hoursConflicted  prometheus.Counter
 	recordsCounted   prometheus.Counter
 	recordsUnmapped  prometheus.Counter
+	recordsRescanned prometheus.Counter
 	recordsUnbilled  *prometheus.CounterVec
 	segmentsCounted  prometheus.Counter
 	reportLatency    prometheus.Histogram
@@ -37,6 +38,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Meter records counted into the ledger."}),
 		recordsUnmapped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "records_unmapped_total",
 			Help: "Meter records whose meterApiName has no metering.dimensions entry; shipped but not billed."}),
+		recordsRescanned: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "records_rescanned_total",
+			Help: "Meter records counted by parsing them again when their segment was counted, because their batch carried no aggregate of the current key shape (written with metering off, by a version before aggregates, or with other allocation_tags, license_arn or mode). Records counted as they were ingested are not included."}),
 		recordsUnbilled: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "records_unbillable_total",
 			Help: "Meter records that cannot be billed: reason=value (meterValue not a non-negative number), customer (missing or invalid customer id in batch mode)."}, []string{"reason"}),
 		segmentsCounted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "segments_counted_total",
@@ -58,7 +61,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.hoursPending, m.hoursReported, m.hoursCarried, m.hoursConflicted,
-		m.recordsCounted, m.recordsUnmapped, m.recordsUnbilled, m.segmentsCounted, m.reportLatency, m.lastSuccess,
+		m.recordsCounted, m.recordsUnmapped, m.recordsRescanned, m.recordsUnbilled, m.segmentsCounted, m.reportLatency, m.lastSuccess,
 		m.notSubscribed, m.deadLetters, m.reportErrors, m.ledgerWriteFails} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

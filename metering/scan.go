@@ -3,8 +3,11 @@ package metering
 import (
 	"bytes"
 	"encoding/binary"
+	"hash/maphash"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/metership/metership/record"
 )
 
 // maxAllocationTags is AWS's limit of tags per allocation (and conf's limit
@@ -37,11 +40,18 @@ type scanner struct {
 	tagNames    [][]byte // metering.allocation_tags
 	licenseDim  []byte   // record dimension holding the license ARN, nil if none
 	useCustomer bool     // batch mode: the customer is part of the key
+	shapeBytes  []byte   // shape(), computed once
 
 	key     []byte
-	index   map[string]int
+	seed    maphash.Seed
+	slots   []int32 // open addressing on maphash(key): entry index + 1, 0 empty
 	entries []aggEntry
-	invalid int64 // records whose meterValue is not a non-negative number
+	keys    []string // keys[i] is entries[i]'s key
+	invalid int64    // records whose meterValue is not a non-negative number
+	// rescanned counts records a segment's count parsed (no aggregate).
+	rescanned int64
+
+	hour, hourStart int64 // the last record's hour, and its start in ms
 
 	// per-record fields, reused
 	cust, api, license []byte
@@ -50,7 +60,7 @@ type scanner struct {
 }
 
 func newScanner(tags []string, licenseDim string, useCustomer bool) *scanner {
-	s := &scanner{useCustomer: useCustomer, index: make(map[string]int, 256)}
+	s := &scanner{useCustomer: useCustomer, seed: maphash.MakeSeed(), slots: make([]int32, 1024)}
 	for _, t := range tags {
 		s.tagNames = append(s.tagNames, []byte(t))
 	}
@@ -62,10 +72,14 @@ func newScanner(tags []string, licenseDim string, useCustomer bool) *scanner {
 
 // reset empties the scanner for the next segment, keeping its memory.
 func (s *scanner) reset() {
-	clear(s.index)
+	clear(s.slots)
 	clear(s.entries)
 	s.entries = s.entries[:0]
+	clear(s.keys)
+	s.keys = s.keys[:0]
 	s.invalid = 0
+	s.rescanned = 0
+	s.hour, s.hourStart = 0, 0
 }
 
 var (
@@ -86,48 +100,121 @@ func (s *scanner) add(tsMillis int64, line []byte) {
 		s.invalid++
 		return
 	}
+	s.count(tsMillis, value)
+}
+
+// addLocated counts a record from the fields the record parser located in
+// its input line. They are the bytes parseFast would find in the canonical
+// line (the parser's fast path copies them verbatim), read in the same
+// order, so the sums are the same as add's without a second parse.
+func (s *scanner) addLocated(tsMillis int64, l *record.Located) {
+	s.cust = l.CustomerID()
+	s.api = l.MeterAPIName()
+	s.present = 0
+	s.license = s.license[:0]
+	for i := range l.Dimensions() {
+		s.noteDimension(l.Dimension(i))
+	}
+	s.count(tsMillis, l.MeterValue())
+}
+
+// count adds the record whose fields parseFast, parseSlow or addLocated
+// left in s.
+func (s *scanner) count(tsMillis int64, value []byte) {
 	nanos, ok := parseNanos(value)
 	if !ok {
 		s.invalid++
 		return
 	}
-	hour := hourOfMillis(tsMillis)
+	// Records of a segment mostly share their hour: skip the division.
+	if tsMillis < s.hourStart || tsMillis >= s.hourStart+hourSeconds*1000 {
+		s.hour = hourOfMillis(tsMillis)
+		s.hourStart = s.hour * 1000
+	}
+	e := s.entry(s.hour, s.api, s.cust, s.license, s.present, &s.tagVals)
+	e.nanos.add(nanos)
+	e.records++
+}
+
+// entry returns the sums of one key, creating them (zero) when new. Only
+// the fields the scanner's settings use are part of the key.
+func (s *scanner) entry(hour int64, api, cust, license []byte, present uint8, tags *[maxAllocationTags][]byte) *aggEntry {
 	k := binary.LittleEndian.AppendUint64(s.key[:0], uint64(hour))
-	k = appendField(k, s.api)
+	k = appendField(k, api)
 	if s.useCustomer {
-		k = appendField(k, s.cust)
+		k = appendField(k, cust)
 	}
 	if s.licenseDim != nil {
-		k = appendField(k, s.license)
+		k = appendField(k, license)
 	}
-	k = append(k, s.present)
+	k = append(k, present)
 	for i := range s.tagNames {
-		if s.present&(1<<i) != 0 {
-			k = appendField(k, s.tagVals[i])
+		if present&(1<<i) != 0 {
+			k = appendField(k, tags[i])
 		}
 	}
 	s.key = k
-	i, ok := s.index[string(k)]
-	if !ok {
-		i = len(s.entries)
-		e := aggEntry{hour: hour, api: string(s.api), present: s.present}
+	i, h := s.lookup(k)
+	if i < 0 {
+		i = s.insert(k, h)
+		e := aggEntry{hour: hour, api: string(api), present: present}
 		if s.useCustomer {
-			e.customer = string(s.cust)
+			e.customer = string(cust)
 		}
 		if s.licenseDim != nil {
-			e.license = string(s.license)
+			e.license = string(license)
 		}
 		for j := range s.tagNames {
-			if s.present&(1<<j) != 0 {
-				e.tags[j] = string(s.tagVals[j])
+			if present&(1<<j) != 0 {
+				e.tags[j] = string(tags[j])
 			}
 		}
 		s.entries = append(s.entries, e)
-		s.index[string(k)] = i
 	}
-	e := &s.entries[i]
-	e.nanos.add(nanos)
-	e.records++
+	return &s.entries[i]
+}
+
+// lookup returns the entry of key k, or -1. The segment's distinct keys
+// (hours x dimensions x tag values) are few, so a small open-addressing
+// table on one maphash of the key, plus one comparison, beats a Go map
+// keyed by the string (which hashes and compares more).
+func (s *scanner) lookup(k []byte) (int, uint64) {
+	h := maphash.Bytes(s.seed, k)
+	mask := uint64(len(s.slots) - 1)
+	for p := h & mask; ; p = (p + 1) & mask {
+		e := s.slots[p]
+		if e == 0 {
+			return -1, h
+		}
+		if s.keys[e-1] == string(k) {
+			return int(e - 1), h
+		}
+	}
+}
+
+// insert adds key k (absent, hash h) and returns its entry index; the
+// caller appends the entry. The table stays at most half full.
+func (s *scanner) insert(k []byte, h uint64) int {
+	i := len(s.keys)
+	s.keys = append(s.keys, string(k))
+	if 2*len(s.keys) > len(s.slots) {
+		s.slots = make([]int32, 2*len(s.slots))
+		for j, key := range s.keys {
+			s.place(maphash.String(s.seed, key), j)
+		}
+		return i
+	}
+	s.place(h, i)
+	return i
+}
+
+func (s *scanner) place(h uint64, i int) {
+	mask := uint64(len(s.slots) - 1)
+	p := h & mask
+	for s.slots[p] != 0 {
+		p = (p + 1) & mask
+	}
+	s.slots[p] = int32(i + 1)
 }
 
 // appendField appends b length-prefixed, so keys of different fields can
@@ -143,8 +230,19 @@ func (s *scanner) parseFast(line []byte) (value []byte, ok bool) {
 		return nil, false
 	}
 	i := len(prefixCustomer)
-	if s.cust, i, ok = plainString(line, i); !ok {
-		return nil, false
+	if s.useCustomer {
+		if s.cust, i, ok = plainString(line, i); !ok {
+			return nil, false
+		}
+	} else {
+		// The customer is not part of a MeterUsage key: find its end with
+		// one vectorised search. A quote after a backslash may be
+		// escaped; parseSlow settles that.
+		j := bytes.IndexByte(line[i:], '"')
+		if j < 0 || (j > 0 && line[i+j-1] == '\\') {
+			return nil, false
+		}
+		i += j + 1
 	}
 	if !bytes.HasPrefix(line[i:], sepAPI) {
 		return nil, false

@@ -23,6 +23,9 @@ type Ingester struct {
 	batch   buffer.Batch
 	scratch []byte
 	limit   int
+	// count sums the batch's records for metering as they are parsed; nil
+	// when metering is off.
+	count BatchCount
 
 	accepted, rejected int
 }
@@ -38,6 +41,9 @@ func (p *Pipeline) NewIngester(tag string) (*Ingester, error) {
 		return nil, err
 	}
 	in := &Ingester{p: p, parser: parser, limit: maxBatchBytes}
+	if p.counter != nil {
+		in.count = p.counter.NewBatchCount()
+	}
 	if quarter := int(p.cfg.Buffer.MaxSize / 4); quarter < in.limit {
 		in.limit = quarter
 	}
@@ -70,6 +76,10 @@ func (in *Ingester) Add(line []byte, src record.Source, sourceName string) {
 		return
 	}
 	in.scratch = out
+	if in.count != nil {
+		loc, _ := in.parser.Located()
+		in.count.Add(ts, loc, out)
+	}
 	in.batch.AddRecord(ts, out)
 	in.accepted++
 }
@@ -149,6 +159,9 @@ func (in *Ingester) Commit() error {
 	if in.batch.Empty() {
 		return nil
 	}
+	if in.count != nil {
+		in.batch.SetAggregate(in.count.Aggregate())
+	}
 	size := in.batch.Size()
 	if err := in.p.buf.Write(&in.batch); err != nil {
 		if errors.Is(err, buffer.ErrFull) {
@@ -186,6 +199,9 @@ func (in *Ingester) Discard() {
 	tag := in.batch.Tag()
 	in.batch.Reset()
 	in.batch.SetTag(tag)
+	if in.count != nil {
+		in.count.Reset()
+	}
 	in.accepted, in.rejected = 0, 0
 }
 

@@ -25,6 +25,7 @@ import (
 
 	"github.com/metership/metership/buffer"
 	"github.com/metership/metership/conf"
+	"github.com/metership/metership/record"
 	"github.com/metership/metership/ship"
 )
 
@@ -35,6 +36,20 @@ import (
 // durable when Commit returns nil. engine wires metering.Meter in.
 type Counter interface {
 	BeginCount(seq uint64) SegmentCount
+	// NewBatchCount returns a count of one batch's records made while
+	// they are parsed, written with the batch as a buffer.FrameAggregate
+	// so that counting its segment need not parse them again; nil when the
+	// counter cannot make one yet.
+	NewBatchCount() BatchCount
+}
+
+// BatchCount sums an Ingester's batch: Add every accepted record (with the
+// fields the parser located, when it did), Aggregate before the write,
+// Reset after it.
+type BatchCount interface {
+	Add(tsMillis int64, loc *record.Located, line []byte)
+	Aggregate() []byte
+	Reset()
 }
 
 // SegmentCount is one segment's count in progress: Add every frame, then
