@@ -92,6 +92,13 @@ type Options struct {
 	// Tick is how often Run reports closed hours; default 1m.
 	Tick time.Duration
 
+	// reportWorkers bounds concurrent MeterUsage calls; default 4 (tests
+	// that count calls around a crash use 1).
+	reportWorkers int
+	// answerSaveEvery is how long answers may wait in memory while a
+	// pass goes on calling; default 1s.
+	answerSaveEvery time.Duration
+
 	// crashPoint, when set (tests), is called at named points of Count and
 	// of reporting so a child process can SIGKILL itself exactly there.
 	crashPoint func(point string)
@@ -296,6 +303,12 @@ func New(cfg conf.Metering, opts Options) (*Meter, error) {
 	}
 	if opts.Tick <= 0 {
 		opts.Tick = time.Minute
+	}
+	if opts.reportWorkers <= 0 {
+		opts.reportWorkers = 4
+	}
+	if opts.answerSaveEvery <= 0 {
+		opts.answerSaveEvery = time.Second
 	}
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("metering: %w", err)

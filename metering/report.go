@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -427,21 +428,75 @@ func notReported(ctx context.Context, n int, last error) error {
 	return fmt.Errorf("%w: %d usage record(s) still pending: %w", ErrNotReported, n, last)
 }
 
-// sendMeterUsage sends MeterUsage intents one by one. moved reports that
-// an expired intent's quantity went to another hour (the caller plans
-// again).
+// sendMeterUsage sends MeterUsage intents, up to reportWorkers calls at
+// a time (each intent is its own hour and dimension: the calls are
+// independent). moved reports that an expired intent's quantity went to
+// another hour (the caller plans again). When one intent gives up (its
+// retries ran past the deadline, or ctx is done) the others stop too and
+// stay pending, for the next pass.
 func (m *Meter) sendMeterUsage(ctx context.Context, pending []*intent, deadline time.Time) (moved bool, err error) {
 	defer m.saveResolved()
-	bo := &backoff{initial: m.opts.Backoff.Initial, max: m.opts.Backoff.Max}
-	var failed int
-	var lastErr error
-	for i := 0; i < len(pending); i++ {
-		in := pending[i]
-		if !withinWindow(in.Hour.Unix(), m.now(), m.set.window) {
-			m.expire(in, "hour is past the MeterUsage window")
-			moved = true
-			continue
+	// callCtx stops the other calls when one intent gives up.
+	callCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	var (
+		mu      sync.Mutex
+		lastErr error
+		gaveUp  bool
+		next    int
+		wg      sync.WaitGroup
+	)
+	take := func() *intent {
+		mu.Lock()
+		defer mu.Unlock()
+		if gaveUp || next == len(pending) {
+			return nil
 		}
+		next++
+		return pending[next-1]
+	}
+	for range min(m.opts.reportWorkers, len(pending)) {
+		wg.Go(func() {
+			bo := &backoff{initial: m.opts.Backoff.Initial, max: m.opts.Backoff.Max}
+			for in := take(); in != nil; in = take() {
+				mv, quit, err := m.sendOne(callCtx, in, bo, deadline)
+				mu.Lock()
+				moved = moved || mv
+				if err != nil {
+					lastErr = err
+				}
+				if quit && !gaveUp {
+					gaveUp = true
+					stop()
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	m.mu.Lock()
+	left := 0
+	for _, in := range pending {
+		if in.Status == statusPending {
+			left++
+		}
+	}
+	m.mu.Unlock()
+	if left > 0 {
+		return moved, notReported(ctx, left, lastErr)
+	}
+	return moved, nil
+}
+
+// sendOne sends one MeterUsage intent, retrying throttling, 5xx and
+// network errors. quit means stop the pass: retries ran out or ctx is
+// done. err is the last error when the intent is still pending.
+func (m *Meter) sendOne(ctx context.Context, in *intent, bo *backoff, deadline time.Time) (moved, quit bool, err error) {
+	if !withinWindow(in.Hour.Unix(), m.now(), m.set.window) {
+		m.expire(in, "hour is past the MeterUsage window")
+		return true, false, nil
+	}
+	for {
 		out, callErr := m.callMeterUsage(ctx, in)
 		m.crash("after-call")
 		res, code := classify(ctx, callErr)
@@ -449,36 +504,32 @@ func (m *Meter) sendMeterUsage(ctx context.Context, pending []*intent, deadline 
 		case outOK:
 			bo.reset()
 			m.resolve(in, statusAccepted, aws.ToString(out.MeteringRecordId), "")
+			return false, false, nil
 		case outDryRun:
 			bo.reset()
 			m.resolve(in, statusDryRun, "", "")
+			return false, false, nil
 		case outConflict:
 			m.resolve(in, statusConflict, "", callErr.Error())
+			return false, false, nil
 		case outOutOfBounds:
 			m.expire(in, callErr.Error())
-			moved = true
+			return true, false, nil
 		case outRetry:
 			m.metrics.reportErrors.WithLabelValues(code).Inc()
 			m.log.Warn("MeterUsage failed; retrying", zap.String("dimension", in.Dimension), zap.Time("hour", in.Hour), zap.Error(callErr))
-			lastErr = callErr
 			if !m.retryWait(ctx, bo, deadline, callErr) {
-				return moved, notReported(ctx, len(pending)-i, callErr)
+				return false, true, callErr
 			}
-			i--
 		case outCanceled:
-			return moved, notReported(ctx, len(pending)-i, callErr)
+			return false, true, callErr
 		default:
 			m.metrics.reportErrors.WithLabelValues(code).Inc()
 			m.log.Error("MeterUsage refused; the intent stays pending and is retried next pass",
 				zap.String("dimension", in.Dimension), zap.Time("hour", in.Hour), zap.Int64("quantity", in.Quantity), zap.Error(callErr))
-			failed++
-			lastErr = callErr
+			return false, false, callErr
 		}
 	}
-	if failed > 0 {
-		return moved, notReported(ctx, failed, lastErr)
-	}
-	return moved, nil
 }
 
 // callMeterUsage sends one intent exactly as persisted.
@@ -517,8 +568,8 @@ func sdkAllocations(allocs []allocation) []types.UsageAllocation {
 }
 
 // resolve records the answer to an intent in memory; answers are written
-// in groups (resolveSaveEvery, and when the pass ends), not one fsync'd
-// ledger rewrite per call. Losing unwritten answers in a crash is safe:
+// in groups (every Options.answerSaveEvery, and when the pass ends), not
+// one fsync'd ledger rewrite per call. Losing unwritten answers is safe:
 // their intents are still pending on disk and are re-sent unchanged, which
 // AWS answers idempotently (same ClientToken, same parameters).
 func (m *Meter) resolve(in *intent, status, recordID, msg string) {
@@ -526,15 +577,11 @@ func (m *Meter) resolve(in *intent, status, recordID, msg string) {
 	defer m.mu.Unlock()
 	m.resolveLocked(in, status, recordID, msg)
 	m.dirty = true
-	if time.Since(m.savedAt) >= resolveSaveEvery {
+	if time.Since(m.savedAt) >= m.opts.answerSaveEvery {
 		m.saveResolvedLocked()
 	}
 	m.updatePendingLocked()
 }
-
-// resolveSaveEvery bounds how long answers stay only in memory while a
-// pass is still calling.
-const resolveSaveEvery = time.Second
 
 // saveResolved writes answers resolve left in memory.
 func (m *Meter) saveResolved() {
