@@ -1065,3 +1065,45 @@ func TestSegmentNames(t *testing.T) {
 		t.Errorf("segmentName = %s", got)
 	}
 }
+
+// WaitEmpty returns once the last sealed segment is acknowledged, not
+// before; on ctx's end or a closed buffer it returns their errors.
+func TestWaitEmpty(t *testing.T) {
+	b := openT(t, Options{Dir: t.TempDir()})
+	if err := b.WaitEmpty(context.Background()); err != nil {
+		t.Fatalf("empty buffer: %v", err)
+	}
+	mustWrite(t, b, makeBatch(1, 2, "app"))
+	if err := b.Seal(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- b.WaitEmpty(context.Background()) }()
+	seg, err := b.Next(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("WaitEmpty returned %v with a segment in flight", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	if err := b.Ack(seg); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("after the Ack: %v", err)
+	}
+
+	mustWrite(t, b, makeBatch(2, 2, "app"))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := b.WaitEmpty(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("canceled: %v", err)
+	}
+	go func() { done <- b.WaitEmpty(context.Background()) }()
+	b.Close()
+	if err := <-done; !errors.Is(err, ErrClosed) {
+		t.Fatalf("closed: %v", err)
+	}
+}

@@ -668,6 +668,31 @@ func (b *Buffer) WaitForSpace(ctx context.Context, n int) error {
 	}
 }
 
+// WaitEmpty waits until every sealed segment is acknowledged and the
+// active segment holds no records, or ctx is done, or the buffer is
+// closed. It wakes on each Ack rather than polling, so a drain ends as
+// soon as its last upload does.
+func (b *Buffer) WaitEmpty(ctx context.Context) error {
+	for {
+		b.mu.Lock()
+		if b.closed {
+			b.mu.Unlock()
+			return ErrClosed
+		}
+		empty := len(b.sealed) == 0 && (b.active == nil || b.active.records == 0)
+		changed := b.changed
+		b.mu.Unlock()
+		if empty {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-changed:
+		}
+	}
+}
+
 // Checkpoints returns the durable position of every source, sorted by
 // source: exactly what the committed batches in the buffer (or already
 // acked) account for. A source resumes right after it.

@@ -506,19 +506,10 @@ func (p *Pipeline) Drain(ctx context.Context) error {
 	if err := p.buf.Seal(); err != nil {
 		return fmt.Errorf("seal: %w", err)
 	}
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for {
-		st := p.buf.Stats()
-		if st.SegmentsSealed == 0 && st.ActiveRecords == 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%d segment(s) not yet shipped, left in the buffer: %w", st.SegmentsSealed, ctx.Err())
-		case <-t.C:
-		}
+	if err := p.buf.WaitEmpty(ctx); err != nil {
+		return fmt.Errorf("%d segment(s) not yet shipped, left in the buffer: %w", p.buf.Stats().SegmentsSealed, err)
 	}
+	return nil
 }
 
 // Close closes the buffer. Call after Run has returned.
