@@ -10,10 +10,12 @@ import (
 	"fmt"
 	"sync"
 
+	mm "github.com/aws/aws-sdk-go-v2/service/marketplacemetering"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/metership/metership/conf"
+	"github.com/metership/metership/metering"
 	"github.com/metership/metership/pipeline"
 )
 
@@ -49,13 +51,32 @@ func Start(ctx context.Context, cfg conf.Config, opts Options) (*Engine, error) 
 	if metered {
 		popts.Counter = late
 	}
+	// Loading the AWS configuration for metering (environment, shared
+	// files, CA bundle) takes milliseconds: overlap it with opening the
+	// buffer and building the uploaders.
+	var client chan meteringClient
+	if metered {
+		client = make(chan meteringClient, 1)
+		go func() {
+			c, err := metering.NewClient(ctx, cfg.Metering)
+			client <- meteringClient{c, err}
+		}()
+	}
 	var err error
 	e.pipe, err = pipeline.New(ctx, cfg, popts)
 	if err != nil {
+		if metered {
+			<-client
+		}
 		return nil, err
 	}
 	if metered {
-		e.meter, err = newMeterRuntime(ctx, cfg, e.pipe, log, opts.Registerer)
+		c := <-client
+		if c.err != nil {
+			_ = e.pipe.Close()
+			return nil, c.err
+		}
+		e.meter, err = newMeterRuntime(cfg, e.pipe, c.client, log, opts.Registerer)
 		if err != nil {
 			_ = e.pipe.Close()
 			return nil, err
@@ -75,6 +96,11 @@ func Start(ctx context.Context, cfg conf.Config, opts Options) (*Engine, error) 
 		e.meter.start(runCtx, e.pipe, &e.wg)
 	}
 	return e, nil
+}
+
+type meteringClient struct {
+	client *mm.Client
+	err    error
 }
 
 // Pipeline is the engine's pipeline (ingesters, buffer, stats).

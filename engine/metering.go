@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	mm "github.com/aws/aws-sdk-go-v2/service/marketplacemetering"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
@@ -49,12 +50,9 @@ type meterRuntime struct {
 
 // newMeterRuntime opens the ledger once the pipeline (and so the buffer,
 // which owns the agent id used in ClientTokens) exists.
-func newMeterRuntime(ctx context.Context, cfg conf.Config, p *pipeline.Pipeline, log *zap.Logger, reg prometheus.Registerer) (*meterRuntime, error) {
-	client, err := metering.NewClient(ctx, cfg.Metering)
-	if err != nil {
-		return nil, err
-	}
+func newMeterRuntime(cfg conf.Config, p *pipeline.Pipeline, client *mm.Client, log *zap.Logger, reg prometheus.Registerer) (*meterRuntime, error) {
 	m := &meterRuntime{log: log}
+	var err error
 	m.meter, err = metering.New(cfg.Metering, metering.Options{
 		Dir:        filepath.Join(cfg.Buffer.Dir, "metering"),
 		InstanceID: p.Buffer().AgentID(),
