@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -50,57 +51,132 @@ func BenchmarkShipEndToEnd(b *testing.B) { benchShip(b, false) }
 func BenchmarkShipEndToEndMetered(b *testing.B) { benchShip(b, true) }
 
 func benchShip(b *testing.B, metered bool) {
-	n := 1_000_000
-	if s := os.Getenv("METERSHIP_BENCH_RECORDS"); s != "" {
-		fmt.Sscan(s, &n)
-	}
-	// METERSHIP_BENCH_SYNC=never shows what fsync costs; the target is
-	// measured with the default, always.
-	syncPolicy := "always"
-	if s := os.Getenv("METERSHIP_BENCH_SYNC"); s != "" {
-		syncPolicy = s
-	}
-	srv := s3server.Start(b)
-	meteringCfg := ""
-	if metered {
-		ecfg := emulator.DefaultConfig()
-		ecfg.Products = map[string]emulator.Product{"bench": {}}
-		hs := httptest.NewServer(emulator.New(ecfg))
-		defer hs.Close()
-		var dims strings.Builder
-		for d := 0; d < 10; d++ {
-			fmt.Fprintf(&dims, "api-%d: dim_%d, ", d, d)
-		}
-		meteringCfg = fmt.Sprintf("metering:\n  mode: meter_usage\n  product_code: bench\n  endpoint: %s\n  dimensions: {%s}\n  allocation_tags: [team]\n", hs.URL, strings.TrimSuffix(dims.String(), ", "))
-	}
-	dir := b.TempDir()
-	input := filepath.Join(dir, "records.ndjson")
-	size := writeMeterFile(b, input, n)
-	b.SetBytes(size)
+	sb := newShipBench(b)
+	b.SetBytes(sb.size)
 	b.ResetTimer()
 	var wall, cpu time.Duration
 	var rss int64
 	for i := 0; i < b.N; i++ {
-		cfgPath := filepath.Join(dir, fmt.Sprintf("m%d.yaml", i))
-		cfg := fmt.Sprintf("buffer:\n  dir: %s\n  sync: %s\noutput:\n  url: s3://%s/bench%d\n  endpoint: %s\n  force_path_style: true\nlog:\n  level: warn\n%s",
-			filepath.Join(dir, fmt.Sprintf("buf%d", i)), syncPolicy, srv.Bucket(), i, srv.Endpoint(), meteringCfg)
-		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-			b.Fatal(err)
-		}
-		cmd := agentCmd(srv, "ship", "-c", cfgPath, input)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		start := time.Now()
-		if err := cmd.Run(); err != nil {
-			b.Fatalf("ship: %v\n%s", err, out.String())
-		}
-		wall += time.Since(start)
-		ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-		cpu += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-		rss = max(rss, ru.Maxrss*1024)
+		r := sb.run(b, metered, i)
+		wall += r.wall
+		cpu += r.cpu
+		rss = max(rss, r.rss)
 	}
-	b.ReportMetric(float64(n)*float64(b.N)/wall.Seconds(), "records/s")
+	b.ReportMetric(float64(sb.n)*float64(b.N)/wall.Seconds(), "records/s")
 	b.ReportMetric(wall.Seconds()/float64(b.N), "wall-s/op")
 	b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/op")
 	b.ReportMetric(float64(rss)/(1<<20), "peak-rss-MB")
+}
+
+// BenchmarkMeteringOverhead is #5's target measured head to head: it
+// alternates plain and metered ships of the same 1,000,000 records
+// (METERSHIP_BENCH_ROUNDS pairs, default 5, per b.N) and reports the
+// medians and what metering adds to them, in percent. Alternating keeps
+// drift of the machine (page cache, other load) out of the comparison.
+func BenchmarkMeteringOverhead(b *testing.B) {
+	rounds := 5
+	if s := os.Getenv("METERSHIP_BENCH_ROUNDS"); s != "" {
+		fmt.Sscan(s, &rounds)
+	}
+	sb := newShipBench(b)
+	b.ResetTimer()
+	var plainWall, meteredWall, plainCPU, meteredCPU []float64
+	run := 0
+	for i := 0; i < b.N; i++ {
+		for range rounds {
+			p := sb.run(b, false, run)
+			m := sb.run(b, true, run+1)
+			run += 2
+			plainWall, plainCPU = append(plainWall, p.wall.Seconds()), append(plainCPU, p.cpu.Seconds())
+			meteredWall, meteredCPU = append(meteredWall, m.wall.Seconds()), append(meteredCPU, m.cpu.Seconds())
+		}
+	}
+	pw, mw := median(plainWall), median(meteredWall)
+	pc, mc := median(plainCPU), median(meteredCPU)
+	b.ReportMetric(pw, "plain-wall-s")
+	b.ReportMetric(mw, "metered-wall-s")
+	b.ReportMetric((mw/pw-1)*100, "wall-overhead-%")
+	b.ReportMetric((mc/pc-1)*100, "cpu-overhead-%")
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// shipBench is one input file, one S3 server and one emulator shared by
+// the runs of a ship benchmark.
+type shipBench struct {
+	srv         *s3server.Server
+	dir, input  string
+	n           int
+	size        int64
+	syncPolicy  string
+	meteringCfg string
+}
+
+func newShipBench(b *testing.B) *shipBench {
+	sb := &shipBench{n: 1_000_000, syncPolicy: "always"}
+	if s := os.Getenv("METERSHIP_BENCH_RECORDS"); s != "" {
+		fmt.Sscan(s, &sb.n)
+	}
+	// METERSHIP_BENCH_SYNC=never shows what fsync costs; the targets are
+	// measured with the default, always.
+	if s := os.Getenv("METERSHIP_BENCH_SYNC"); s != "" {
+		sb.syncPolicy = s
+	}
+	sb.srv = s3server.Start(b)
+	ecfg := emulator.DefaultConfig()
+	ecfg.Products = map[string]emulator.Product{"bench": {}}
+	hs := httptest.NewServer(emulator.New(ecfg))
+	b.Cleanup(hs.Close)
+	var dims strings.Builder
+	for d := 0; d < 10; d++ {
+		fmt.Fprintf(&dims, "api-%d: dim_%d, ", d, d)
+	}
+	sb.meteringCfg = fmt.Sprintf("metering:\n  mode: meter_usage\n  product_code: bench\n  endpoint: %s\n  dimensions: {%s}\n  allocation_tags: [team]\n", hs.URL, strings.TrimSuffix(dims.String(), ", "))
+	sb.dir = b.TempDir()
+	sb.input = filepath.Join(sb.dir, "records.ndjson")
+	sb.size = writeMeterFile(b, sb.input, sb.n)
+	return sb
+}
+
+type shipRun struct {
+	wall, cpu time.Duration
+	rss       int64
+}
+
+// run ships the input once into a fresh buffer and prefix; metered adds
+// meter_usage reporting to the emulator.
+func (sb *shipBench) run(b *testing.B, metered bool, i int) shipRun {
+	cfgPath := filepath.Join(sb.dir, fmt.Sprintf("m%d.yaml", i))
+	cfg := fmt.Sprintf("buffer:\n  dir: %s\n  sync: %s\noutput:\n  url: s3://%s/bench%d\n  endpoint: %s\n  force_path_style: true\nlog:\n  level: warn\n",
+		filepath.Join(sb.dir, fmt.Sprintf("buf%d", i)), sb.syncPolicy, sb.srv.Bucket(), i, sb.srv.Endpoint())
+	if metered {
+		cfg += sb.meteringCfg
+	}
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	cmd := agentCmd(sb.srv, "ship", "-c", cfgPath, sb.input)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		b.Fatalf("ship: %v\n%s", err, out.String())
+	}
+	wall := time.Since(start)
+	if metered && !strings.Contains(out.String(), "metering hours reported: 10 ") {
+		b.Fatalf("metered ship did not report the 10 dimensions' usage:\n%s", out.String())
+	}
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	return shipRun{
+		wall: wall,
+		cpu:  time.Duration(ru.Utime.Nano() + ru.Stime.Nano()),
+		rss:  ru.Maxrss * 1024,
+	}
 }
