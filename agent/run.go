@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"syscall"
@@ -105,6 +106,11 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 			log.Warn("forgetting stale tail checkpoints failed; they are kept and tried again at the next start", zap.Error(err))
 		}
 	}()
+	// Start-up garbage (the AWS SDK's configuration and CA bundle, the
+	// config file, the buffer's recovery) would otherwise stay resident
+	// until the scavenger returns it, minutes later; a sidecar spends most
+	// of its life idle, so hand it back once, now.
+	debug.FreeOSMemory()
 	log.Info("metership running", zap.String("version", version), zap.String("agent_id", rt.Pipeline().Buffer().AgentID()),
 		zap.String("output", cfg.Output.URL), zap.String("metering", cfg.Metering.Mode), zap.Int("sources", len(cfg.Sources)))
 
