@@ -5,14 +5,29 @@
 //
 // # Counting
 //
-// The pipeline calls Meter.Count for every sealed buffer segment before
-// uploading it, and acknowledges (deletes) the segment only after Count
-// returned nil and the upload succeeded. Count reads the segment's record
-// frames with a small scanner of the canonical record layout (gjson for
-// anything else), sums meterValue per (UTC hour, meterApiName, customer,
-// license, allocation tag values) in memory, then merges the sums into the
-// ledger and writes it, together with the segment's sequence number, in one
-// atomic file write. A segment whose sequence is in the ledger is skipped,
+// Records are summed per (UTC hour, meterApiName, customer, license,
+// allocation tag values) twice over, in two places:
+//
+//   - At ingest (BatchCount, one per pipeline.Ingester): each accepted
+//     record is added from the fields the record parser located (the
+//     canonical line's own bytes; a record the parser took its slow path
+//     for is read from its canonical line), and the batch's sums are
+//     written as a buffer.FrameAggregate ahead of its records, in the same
+//     atomic batch. The aggregate names its key shape (customer in the
+//     key, license dimension, allocation tag names).
+//   - When the segment is counted (Counting, fed by the encoder's pass over
+//     the segment, or Count): an aggregate of the meter's shape is merged
+//     and the records it covers are skipped; other records (segments
+//     written with metering off or by an older version, or after
+//     allocation_tags, license_arn or the mode changed) are read with a
+//     small scanner of the canonical record layout (gjson for anything
+//     else). Both give the same sums (TestAggregateMatchesScan and its
+//     fuzz target hold them together).
+//
+// The pipeline acknowledges (deletes) a segment only after its count was
+// committed and its upload succeeded. Commit merges the segment's sums
+// into the ledger and writes it, together with the segment's sequence
+// number, in one atomic file write. A segment whose sequence is in the ledger is skipped,
 // so a segment counted again after a crash between Count and Ack changes
 // nothing; a crash before the write leaves neither its usage nor its
 // sequence on disk, and the segment, still in the buffer, is counted on the
@@ -76,13 +91,15 @@
 //     hour without usage (MeterUsage mode);
 //  3. writes the ledger with the intents (usage removed from open hours,
 //     carry updated) before any call;
-//  4. sends every pending intent exactly as persisted, and writes each
-//     answer to the ledger.
+//  4. sends every pending intent exactly as persisted (up to four calls at
+//     a time: each intent is its own hour and key), and writes the answers
+//     to the ledger when the pass ends, and each second while it lasts.
 //
-// An intent is never recomputed: after a crash between the call and the
-// answer's write, the restarted agent sends the identical call (same
+// An intent is never recomputed: after a crash between a call and the
+// write of its answer, the restarted agent sends the identical call (same
 // timestamp, quantity, allocations and ClientToken), which AWS answers as
-// the original. Records for an hour that already has an intent go to the
+// the original; grouping the answers' writes only makes such repeats more
+// numerous, never different. Records for an hour that already has an intent go to the
 // key's next hour without one ("late records"), so no hour is ever sent
 // with two quantities. Hence each record's value is in exactly one
 // intent: counting is once per segment, an intent is created in the same
@@ -127,7 +144,7 @@
 // the next start) until answered. Usage of hours that pass out of the
 // window meanwhile is added to the oldest reportable hour. A crash at any
 // point loses nothing and duplicates nothing: see the intent protocol
-// above. Metering never blocks the pipeline beyond Count's ledger write,
-// and its failures never affect readiness; they are logged and visible in
-// metership_metering_* metrics.
+// above. Metering never blocks the pipeline beyond a count's ledger write
+// (which runs while the segment uploads), and its failures never affect
+// readiness; they are logged and visible in metership_metering_* metrics.
 package metering

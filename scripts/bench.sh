@@ -11,12 +11,15 @@ run() { echo "== $*"; "$GO" test -run XXX -benchmem "$@" | grep -E '^(Benchmark|
 run -bench 'BenchmarkParse' ./record
 run -bench 'BenchmarkWrite|BenchmarkFrames' ./buffer
 run -bench 'BenchmarkEncode' ./ship
-run -bench 'BenchmarkCount' -benchtime 3x ./metering
-run -bench 'BenchmarkScan' ./metering
+run -bench 'BenchmarkCount$' -benchtime 3x ./metering
+run -bench 'BenchmarkScan|BenchmarkCountAtIngest' ./metering
 run -bench 'BenchmarkFlush' ./fluentbit
 run -bench 'BenchmarkHarnessFlush' -benchtime 300x ./plugin
 run -bench 'BenchmarkTail' ./agent/tail
 # 1,000,000 records (~140 MB) end to end; METERSHIP_BENCH_RECORDS changes
 # the count, METERSHIP_BENCH_SYNC=never shows what fsync costs.
-run -bench 'BenchmarkShipEndToEnd' -benchtime 1x -timeout 30m ./agent
+run -bench 'BenchmarkShipEndToEnd' -benchtime 1x -count 3 -timeout 30m ./agent
+# #5's target: plain and metered ships alternated, medians compared
+# (METERSHIP_BENCH_ROUNDS pairs, default 5).
+run -bench 'BenchmarkMeteringOverhead' -benchtime 1x -count 3 -timeout 30m ./agent
 run -bench 'BenchmarkRun' -benchtime 1x -timeout 30m ./agent
