@@ -151,7 +151,7 @@ wait:
 }
 
 func newTailer(cfg conf.Config, src conf.Source, p *pipeline.Pipeline, restored []buffer.Checkpoint, log *zap.Logger, m *tail.Metrics) (*tail.Tailer, error) {
-	sink, err := newTailSink(cfg, src, p)
+	sink, err := newTailSink(cfg, src, p, m)
 	if err != nil {
 		return nil, err
 	}
@@ -190,17 +190,19 @@ type tailSink struct {
 	// keep is how much of a too-long line is dead-lettered, and reason
 	// says so: records.max_line_size, or less when the buffer is so small
 	// that the escaped line (up to 6 bytes a byte) could not fit in it.
-	keep   int
-	reason string
+	keep    int
+	reason  string
+	metrics *tail.Metrics
 }
 
-func newTailSink(cfg conf.Config, src conf.Source, p *pipeline.Pipeline) (*tailSink, error) {
+func newTailSink(cfg conf.Config, src conf.Source, p *pipeline.Pipeline, m *tail.Metrics) (*tailSink, error) {
 	keep := min(int(cfg.Records.MaxLineSize), int(cfg.Buffer.MaxSize/8), buffer.MaxFrameData/8)
 	s := &tailSink{
-		p:      p,
-		tag:    src.Tag,
-		keep:   keep,
-		reason: fmt.Sprintf("line exceeds records.max_line_size (%d bytes); only its first %d bytes are kept here", cfg.Records.MaxLineSize, keep),
+		p:       p,
+		tag:     src.Tag,
+		keep:    keep,
+		metrics: m,
+		reason:  fmt.Sprintf("line exceeds records.max_line_size (%d bytes); only its first %d bytes are kept here", cfg.Records.MaxLineSize, keep),
 	}
 	// Fail at start, not at the first line, if the ingester cannot be built.
 	in, err := p.NewIngester(s.tag)
@@ -229,13 +231,35 @@ func (s *tailSink) Consume(ctx context.Context, c *tail.Chunk) error {
 		in.Discard()
 		return s.consumeOneByOne(ctx, in, c)
 	}
+	if errors.Is(err, buffer.ErrFull) {
+		err = s.waitAndCommit(ctx, in)
+	}
 	if err != nil {
 		// The tailer keeps its position and re-sends the same chunk after
-		// a backoff: back-pressure on buffer.ErrFull, never loss.
+		// a backoff: a failing buffer or a shutdown, never loss.
 		in.Discard()
 		return fmt.Errorf("%s: %w", c.Path, err)
 	}
 	return nil
+}
+
+// waitAndCommit is back-pressure: the reader pauses, holding its batch,
+// until an upload frees buffer space, and commits the moment it does (a
+// blind backoff would resume up to tail's RetryMax late). The pause is
+// added to metership_tail_backpressure_seconds_total every second while
+// it lasts, so a long outage shows as it happens.
+func (s *tailSink) waitAndCommit(ctx context.Context, in *pipeline.Ingester) error {
+	s.metrics.SinkFull.Add(1)
+	for {
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		start := time.Now()
+		err := in.CommitWait(wctx)
+		cancel()
+		s.metrics.BackPressureNanos.Add(int64(time.Since(start)))
+		if !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+			return err
+		}
+	}
 }
 
 func (s *tailSink) ingester() (*pipeline.Ingester, error) {
@@ -388,8 +412,8 @@ func registerTailMetrics(reg prometheus.Registerer, m *tail.Metrics) prometheus.
 		counter("metership_tail_lines_too_long_total", "Lines longer than records.max_line_size.", func() float64 { return float64(m.TooLongLines.Load()) }),
 		counter("metership_tail_rotations_total", "Rotated files read to their end.", func() float64 { return float64(m.Rotations.Load()) }),
 		counter("metership_tail_truncations_total", "Files found truncated (copytruncate) and restarted.", func() float64 { return float64(m.Truncations.Load()) }),
-		counter("metership_tail_backpressure_seconds_total", "Time tail readers spent paused because the buffer was full or failing (counted when a pause ends).", m.BackPressureSeconds),
-		counter("metership_tail_sink_full_total", "Chunks refused because the buffer was full (each retried after a backoff).", func() float64 { return float64(m.SinkFull.Load()) }),
+		counter("metership_tail_backpressure_seconds_total", "Time tail readers spent paused because the buffer was full (added every second of a pause) or failing (added when the pause ends).", m.BackPressureSeconds),
+		counter("metership_tail_sink_full_total", "Chunks that found the buffer full and waited for space.", func() float64 { return float64(m.SinkFull.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "metership_tail_files", Help: "Files being tailed."}, func() float64 { return float64(m.FilesTailed.Load()) }),
 		forgotten,
 	)

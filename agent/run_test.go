@@ -117,8 +117,8 @@ func TestRunSurvivesKill9(t *testing.T) {
 
 // TestRunBackPressure fills a 1 MiB buffer while S3 is down: the readers
 // pause (nothing is dropped), the buffer directory stays within max_size
-// plus one batch, /metrics shows the back-pressure, and once S3 is back
-// every record arrives exactly once.
+// plus one batch, /metrics shows the back-pressure while it lasts, and
+// once S3 is back every record arrives exactly once.
 func TestRunBackPressure(t *testing.T) {
 	const (
 		maxSize = 1 << 20
@@ -160,6 +160,10 @@ func TestRunBackPressure(t *testing.T) {
 	if agent.counter("metership_tail_sink_full_total") == 0 {
 		t.Fatal("metership_tail_sink_full_total is 0 while the tailer is paused")
 	}
+	// A pause shows in the metric while it lasts, not only once it ends.
+	waitUntil(t, 10*time.Second, func() string { return "back-pressure seconds during the pause\n" + agent.out.String() }, func() bool {
+		return agent.counter("metership_tail_backpressure_seconds_total") > 0
+	})
 	if code := agent.status("/readyz"); code != http.StatusOK {
 		t.Fatalf("/readyz %d during a short outage, unready_after is 5m", code)
 	}

@@ -18,10 +18,11 @@
 // cuts complete lines, and hands them to Sink.Consume in chunks bounded by
 // MaxChunkLines and MaxChunkBytes. Consume returning nil means the lines
 // and the chunk's checkpoint are durable in the buffer, in one commit; only
-// then does the reader move on. On any error (buffer.ErrFull is the
-// expected one) it keeps the chunk and its position, waits with jittered
-// exponential backoff (RetryInitial..RetryMax) and retries: back-pressure,
-// never loss. A checkpoint therefore means "durably buffered", not "read".
+// then does the reader move on. Back-pressure is the Sink's: the agent's
+// Sink blocks while the buffer is full, until space frees. On an error it
+// keeps the chunk and its position, waits with jittered exponential
+// backoff (RetryInitial..RetryMax) and retries: never loss. A checkpoint
+// therefore means "durably buffered", not "read".
 //
 // The tailer keeps no registry file: the buffer persists each chunk's
 // checkpoint with its records, and a new Tailer is given the restored
