@@ -103,6 +103,7 @@ func (s *scanner) walkAggregate(data []byte, apply bool) (int, bool) {
 		return 0, false
 	}
 	var tags [maxAllocationTags][]byte
+	sum := invalid // every covered record is in one entry or invalid
 	for range n {
 		hour := r.varint()
 		api, cust, license := r.field(), r.field(), r.field()
@@ -118,16 +119,17 @@ func (s *scanner) walkAggregate(data []byte, apply bool) (int, bool) {
 		}
 		nanos := u128{hi: r.uvarint(), lo: r.uvarint()}
 		recs := r.uvarint()
-		if r.bad {
+		if r.bad || recs > records {
 			return 0, false
 		}
+		sum += recs
 		if apply {
 			e := s.entry(hour, api, cust, license, present, &tags)
 			e.nanos.add(nanos)
 			e.records += int64(recs)
 		}
 	}
-	if r.bad || len(r.b) != 0 {
+	if r.bad || len(r.b) != 0 || sum != records {
 		return 0, false
 	}
 	if apply {
