@@ -29,11 +29,13 @@ import (
 	"github.com/metership/metership/ship"
 )
 
-// Counter is the metering hook: it counts a sealed segment's records into
-// the hourly ledger from the frames the encoder reads anyway, so each
-// segment is read once. Counting must be idempotent per segment (a segment
-// is counted again after a crash between the count and its Ack) and
-// durable when Commit returns nil. engine wires metering.Meter in.
+// Counter is the metering hook. Ingesters sum each batch as they parse it
+// (NewBatchCount) and write the sums with the batch; a sealed segment is
+// then counted into the hourly ledger from the frames the encoder reads
+// anyway (those sums, or the records where there are none), so each
+// segment is read once. Counting must be idempotent per segment (a
+// segment is counted again after a crash between the count and its Ack)
+// and durable when Commit returns nil. engine wires metering.Meter in.
 type Counter interface {
 	BeginCount(seq uint64) SegmentCount
 	// NewBatchCount returns a count of one batch's records made while
