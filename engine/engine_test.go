@@ -18,8 +18,9 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// ingest starts an engine on cfg, ingests lines and finishes, draining.
-func ingest(t *testing.T, cfg conf.Config, lines []string) *Engine {
+// ingest starts an engine on cfg, ingests lines and finishes, draining
+// (shipping everything) or not (leaving it in the buffer).
+func ingest(t *testing.T, cfg conf.Config, lines []string, drain bool) *Engine {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -42,7 +43,7 @@ func ingest(t *testing.T, cfg conf.Config, lines []string) *Engine {
 	if err := in.CommitWait(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.Finish(ctx, true); err != nil {
+	if err := e.Finish(ctx, drain); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -95,32 +96,14 @@ func TestMeteringCountsAtIngest(t *testing.T) {
 		}
 	}
 
-	check(ingest(t, config(t.TempDir(), true), lines), 0)
+	check(ingest(t, config(t.TempDir(), true), lines, true), 0)
 
-	// Metering off while ingesting: the segments stay in the buffer when
-	// shipping cannot finish (an unwritable output), then a metered run
-	// counts them from their records.
+	// Metering off while ingesting, and the output unwritable so that
+	// nothing ships: the records stay in the buffer, and a metered run
+	// then counts them from the records themselves.
 	dir := t.TempDir()
 	off := config(dir, false)
 	off.Output.URL = "file:///proc/metership-unwritable/out"
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	e, err := Start(ctx, off, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := e.Pipeline().NewIngester("app")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, l := range lines {
-		in.Add([]byte(l), record.Source{ID: "test", Offset: int64(i)}, "test")
-	}
-	if err := in.CommitWait(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Finish(ctx, false); err != nil {
-		t.Fatal(err)
-	}
-	check(ingest(t, config(dir, true), nil), int64(len(lines)))
+	ingest(t, off, lines, false)
+	check(ingest(t, config(dir, true), nil, true), int64(len(lines)))
 }

@@ -107,16 +107,7 @@ func BenchmarkCount(b *testing.B) {
 // BenchmarkScan is the per-record hot path alone: parse a canonical record
 // and add it to the segment's sums (no I/O, no ledger write).
 func BenchmarkScan(b *testing.B) {
-	lines := make([][]byte, 1000)
-	times := make([]int64, len(lines))
-	start := testNow.Add(-24 * time.Hour).Truncate(time.Hour)
-	for i := range lines {
-		at := start.Add(time.Duration(i) * 24 * time.Hour / time.Duration(len(lines)))
-		lines[i] = rec{customer: "customer-1", api: fmt.Sprintf("meter-%d", i%10), nanos: int64(i%1000+1) * 1_000_000, at: at,
-			dims: map[string]string{"team": fmt.Sprintf("team-%d", i%5), "region": "eu-west-1"},
-			uid:  fmt.Sprintf("0f8fad5b-d9cb-469f-a165-%012d", i)}.line()
-		times[i] = at.UnixMilli()
-	}
+	lines, times := benchLines()
 	sc := newScanner([]string{"team"}, "", false)
 	b.SetBytes(int64(len(lines[0])))
 	b.ReportAllocs()
@@ -133,14 +124,7 @@ func BenchmarkScan(b *testing.B) {
 // from the fields it located ("parse+count"); the difference is the
 // counting.
 func BenchmarkCountAtIngest(b *testing.B) {
-	lines := make([][]byte, 1000)
-	start := testNow.Add(-24 * time.Hour).Truncate(time.Hour)
-	for i := range lines {
-		at := start.Add(time.Duration(i) * 24 * time.Hour / time.Duration(len(lines)))
-		lines[i] = rec{customer: "customer-1", api: fmt.Sprintf("meter-%d", i%10), nanos: int64(i%1000+1) * 1_000_000, at: at,
-			dims: map[string]string{"team": fmt.Sprintf("team-%d", i%5), "region": "eu-west-1"},
-			uid:  fmt.Sprintf("0f8fad5b-d9cb-469f-a165-%012d", i)}.line()
-	}
+	lines, _ := benchLines()
 	for _, count := range []bool{false, true} {
 		name := "parse"
 		if count {
@@ -177,4 +161,20 @@ func BenchmarkCountAtIngest(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchLines are 1000 canonical records over a day, 10 meters and 5 teams,
+// and their times.
+func benchLines() ([][]byte, []int64) {
+	lines := make([][]byte, 1000)
+	times := make([]int64, len(lines))
+	start := testNow.Add(-24 * time.Hour).Truncate(time.Hour)
+	for i := range lines {
+		at := start.Add(time.Duration(i) * 24 * time.Hour / time.Duration(len(lines)))
+		lines[i] = rec{customer: "customer-1", api: fmt.Sprintf("meter-%d", i%10), nanos: int64(i%1000+1) * 1_000_000, at: at,
+			dims: map[string]string{"team": fmt.Sprintf("team-%d", i%5), "region": "eu-west-1"},
+			uid:  fmt.Sprintf("0f8fad5b-d9cb-469f-a165-%012d", i)}.line()
+		times[i] = at.UnixMilli()
+	}
+	return lines, times
 }

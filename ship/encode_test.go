@@ -289,11 +289,7 @@ func TestEncodeDeterministicAndReusable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	saved := make([]Object, len(first))
-	for i, o := range first {
-		saved[i] = o
-		saved[i].Body = bytes.Clone(o.Body)
-	}
+	saved := keepObjects(first)
 	e.Release(first)
 	if first[0].Body != nil {
 		t.Fatal("Release left Body set")
@@ -383,11 +379,7 @@ func TestEncodeSkipsAggregateFrames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	saved := make([]Object, len(want))
-	for i, o := range want {
-		saved[i] = o
-		saved[i].Body = bytes.Clone(o.Body)
-	}
+	saved := keepObjects(want)
 	e.Release(want)
 	got, err := e.Encode("agent", 7, withAgg)
 	if err != nil {
@@ -402,4 +394,14 @@ func TestEncodeSkipsAggregateFrames(t *testing.T) {
 			t.Errorf("object %d differs with aggregate frames: %s (%d records) vs %s (%d)", i, got[i].Key, got[i].Records, saved[i].Key, saved[i].Records)
 		}
 	}
+}
+
+// keepObjects copies objects so they outlive Release.
+func keepObjects(objs []Object) []Object {
+	saved := make([]Object, len(objs))
+	for i, o := range objs {
+		saved[i] = o
+		saved[i].Body = bytes.Clone(o.Body)
+	}
+	return saved
 }
