@@ -39,6 +39,10 @@ func FuzzRecover(f *testing.F) {
 	f.Add(prefix, uint8(fuzzWholeSealed))
 	f.Add([]byte{}, uint8(fuzzTailOpen))
 	f.Add(makeBatch(3, 2, "app").buf, uint8(fuzzTailOpen))
+	// A batch with an aggregate frame ahead of its records, and its commit.
+	withAgg := appendFrame(nil, FrameAggregate, 0, []byte("\x01sums"))
+	withAgg = append(withAgg, makeBatch(4, 2, "").buf...)
+	f.Add(appendCommitFrame(withAgg, 0, nil), uint8(fuzzTailSealed))
 	f.Add(appendCommitFrame(nil, 0, []Checkpoint{{Source: "src", Offset: 3}}), uint8(fuzzTailSealed))
 	// Seed corpus: every segment file of the crash scenarios.
 	files, _ := filepath.Glob(filepath.Join("testdata", "*", "0*"))
