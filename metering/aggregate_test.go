@@ -277,3 +277,29 @@ func TestBatchCountReset(t *testing.T) {
 		t.Fatalf("entry %+v", e)
 	}
 }
+
+// The scanner's table holds any number of keys of any length: thousands
+// of distinct keys (it grows), short and long (both hash paths), each
+// summed apart.
+func TestScannerManyKeys(t *testing.T) {
+	s := newScanner([]string{"team"}, "", true)
+	const n = 5000
+	at := testNow.Add(-3 * time.Hour).UnixMilli()
+	for round := range 2 {
+		for i := range n {
+			api := strings.Repeat("a", i%60) + fmt.Sprint(i) // 1 to 63 bytes
+			line := fmt.Sprintf(`{"customerId":"c%d","meterApiName":%q,"meterValue":%d,"meterTimeInMillis":%d,"dimensions":{"team":"t%d"}}`, i%7, api, i+1, at, i%3)
+			s.add(at+int64(round), []byte(line))
+		}
+	}
+	if len(s.entries) != n {
+		t.Fatalf("%d entries for %d distinct keys", len(s.entries), n)
+	}
+	for _, e := range s.entries {
+		var i int
+		fmt.Sscan(strings.TrimLeft(e.api, "a"), &i)
+		if e.records != 2 || e.nanos != (u128{lo: uint64(2*(i+1)) * nanosPerUnit}) || e.customer != fmt.Sprintf("c%d", i%7) || e.tags[0] != fmt.Sprintf("t%d", i%3) {
+			t.Fatalf("entry %+v", e)
+		}
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"hash/maphash"
+	"math/bits"
+	"math/rand/v2"
 
 	"github.com/tidwall/gjson"
 
@@ -44,7 +46,8 @@ type scanner struct {
 
 	key     []byte
 	seed    maphash.Seed
-	slots   []int32 // open addressing on maphash(key): entry index + 1, 0 empty
+	seed64  uint64
+	slots   []slot
 	entries []aggEntry
 	keys    []string // keys[i] is entries[i]'s key
 	invalid int64    // records whose meterValue is not a non-negative number
@@ -60,7 +63,7 @@ type scanner struct {
 }
 
 func newScanner(tags []string, licenseDim string, useCustomer bool) *scanner {
-	s := &scanner{useCustomer: useCustomer, seed: maphash.MakeSeed(), slots: make([]int32, 1024)}
+	s := &scanner{useCustomer: useCustomer, seed: maphash.MakeSeed(), seed64: rand.Uint64(), slots: make([]slot, 1024)}
 	for _, t := range tags {
 		s.tagNames = append(s.tagNames, []byte(t))
 	}
@@ -174,22 +177,47 @@ func (s *scanner) entry(hour int64, api, cust, license []byte, present uint8, ta
 	return &s.entries[i]
 }
 
-// lookup returns the entry of key k, or -1. The segment's distinct keys
-// (hours x dimensions x tag values) are few, so a small open-addressing
-// table on one maphash of the key, plus one comparison, beats a Go map
-// keyed by the string (which hashes and compares more).
+// lookup returns the entry of key k, or -1, and k's hash. The segment's
+// distinct keys (hours x dimensions x tag values) are few, so a small
+// open-addressing table beats a Go map keyed by the string: each slot
+// holds the key's full hash next to its entry, so a probe compares key
+// bytes only when the hashes match.
 func (s *scanner) lookup(k []byte) (int, uint64) {
-	h := maphash.Bytes(s.seed, k)
+	h := s.hash(k)
 	mask := uint64(len(s.slots) - 1)
 	for p := h & mask; ; p = (p + 1) & mask {
-		e := s.slots[p]
-		if e == 0 {
+		sl := &s.slots[p]
+		if sl.entry == 0 {
 			return -1, h
 		}
-		if s.keys[e-1] == string(k) {
-			return int(e - 1), h
+		if sl.hash == h && s.keys[sl.entry-1] == string(k) {
+			return int(sl.entry - 1), h
 		}
 	}
+}
+
+// hash hashes a key: keys of 8 to 32 bytes (most of them) with a few
+// multiplications over overlapping 8-byte loads, seeded per scanner so
+// crafted records cannot aim for collisions (which would only cost
+// probes); other lengths with maphash.
+func (s *scanner) hash(k []byte) uint64 {
+	n := len(k)
+	if n < 8 || n > 32 {
+		return maphash.Bytes(s.seed, k)
+	}
+	a := binary.LittleEndian.Uint64(k)
+	b := binary.LittleEndian.Uint64(k[n-8:])
+	var c, d uint64
+	if n > 16 {
+		c = binary.LittleEndian.Uint64(k[8:])
+		d = binary.LittleEndian.Uint64(k[n-16:])
+	}
+	return mix(a^s.seed64, b^uint64(n)) ^ mix(c^s.seed64, d^0x9e3779b97f4a7c15)
+}
+
+func mix(a, b uint64) uint64 {
+	hi, lo := bits.Mul64(a^0xa0761d6478bd642f, b^0xe7037ed1a0b428db)
+	return hi ^ lo
 }
 
 // insert adds key k (absent, hash h) and returns its entry index; the
@@ -198,9 +226,9 @@ func (s *scanner) insert(k []byte, h uint64) int {
 	i := len(s.keys)
 	s.keys = append(s.keys, string(k))
 	if 2*len(s.keys) > len(s.slots) {
-		s.slots = make([]int32, 2*len(s.slots))
+		s.slots = make([]slot, 2*len(s.slots))
 		for j, key := range s.keys {
-			s.place(maphash.String(s.seed, key), j)
+			s.place(s.hash([]byte(key)), j)
 		}
 		return i
 	}
@@ -211,10 +239,16 @@ func (s *scanner) insert(k []byte, h uint64) int {
 func (s *scanner) place(h uint64, i int) {
 	mask := uint64(len(s.slots) - 1)
 	p := h & mask
-	for s.slots[p] != 0 {
+	for s.slots[p].entry != 0 {
 		p = (p + 1) & mask
 	}
-	s.slots[p] = int32(i + 1)
+	s.slots[p] = slot{hash: h, entry: int32(i + 1)}
+}
+
+// slot is one place of the scanner's table.
+type slot struct {
+	hash  uint64
+	entry int32 // entry index + 1; 0 is empty
 }
 
 // appendField appends b length-prefixed, so keys of different fields can

@@ -19,7 +19,8 @@ run -bench 'BenchmarkTail' ./agent/tail
 # 1,000,000 records (~140 MB) end to end; METERSHIP_BENCH_RECORDS changes
 # the count, METERSHIP_BENCH_SYNC=never shows what fsync costs.
 run -bench 'BenchmarkShipEndToEnd' -benchtime 1x -count 3 -timeout 30m ./agent
-# #5's target: plain and metered ships alternated, medians compared
-# (METERSHIP_BENCH_ROUNDS pairs, default 5).
+# #5's target: plain and metered ships alternated, the median of what
+# metering adds within each pair
+# (METERSHIP_BENCH_ROUNDS pairs, default 9).
 run -bench 'BenchmarkMeteringOverhead' -benchtime 1x -count 3 -timeout 30m ./agent
 run -bench 'BenchmarkRun' -benchtime 1x -timeout 30m ./agent
