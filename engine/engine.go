@@ -98,6 +98,7 @@ func Start(ctx context.Context, cfg conf.Config, opts Options) (*Engine, error) 
 	return e, nil
 }
 
+// meteringClient is what the goroutine loading the metering client found.
 type meteringClient struct {
 	client *mm.Client
 	err    error
