@@ -164,14 +164,14 @@ func (r *aggReader) uvarint() uint64 {
 	return v
 }
 
+// varint reads what binary.AppendVarint wrote (zigzag over a uvarint).
 func (r *aggReader) varint() int64 {
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.bad = true
-		return 0
+	u := r.uvarint()
+	x := int64(u >> 1)
+	if u&1 != 0 {
+		x = ^x
 	}
-	r.b = r.b[n:]
-	return v
+	return x
 }
 
 func (r *aggReader) field() []byte {
