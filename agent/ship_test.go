@@ -3,9 +3,11 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -114,7 +116,7 @@ func TestShipEndToEnd(t *testing.T) {
 		days[amberKey.FindStringSubmatch(key)[1]] = true
 	}
 	if len(days) != 4 {
-		t.Fatalf("records span 06-06..06-09 but objects are dated %v", sortedKeys(days))
+		t.Fatalf("records span 06-06..06-09 but objects are dated %v", slices.Sorted(maps.Keys(days)))
 	}
 
 	// Every bad line is in a dead letter with its reason and offset.

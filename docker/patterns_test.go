@@ -2,6 +2,7 @@ package docker
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -189,18 +190,9 @@ func agentConfigs(t *testing.T, objs []object, p *corev1.PodSpec, c *corev1.Cont
 		}
 	}
 	if _, ok := configs[active]; !ok {
-		t.Fatalf("container %q loads %s, which no ConfigMap volume provides (have %v)", c.Name, active, mapsKeys(configs))
+		t.Fatalf("container %q loads %s, which no ConfigMap volume provides (have %v)", c.Name, active, slices.Sorted(maps.Keys(configs)))
 	}
 	return configs, active
-}
-
-func mapsKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // goMemLimit parses a GOMEMLIMIT value the way the Go runtime does: a
@@ -439,7 +431,7 @@ func TestDaemonSetPattern(t *testing.T) {
 	}
 	configs, active := agentConfigs(t, objs, p, c)
 	if len(configs) < 2 {
-		t.Errorf("want the /var/log/containers config and the hostPath alternative, got %v", mapsKeys(configs))
+		t.Errorf("want the /var/log/containers config and the hostPath alternative, got %v", slices.Sorted(maps.Keys(configs)))
 	}
 	checkAgentBasics(t, objs, p, c, configs[active])
 

@@ -6,14 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 	"time"
-
-	"github.com/metership/metership/internal/fsutil"
 )
 
 // File names inside Options.Dir.
@@ -276,7 +275,7 @@ func (l *ledger) encode() ([]byte, error) {
 		if s.prunedBefore != 0 {
 			sf.PrunedBefore = hourTime(s.prunedBefore)
 		}
-		for _, h := range sortedHours(s.open) {
+		for _, h := range slices.Sorted(maps.Keys(s.open)) {
 			keys := make([]string, 0, len(s.open[h]))
 			for k := range s.open[h] {
 				keys = append(keys, k)
@@ -289,7 +288,7 @@ func (l *ledger) encode() ([]byte, error) {
 			sf.Open = append(sf.Open, oh)
 		}
 		f.Series = append(f.Series, sf)
-		for _, h := range sortedHours(s.intents) {
+		for _, h := range slices.Sorted(maps.Keys(s.intents)) {
 			f.Intents = append(f.Intents, s.intents[h])
 		}
 	}
@@ -371,30 +370,4 @@ func loadLedger(dir, instance string, now time.Time) (*ledger, bool, error) {
 		return nil, false, fmt.Errorf("metering: %s: %w", p, err)
 	}
 	return l, true, nil
-}
-
-// writeFileAtomic replaces dir/name with data: temp file, fsync, rename,
-// fsync of the directory. beforeRename runs between the fsync and the
-// rename (a test crash point).
-func writeFileAtomic(dir, name string, data []byte, beforeRename func()) error {
-	return fsutil.WriteFileAtomic(dir, name, data, 0o644, beforeRename)
-}
-
-func mkdirAll(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("metering: %w", err)
-	}
-	return nil
-}
-
-func syncDir(dir string) error { return fsutil.SyncDir(dir) }
-
-// sortedHours returns the keys of an hour-keyed map in ascending order.
-func sortedHours[V any](m map[int64]V) []int64 {
-	out := make([]int64, 0, len(m))
-	for h := range m {
-		out = append(out, h)
-	}
-	slices.Sort(out)
-	return out
 }

@@ -8,7 +8,6 @@ import (
 	"os"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/metership/metership/buffer"
 	"github.com/metership/metership/conf"
+	"github.com/metership/metership/internal/fsutil"
 )
 
 // Modes of metering.mode that New accepts.
@@ -612,7 +612,7 @@ func (m *Meter) forgetLocked(gone []uint64) bool {
 func (m *Meter) saveLocked() error {
 	data, err := m.led.encode()
 	if err == nil {
-		err = writeFileAtomic(m.opts.Dir, ledgerName, data, func() { m.crash("ledger-before-rename") })
+		err = fsutil.WriteFileAtomic(m.opts.Dir, ledgerName, data, 0o644, func() { m.crash("ledger-before-rename") })
 	}
 	if err != nil {
 		m.dirty = true
@@ -660,14 +660,4 @@ func (m *Meter) crash(point string) {
 	if m.opts.crashPoint != nil {
 		m.opts.crashPoint(point)
 	}
-}
-
-// sortedKeys returns a map's keys sorted.
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -17,6 +20,8 @@ import (
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"go.uber.org/zap"
+
+	"github.com/metership/metership/internal/fsutil"
 )
 
 // Limits of the API the reporter respects.
@@ -123,7 +128,7 @@ func (m *Meter) plan() ([]*intent, error) {
 		}
 	}
 	for _, s := range m.led.sortedSeries() {
-		for _, h := range sortedHours(s.open) {
+		for _, h := range slices.Sorted(maps.Keys(s.open)) {
 			if h >= cut {
 				break
 			}
@@ -155,7 +160,7 @@ func (m *Meter) plan() ([]*intent, error) {
 				}
 			}
 		}
-		for _, h := range sortedHours(hours) {
+		for _, h := range slices.Sorted(maps.Keys(hours)) {
 			m.createIntentLocked(s, h, now)
 			changed = true
 		}
@@ -207,7 +212,7 @@ func (m *Meter) createIntentLocked(s *series, h int64, now time.Time) {
 	total := s.carry
 	var records int64
 	buckets := s.open[h]
-	keys := sortedKeys(buckets)
+	keys := slices.Sorted(maps.Keys(buckets))
 	for _, k := range keys {
 		total = addSat(total, buckets[k].Nanos)
 		records += buckets[k].Records
@@ -942,8 +947,8 @@ type deadLetterEntry struct {
 // a repeat after a crash rewrites the same file).
 func (m *Meter) deadLetter(in *intent, reason string) error {
 	dir := filepath.Join(m.opts.Dir, deadLetterDir)
-	if err := mkdirAll(dir); err != nil {
-		return err
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("metering: %w", err)
 	}
 	line, err := json.Marshal(deadLetterEntry{
 		Reason: reason, Product: in.Product, Hour: in.Hour,
@@ -955,7 +960,7 @@ func (m *Meter) deadLetter(in *intent, reason string) error {
 		return err
 	}
 	name := in.Hour.UTC().Format("20060102T15Z") + "-" + in.ID + ".ndjson"
-	if err := writeFileAtomic(dir, name, append(line, '\n'), nil); err != nil {
+	if err := fsutil.WriteFileAtomic(dir, name, append(line, '\n'), 0o644, nil); err != nil {
 		return fmt.Errorf("metering: dead letter %s: %w", name, err)
 	}
 	m.metrics.deadLetters.Inc()
