@@ -21,6 +21,7 @@ import (
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"go.uber.org/zap"
 
+	"github.com/metership/metership/internal/ctxtime"
 	"github.com/metership/metership/internal/fsutil"
 )
 
@@ -415,14 +416,7 @@ func (m *Meter) retryWait(ctx context.Context, bo *backoff, deadline time.Time, 
 	if time.Now().Add(wait).After(deadline) {
 		return false
 	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	return ctxtime.Sleep(ctx, wait)
 }
 
 // notReported is the error of a pass that left n intents pending.

@@ -25,6 +25,7 @@ import (
 
 	"github.com/metership/metership/buffer"
 	"github.com/metership/metership/conf"
+	"github.com/metership/metership/internal/ctxtime"
 	"github.com/metership/metership/record"
 	"github.com/metership/metership/ship"
 )
@@ -372,7 +373,7 @@ func (p *Pipeline) shipLoop(ctx context.Context) error {
 				return nil
 			}
 			p.log.Error("segment not shipped; it stays in the buffer", zap.Uint64("segment", seg.Seq), zap.Error(err))
-			if !sleepCtx(ctx, time.Second+rand.N(time.Second)) {
+			if !ctxtime.Sleep(ctx, time.Second+rand.N(time.Second)) {
 				return nil
 			}
 		}
@@ -495,7 +496,7 @@ func (p *Pipeline) retry(ctx context.Context, seg *buffer.Segment, what string, 
 			return ctx.Err()
 		}
 		p.log.Error(what+"; retrying", zap.Uint64("segment", seg.Seq), zap.Int("attempt", attempt), zap.Error(err))
-		if !sleepCtx(ctx, wait) {
+		if !ctxtime.Sleep(ctx, wait) {
 			return ctx.Err()
 		}
 		wait = min(wait*2, 30*time.Second)
@@ -516,14 +517,3 @@ func (p *Pipeline) Drain(ctx context.Context) error {
 
 // Close closes the buffer. Call after Run has returned.
 func (p *Pipeline) Close() error { return p.buf.Close() }
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}

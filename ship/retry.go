@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/aws/smithy-go"
+
+	"github.com/metership/metership/internal/ctxtime"
 )
 
 // Retry defaults.
@@ -177,12 +179,8 @@ func (r Retry) Put(ctx context.Context, obj *Object) error {
 		if r.OnError != nil {
 			r.OnError(err, attempt, permanent, wait)
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !ctxtime.Sleep(ctx, wait) {
 			return fmt.Errorf("put %s: %w after %d attempts (last error: %v)", obj.Key, ctx.Err(), attempt, err)
-		case <-t.C:
 		}
 	}
 }

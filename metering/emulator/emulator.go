@@ -11,6 +11,8 @@ import (
 
 	"github.com/google/uuid"
 	"go.uber.org/zap"
+
+	"github.com/metership/metership/internal/ctxtime"
 )
 
 // InstanceHeader overrides the caller identity taken from the SigV4 access
@@ -306,14 +308,7 @@ func (e *Emulator) delay(r *http.Request) bool {
 	if d <= 0 {
 		return true
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-r.Context().Done():
-		return false
-	}
+	return ctxtime.Sleep(r.Context(), d)
 }
 
 // takeFault consumes the next request fault, if any.
