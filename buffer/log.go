@@ -398,13 +398,9 @@ func (b *Buffer) sealLocked() error {
 	if a.records+a.dead == 0 {
 		return b.dropActiveLocked()
 	}
-	if err := b.ops.sync(a.f); err != nil {
-		b.failLocked(fmt.Errorf("buffer: seal %s: fsync: %w", a.path, err))
-		return b.failedErrLocked()
+	if err := b.syncBeforeCloseLocked("seal"); err != nil {
+		return err
 	}
-	b.syncs++
-	b.markSyncedLocked(b.appendedPos)
-	b.cond.Broadcast()
 	b.active = nil
 	path := filepath.Join(b.dir, segmentName(a.seq, sealedExt))
 	err := a.f.Close()
@@ -433,19 +429,30 @@ func (b *Buffer) sealLocked() error {
 	return nil
 }
 
+// syncBeforeCloseLocked fsyncs the active segment with mu held (it is being
+// sealed or dropped: no writer may append meanwhile) and wakes the writers
+// waiting for what it made durable. A failure fails the buffer.
+func (b *Buffer) syncBeforeCloseLocked(what string) error {
+	a := b.active
+	if err := b.ops.sync(a.f); err != nil {
+		b.failLocked(fmt.Errorf("buffer: %s %s: fsync: %w", what, a.path, err))
+		return b.failedErrLocked()
+	}
+	b.syncs++
+	b.markSyncedLocked(b.appendedPos)
+	b.cond.Broadcast()
+	return nil
+}
+
 // dropActiveLocked removes an active segment without records or dead
 // letters. If it holds commits, their checkpoints are first made durable in
 // the state file.
 func (b *Buffer) dropActiveLocked() error {
 	a := b.active
 	if a.commits > 0 {
-		if err := b.ops.sync(a.f); err != nil {
-			b.failLocked(fmt.Errorf("buffer: fsync %s: %w", a.path, err))
-			return b.failedErrLocked()
+		if err := b.syncBeforeCloseLocked("drop"); err != nil {
+			return err
 		}
-		b.syncs++
-		b.markSyncedLocked(b.appendedPos)
-		b.cond.Broadcast()
 		gen, state := b.snapshotLocked(a.seq + 1)
 		if err := b.persistState(gen, state); err != nil {
 			return err
