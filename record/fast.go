@@ -121,17 +121,14 @@ func scanMeter(line []byte, f *fastFields) bool {
 				f.uid = sp
 			}
 		}
-		i = skipWS(line, vEnd)
-		if i >= len(line) {
+		next, closed, ok := afterItem(line, vEnd, '}')
+		if !ok {
 			return false
 		}
-		if line[i] == '}' {
-			return skipWS(line, i+1) == len(line)
+		if closed {
+			return skipWS(line, next) == len(line)
 		}
-		if line[i] != ',' {
-			return false
-		}
-		i = skipWS(line, i+1)
+		i = next
 	}
 }
 
@@ -169,18 +166,28 @@ func scanDimensions(b []byte, i int, f *fastFields) (int, bool) {
 		}
 		f.dimKV[f.ndims] = [4]int32{int32(ks), int32(ke), int32(vs), int32(ve)}
 		f.ndims++
-		i = skipWS(b, ve)
-		if i >= len(b) {
-			return 0, false
+		next, closed, ok := afterItem(b, ve, '}')
+		if !ok || closed {
+			return next, ok
 		}
-		if b[i] == '}' {
-			return i + 1, true
-		}
-		if b[i] != ',' {
-			return 0, false
-		}
-		i = skipWS(b, i+1)
+		i = next
 	}
+}
+
+// afterItem reads what follows an item of an object or array, from b[i]:
+// the closing byte (closed, next is past it) or a comma (next is the
+// start of the following item). ok is false for anything else.
+func afterItem(b []byte, i int, closing byte) (next int, closed, ok bool) {
+	i = skipWS(b, i)
+	switch {
+	case i >= len(b):
+		return 0, false, false
+	case b[i] == closing:
+		return i + 1, true, true
+	case b[i] == ',':
+		return skipWS(b, i+1), false, true
+	}
+	return 0, false, false
 }
 
 func skipWS(b []byte, i int) int {
@@ -320,17 +327,11 @@ func skipValue(b []byte, i, depth int) (int, bool) {
 			if !ok {
 				return 0, false
 			}
-			i = skipWS(b, e)
-			if i >= len(b) {
-				return 0, false
+			next, closed, ok := afterItem(b, e, ']')
+			if !ok || closed {
+				return next, ok
 			}
-			if b[i] == ']' {
-				return i + 1, true
-			}
-			if b[i] != ',' {
-				return 0, false
-			}
-			i = skipWS(b, i+1)
+			i = next
 		}
 	case c == '{':
 		i = skipWS(b, i+1)
@@ -352,17 +353,11 @@ func skipValue(b []byte, i, depth int) (int, bool) {
 			if e, ok = skipValue(b, skipWS(b, i+1), depth+1); !ok {
 				return 0, false
 			}
-			i = skipWS(b, e)
-			if i >= len(b) {
-				return 0, false
+			next, closed, ok := afterItem(b, e, '}')
+			if !ok || closed {
+				return next, ok
 			}
-			if b[i] == '}' {
-				return i + 1, true
-			}
-			if b[i] != ',' {
-				return 0, false
-			}
-			i = skipWS(b, i+1)
+			i = next
 		}
 	}
 	return 0, false
