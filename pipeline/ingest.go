@@ -170,7 +170,6 @@ func (in *Ingester) Commit() error {
 		return err
 	}
 	in.p.metrics.BytesBuffered.Add(float64(size))
-	in.p.metrics.RecordsAccepted.Add(float64(in.accepted))
 	in.p.stats.RecordsAccepted.Add(int64(in.accepted))
 	in.p.stats.RecordsRejected.Add(int64(in.rejected))
 	in.Discard()

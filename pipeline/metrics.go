@@ -4,29 +4,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics are the pipeline's Prometheus collectors (prefix metership_).
+// Metrics are the pipeline's Prometheus collectors (prefix metership_)
+// that are updated as events happen. Totals the pipeline keeps anyway
+// (Stats) are exported by reading them, not counted twice.
 type Metrics struct {
-	RecordsAccepted  prometheus.Counter
-	RecordsRejected  *prometheus.CounterVec // by reason class
-	BytesBuffered    prometheus.Counter
-	BatchesFull      prometheus.Counter
-	BackPressure     prometheus.Counter // seconds spent waiting for buffer space
-	UploadsOK        prometheus.Counter
-	UploadsFailed    prometheus.Counter
-	UploadLatency    prometheus.Histogram
-	ObjectsWritten   prometheus.Counter
-	ObjectBytes      prometheus.Counter
-	RecordsShipped   prometheus.Counter
-	DeadLettersSent  prometheus.Counter
-	SegmentsShipped  prometheus.Counter
-	segmentsPending  prometheus.GaugeFunc
-	oldestPendingAge prometheus.GaugeFunc
-	bufferBytes      prometheus.GaugeFunc
+	RecordsRejected *prometheus.CounterVec // by reason class
+	BytesBuffered   prometheus.Counter
+	BatchesFull     prometheus.Counter
+	BackPressure    prometheus.Counter // seconds spent waiting for buffer space
+	UploadsOK       prometheus.Counter
+	UploadsFailed   prometheus.Counter
+	UploadLatency   prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer, p *Pipeline) *Metrics {
 	m := &Metrics{
-		RecordsAccepted: prometheus.NewCounter(prometheus.CounterOpts{Name: "metership_records_accepted_total", Help: "Records made durable in the buffer."}),
 		RecordsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "metership_records_rejected_total", Help: "Input lines dead-lettered, by field at fault."}, []string{"field"}),
 		BytesBuffered:   prometheus.NewCounter(prometheus.CounterOpts{Name: "metership_buffer_bytes_written_total", Help: "Bytes appended to the buffer."}),
 		BatchesFull:     prometheus.NewCounter(prometheus.CounterOpts{Name: "metership_buffer_full_total", Help: "Appends refused because the buffer reached buffer.max_size."}),
@@ -38,29 +30,38 @@ func newMetrics(reg prometheus.Registerer, p *Pipeline) *Metrics {
 			Help:    "Time to upload one object, retries included.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
 		}),
-		ObjectsWritten:  prometheus.NewCounter(prometheus.CounterOpts{Name: "metership_objects_written_total", Help: "Record objects written to the output."}),
-		ObjectBytes:     prometheus.NewCounter(prometheus.CounterOpts{Name: "metership_object_bytes_total", Help: "Encoded bytes written to the output."}),
-		RecordsShipped:  prometheus.NewCounter(prometheus.CounterOpts{Name: "metership_records_shipped_total", Help: "Records in objects written to the output."}),
-		DeadLettersSent: prometheus.NewCounter(prometheus.CounterOpts{Name: "metership_dead_letters_shipped_total", Help: "Dead letters written to the dead-letter destination."}),
-		SegmentsShipped: prometheus.NewCounter(prometheus.CounterOpts{Name: "metership_segments_shipped_total", Help: "Buffer segments fully shipped and acknowledged."}),
 	}
-	m.segmentsPending = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "metership_segments_pending", Help: "Sealed segments not yet shipped."}, func() float64 {
-		return float64(p.buf.Stats().SegmentsSealed)
-	})
-	m.oldestPendingAge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "metership_oldest_pending_seconds", Help: "Age of the oldest sealed segment not yet shipped."}, func() float64 {
-		st := p.buf.Stats()
-		if st.SegmentsSealed == 0 || st.OldestSealed.IsZero() {
-			return 0
-		}
-		return p.now().Sub(st.OldestSealed).Seconds()
-	})
-	m.bufferBytes = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "metership_buffer_bytes", Help: "Bytes of buffer segments on disk."}, func() float64 {
-		return float64(p.buf.Stats().BytesOnDisk)
-	})
-	if reg != nil {
-		reg.MustRegister(m.RecordsAccepted, m.RecordsRejected, m.BytesBuffered, m.BatchesFull, m.BackPressure,
-			m.UploadsOK, m.UploadsFailed, m.UploadLatency, m.ObjectsWritten, m.ObjectBytes, m.RecordsShipped,
-			m.DeadLettersSent, m.SegmentsShipped, m.segmentsPending, m.oldestPendingAge, m.bufferBytes)
+	if reg == nil {
+		return m
 	}
+	total := func(name, help string, v func() int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v()) })
+	}
+	gauge := func(name, help string, v func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, v)
+	}
+	st := &p.stats
+	reg.MustRegister(m.RecordsRejected, m.BytesBuffered, m.BatchesFull, m.BackPressure,
+		m.UploadsOK, m.UploadsFailed, m.UploadLatency,
+		total("metership_records_accepted_total", "Records made durable in the buffer.", st.RecordsAccepted.Load),
+		total("metership_objects_written_total", "Record objects written to the output.", st.ObjectsWritten.Load),
+		total("metership_object_bytes_total", "Encoded bytes written to the output.", st.ObjectBytes.Load),
+		total("metership_records_shipped_total", "Records in objects written to the output.", st.RecordsShipped.Load),
+		total("metership_dead_letters_shipped_total", "Dead letters written to the dead-letter destination.", st.DeadLetters.Load),
+		total("metership_segments_shipped_total", "Buffer segments fully shipped and acknowledged.", st.SegmentsShipped.Load),
+		gauge("metership_segments_pending", "Sealed segments not yet shipped.", func() float64 {
+			return float64(p.buf.Stats().SegmentsSealed)
+		}),
+		gauge("metership_oldest_pending_seconds", "Age of the oldest sealed segment not yet shipped.", func() float64 {
+			st := p.buf.Stats()
+			if st.SegmentsSealed == 0 || st.OldestSealed.IsZero() {
+				return 0
+			}
+			return p.now().Sub(st.OldestSealed).Seconds()
+		}),
+		gauge("metership_buffer_bytes", "Bytes of buffer segments on disk.", func() float64 {
+			return float64(p.buf.Stats().BytesOnDisk)
+		}),
+	)
 	return m
 }

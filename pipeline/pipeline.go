@@ -96,7 +96,8 @@ type Pipeline struct {
 	stats Stats
 }
 
-// Stats are running totals, for summaries and tests.
+// Stats are running totals, for summaries, tests and /metrics (the
+// matching metership_*_total counters read them).
 type Stats struct {
 	RecordsAccepted atomic.Int64
 	RecordsRejected atomic.Int64
@@ -277,9 +278,6 @@ func (p *Pipeline) noteUploadFailure() {
 // Buffer exposes the buffer (checkpoints, stats).
 func (p *Pipeline) Buffer() *buffer.Buffer { return p.buf }
 
-// Metrics exposes the collectors.
-func (p *Pipeline) Metrics() *Metrics { return p.metrics }
-
 // Stats exposes running totals.
 func (p *Pipeline) Stats() *Stats { return &p.stats }
 
@@ -419,7 +417,6 @@ func (p *Pipeline) shipSegment(ctx context.Context, seg *buffer.Segment) error {
 		return fmt.Errorf("ack segment %d: %w", seg.Seq, err)
 	}
 	p.stats.SegmentsShipped.Add(1)
-	p.metrics.SegmentsShipped.Inc()
 	return nil
 }
 
@@ -451,15 +448,11 @@ func (p *Pipeline) upload(ctx context.Context, objs []ship.Object) error {
 		if obj.DeadLetter {
 			p.stats.DeadLetterObjs.Add(1)
 			p.stats.DeadLetters.Add(int64(obj.Records))
-			p.metrics.DeadLettersSent.Add(float64(obj.Records))
 		} else {
 			p.stats.ObjectsWritten.Add(1)
 			p.stats.RecordsShipped.Add(int64(obj.Records))
-			p.metrics.ObjectsWritten.Inc()
-			p.metrics.RecordsShipped.Add(float64(obj.Records))
 		}
 		p.stats.ObjectBytes.Add(int64(len(obj.Body)))
-		p.metrics.ObjectBytes.Add(float64(len(obj.Body)))
 	}
 	return nil
 }
