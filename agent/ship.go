@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/metership/metership/agent/tail"
 	"github.com/metership/metership/conf"
 	"github.com/metership/metership/engine"
 	"github.com/metership/metership/pipeline"
@@ -150,7 +151,9 @@ func shipInput(ctx context.Context, p *pipeline.Pipeline, in string, stdin io.Re
 		if st.IsDir() {
 			return sum, errors.New("is a directory")
 		}
-		sourceID, err = fileIdentity(f, st)
+		// Named like the tailer names files, under its own prefix, so a
+		// new file at an old path is never mistaken for the old one.
+		sourceID, err = tail.WholeFileSource("ship:", f, st)
 		if err != nil {
 			return sum, err
 		}
@@ -284,20 +287,4 @@ func (c *committer) close() error {
 	close(c.queue)
 	<-c.done
 	return c.err
-}
-
-// fileIdentity names a file by device, inode and a hash of its first
-// bytes, the same scheme the tailer uses, so a new file at an old path is
-// never mistaken for the old one.
-func fileIdentity(f *os.File, st os.FileInfo) (string, error) {
-	head := make([]byte, 1024)
-	n, err := f.ReadAt(head, 0)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return "", err
-	}
-	var dev, ino uint64
-	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-		dev, ino = uint64(sys.Dev), sys.Ino
-	}
-	return fmt.Sprintf("ship:%d:%d:%016x", dev, ino, hash64(head[:n])), nil
 }

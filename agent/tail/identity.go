@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"strconv"
 
 	"github.com/zeebo/xxh3"
@@ -170,8 +171,25 @@ func (d *metaDecoder) string() string {
 // formatSource renders the Source of a file generation:
 // "file:<dev>:<ino>:<fingerprint as 16 hex digits>".
 func formatSource(k fileKey, fp fingerprint) string {
+	return formatSourceWith(SourcePrefix, k, fp)
+}
+
+// WholeFileSource names a whole file the way the tailer names a file it
+// follows (device, inode, fingerprint of its first FingerprintSize
+// bytes) but under prefix: for another producer (metership ship) whose
+// checkpoints the tailer must not take for its own.
+func WholeFileSource(prefix string, f io.ReaderAt, fi fs.FileInfo) (string, error) {
+	key, _, _ := statKey(fi)
+	var fp fingerprint
+	if _, err := fp.verify(f, fi.Size(), make([]byte, FingerprintSize)); err != nil {
+		return "", err
+	}
+	return formatSourceWith(prefix, key, fp), nil
+}
+
+func formatSourceWith(prefix string, k fileKey, fp fingerprint) string {
 	b := make([]byte, 0, 64)
-	b = append(b, SourcePrefix...)
+	b = append(b, prefix...)
 	b = strconv.AppendUint(b, k.dev, 10)
 	b = append(b, ':')
 	b = strconv.AppendUint(b, k.ino, 10)

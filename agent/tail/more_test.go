@@ -1,6 +1,7 @@
 package tail
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,8 +10,11 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/zeebo/xxh3"
 
 	"github.com/metership/metership/buffer"
 )
@@ -381,5 +385,38 @@ func TestNotifyWakesReadersAndScans(t *testing.T) {
 	got := waitLines(t, sink, 3)
 	if !slices.Equal(data(got), []string{"one", "two", "three"}) {
 		t.Fatalf("lines %q", data(got))
+	}
+}
+
+// WholeFileSource keeps the format ship's checkpoints have always used:
+// prefix, device, inode and the xxh3 of the first FingerprintSize bytes as
+// 16 hex digits; a short file is fingerprinted by the bytes it has, an
+// empty one (nothing to resume) by zero, as the tailer does.
+func TestWholeFileSource(t *testing.T) {
+	for _, size := range []int{0, 10, FingerprintSize, 3 * FingerprintSize} {
+		path := filepath.Join(t.TempDir(), "f")
+		data := bytes.Repeat([]byte("0123456789abcdef"), size/16+1)[:size]
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, _ := f.Stat()
+		got, err := WholeFileSource("ship:", f, fi)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		var sum uint64
+		if size > 0 {
+			sum = xxh3.Hash(data[:min(size, FingerprintSize)])
+		}
+		want := fmt.Sprintf("ship:%d:%d:%016x", uint64(st.Dev), st.Ino, sum)
+		if got != want {
+			t.Errorf("size %d: %q, want %q", size, got, want)
+		}
 	}
 }
