@@ -461,7 +461,8 @@ func (m *Meter) sendMeterUsage(ctx context.Context, pending []*intent, deadline 
 				mv, quit, err := m.sendOne(callCtx, in, bo, deadline)
 				mu.Lock()
 				moved = moved || mv
-				if err != nil {
+				// After a give-up the others end canceled: keep the cause.
+				if err != nil && !gaveUp {
 					lastErr = err
 				}
 				if quit && !gaveUp {
