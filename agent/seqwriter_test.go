@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metership/metership/internal/testutil/rotate"
 	"github.com/metership/metership/internal/testutil/s3server"
 )
 
@@ -146,22 +146,7 @@ func (w *seqWriter) rotate() {
 	w.rotated++
 	switch op {
 	case "copytruncate":
-		src, err := os.Open(w.path)
-		if err != nil {
-			w.t.Fatal(err)
-		}
-		dst, err := os.Create(filepath.Join(w.copies, fmt.Sprintf("app.log.ct%d", w.rotated)))
-		if err != nil {
-			w.t.Fatal(err)
-		}
-		if _, err := io.Copy(dst, src); err != nil {
-			w.t.Fatal(err)
-		}
-		_ = src.Close()
-		_ = dst.Close()
-		if err := w.f.Truncate(0); err != nil {
-			w.t.Fatal(err)
-		}
+		rotate.CopyTruncate(w.t, w.f, w.path, filepath.Join(w.copies, fmt.Sprintf("app.log.ct%d", w.rotated)))
 		w.size, w.durable = 0, false
 		if w.agent != nil {
 			w.truncations++

@@ -27,6 +27,7 @@ import (
 
 	"github.com/metership/metership/buffer"
 	"github.com/metership/metership/conf"
+	"github.com/metership/metership/internal/testutil/fakeclock"
 	"github.com/metership/metership/metering/emulator"
 )
 
@@ -46,24 +47,9 @@ var testNow = time.Date(2025, time.June, 15, 12, 30, 0, 0, time.UTC)
 
 // clock is a settable time source shared by the Meter, the emulator and
 // the buffer.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type clock = fakeclock.Clock
 
-func newClock(t time.Time) *clock { return &clock{t: t} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
+func newClock(t time.Time) *clock { return fakeclock.New(t) }
 
 // testProduct is the emulator product the tests meter.
 const testProduct = "metership-test"

@@ -3,7 +3,6 @@ package tail
 import (
 	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/metership/metership/buffer"
+	"github.com/metership/metership/internal/testutil/rotate"
 )
 
 // stressSink counts every sequence-numbered line it accepts.
@@ -116,22 +116,7 @@ func (w *stressWriter) rotate(online bool) {
 		}
 	case "copytruncate":
 		w.waitSeen(w.next-1, "the tailer caught up")
-		src, err := os.Open(w.path)
-		if err != nil {
-			w.t.Fatal(err)
-		}
-		dst, err := os.Create(fmt.Sprintf("%s.ct%d", w.path, w.rotated))
-		if err != nil {
-			w.t.Fatal(err)
-		}
-		if _, err := io.Copy(dst, src); err != nil {
-			w.t.Fatal(err)
-		}
-		_ = src.Close()
-		_ = dst.Close()
-		if err := w.f.Truncate(0); err != nil {
-			w.t.Fatal(err)
-		}
+		rotate.CopyTruncate(w.t, w.f, w.path, fmt.Sprintf("%s.ct%d", w.path, w.rotated))
 		w.first = w.next
 		return
 	}

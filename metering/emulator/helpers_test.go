@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +20,8 @@ import (
 	"github.com/aws/smithy-go/middleware"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"go.uber.org/goleak"
+
+	"github.com/metership/metership/internal/testutil/fakeclock"
 )
 
 func TestMain(m *testing.M) {
@@ -31,24 +32,8 @@ func TestMain(m *testing.M) {
 // so the current hour is 12:00 and the 6 h window reaches back to 06:30.
 var testNow = time.Date(2025, time.June, 15, 12, 30, 0, 0, time.UTC)
 
-// clock is a settable time source shared by the test and the handler
-// goroutines.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
+// clock is the emulator's time source, moved by the tests.
+type clock = fakeclock.Clock
 
 // harness is an emulator behind a real HTTP server on 127.0.0.1.
 type harness struct {
@@ -62,7 +47,7 @@ type harness struct {
 // config before New.
 func newHarness(t *testing.T, mutate func(*Config)) *harness {
 	t.Helper()
-	clk := &clock{t: testNow}
+	clk := fakeclock.New(testNow)
 	cfg := DefaultConfig()
 	cfg.Products["saas-product"] = Product{
 		Dimensions: []string{"users", "gigabytes"},
