@@ -205,7 +205,7 @@ func newTailSink(cfg conf.Config, src conf.Source, p *pipeline.Pipeline, m *tail
 		reason:  fmt.Sprintf("line exceeds records.max_line_size (%d bytes); only its first %d bytes are kept here", cfg.Records.MaxLineSize, keep),
 	}
 	// Fail at start, not at the first line, if the ingester cannot be built.
-	in, err := p.NewIngester(s.tag)
+	in, err := s.newIngester()
 	if err != nil {
 		return nil, err
 	}
@@ -232,7 +232,10 @@ func (s *tailSink) Consume(ctx context.Context, c *tail.Chunk) error {
 		return s.consumeOneByOne(ctx, in, c)
 	}
 	if errors.Is(err, buffer.ErrFull) {
-		err = s.waitAndCommit(ctx, in)
+		// Back-pressure: hold the batch until an upload frees room (a
+		// blind retry by the reader would resume up to its RetryMax late).
+		s.metrics.SinkFull.Add(1)
+		err = in.CommitWait(ctx)
 	}
 	if err != nil {
 		// The tailer keeps its position and re-sends the same chunk after
@@ -243,30 +246,22 @@ func (s *tailSink) Consume(ctx context.Context, c *tail.Chunk) error {
 	return nil
 }
 
-// waitAndCommit is back-pressure: the reader pauses, holding its batch,
-// until an upload frees buffer space, and commits the moment it does (a
-// blind backoff would resume up to tail's RetryMax late). The pause is
-// added to metership_tail_backpressure_seconds_total every second while
-// it lasts, so a long outage shows as it happens.
-func (s *tailSink) waitAndCommit(ctx context.Context, in *pipeline.Ingester) error {
-	s.metrics.SinkFull.Add(1)
-	for {
-		wctx, cancel := context.WithTimeout(ctx, time.Second)
-		start := time.Now()
-		err := in.CommitWait(wctx)
-		cancel()
-		s.metrics.BackPressureNanos.Add(int64(time.Since(start)))
-		if !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
-			return err
-		}
-	}
-}
-
 func (s *tailSink) ingester() (*pipeline.Ingester, error) {
 	if in, _ := s.pool.Get().(*pipeline.Ingester); in != nil {
 		return in, nil
 	}
-	return s.p.NewIngester(s.tag)
+	return s.newIngester()
+}
+
+// newIngester makes an Ingester whose waits for buffer space count as the
+// tail readers' back-pressure.
+func (s *tailSink) newIngester() (*pipeline.Ingester, error) {
+	in, err := s.p.NewIngester(s.tag)
+	if err != nil {
+		return nil, err
+	}
+	in.OnPause(func(d time.Duration) { s.metrics.BackPressureNanos.Add(int64(d)) })
+	return in, nil
 }
 
 // add adds line i of c to the batch.

@@ -26,6 +26,8 @@ type Ingester struct {
 	// count sums the batch's records for metering as they are parsed; nil
 	// when metering is off.
 	count BatchCount
+	// onPause is told of CommitWait's waits (OnPause).
+	onPause func(time.Duration)
 
 	accepted, rejected int
 }
@@ -177,21 +179,34 @@ func (in *Ingester) Commit() error {
 }
 
 // CommitWait commits, waiting for buffer space while the buffer is full
-// (back-pressure: the source pauses, nothing is dropped).
+// (back-pressure: the source pauses, nothing is dropped, and it commits
+// the moment an upload frees room). The pause is added to
+// metership_backpressure_seconds_total, and passed to the OnPause hook,
+// every second while it lasts, so a long outage shows as it happens.
 func (in *Ingester) CommitWait(ctx context.Context) error {
 	for {
 		err := in.Commit()
 		if !errors.Is(err, buffer.ErrFull) {
 			return err
 		}
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
 		start := time.Now()
-		werr := in.p.buf.WaitForSpace(ctx, in.batch.Size())
-		in.p.metrics.BackPressure.Add(time.Since(start).Seconds())
-		if werr != nil {
+		werr := in.p.buf.WaitForSpace(wctx, in.batch.Size())
+		cancel()
+		paused := time.Since(start)
+		in.p.metrics.BackPressure.Add(paused.Seconds())
+		if in.onPause != nil {
+			in.onPause(paused)
+		}
+		if werr != nil && (ctx.Err() != nil || !errors.Is(werr, context.DeadlineExceeded)) {
 			return werr
 		}
 	}
 }
+
+// OnPause sets a hook CommitWait calls with each slice of time it spends
+// waiting for buffer space (a source's own back-pressure metric).
+func (in *Ingester) OnPause(fn func(time.Duration)) { in.onPause = fn }
 
 // Discard empties the batch without writing it.
 func (in *Ingester) Discard() {
