@@ -19,7 +19,7 @@ type usageKey struct {
 	hour time.Time
 }
 
-// usageFixture is meter records every 97 s over the four hours before now
+// usageFixture is meter records every step over the four hours before now
 // and the current one, in tenths of a unit, with the model of what
 // MeterUsage must receive.
 type usageFixture struct {
@@ -29,11 +29,11 @@ type usageFixture struct {
 	tenths         map[usageKey]int64
 }
 
-func newUsageFixture(now time.Time) *usageFixture {
+func newUsageFixture(now time.Time, step time.Duration) *usageFixture {
 	f := &usageFixture{current: now.Truncate(time.Hour), tenths: map[usageKey]int64{}}
 	f.start = f.current.Add(-4 * time.Hour)
 	var b strings.Builder
-	for ts := f.start.Add(30 * time.Second); ts.Before(now.Add(-time.Second)); ts = ts.Add(97 * time.Second) {
+	for ts := f.start.Add(30 * time.Second); ts.Before(now.Add(-time.Second)); ts = ts.Add(step) {
 		i := f.records
 		api, dim := "api-calls", "api_calls"
 		if i%4 == 3 {
@@ -123,7 +123,7 @@ func TestShipReportsMeterUsage(t *testing.T) {
 	hs := httptest.NewServer(emu)
 	defer hs.Close()
 
-	fx := newUsageFixture(time.Now().UTC())
+	fx := newUsageFixture(time.Now().UTC(), 97*time.Second)
 	dir := t.TempDir()
 	input := filepath.Join(dir, "usage.ndjson")
 	if err := os.WriteFile(input, []byte(fx.lines), 0o600); err != nil {
@@ -164,7 +164,7 @@ func TestRunReportsMeterUsage(t *testing.T) {
 	hs := httptest.NewServer(emu)
 	defer hs.Close()
 
-	fx := newUsageFixture(time.Now().UTC())
+	fx := newUsageFixture(time.Now().UTC(), 97*time.Second)
 	logs, _, buf := runDirs(t)
 	if err := os.WriteFile(filepath.Join(logs, "usage.log"), []byte(fx.lines), 0o600); err != nil {
 		t.Fatal(err)

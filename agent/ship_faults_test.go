@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"math/rand/v2"
+	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/metership/metership/internal/testutil/faultproxy"
 	"github.com/metership/metership/internal/testutil/s3server"
+	"github.com/metership/metership/metering/emulator"
 )
 
 // assertAllOnce checks that the bucket holds exactly the generated records.
@@ -110,4 +113,52 @@ func TestShipSurvivesKill9(t *testing.T) {
 		t.Fatalf("final ship exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	assertAllOnce(t, srv, want)
+}
+
+// TestMeteredShipSurvivesKill9 is TestShipSurvivesKill9 with metering on:
+// segments' counts are written to the ledger in groups and the segments
+// acknowledged after, so a kill lands between counts merged in memory,
+// ledger writes, uploads, Acks and MeterUsage calls. After the last ship
+// the emulator holds exactly what the records add up to: no hour counted
+// twice or skipped, no conflicting call.
+func TestMeteredShipSurvivesKill9(t *testing.T) {
+	srv := s3server.Start(t)
+	proxy := faultproxy.Start(t, srv.Endpoint())
+	proxy.SetLatency(20 * time.Millisecond) // keep uploads in flight when the kill lands
+	emu := emulator.New(emulator.DefaultConfig())
+	hs := httptest.NewServer(emu)
+	defer hs.Close()
+	fx := newUsageFixture(time.Now().UTC(), 300*time.Millisecond) // ~48,000 records
+	dir := t.TempDir()
+	input := filepath.Join(dir, "usage.ndjson")
+	if err := os.WriteFile(input, []byte(fx.lines), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := s3Config(t, srv, proxy.URL(), filepath.Join(dir, "buf"), meteringYAML(hs.URL))
+	rng := rand.New(rand.NewPCG(3, 4))
+	killed := 0
+	for round := 0; round < 6; round++ {
+		cmd := agentCmd(srv, "ship", "-c", cfg, input)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(100+rng.IntN(500)) * time.Millisecond)
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		if err := cmd.Wait(); err != nil {
+			killed++
+		}
+	}
+	if killed == 0 {
+		t.Fatal("no ship was killed before it finished")
+	}
+	stdout, stderr, code := runAgent(t, srv, nil, "ship", "-c", cfg, input)
+	if code != 0 {
+		t.Fatalf("final ship exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	fx.check(t, emu.State())
+	if byID := checkRecordObjects(t, readBucket(t, srv)); len(byID) != fx.records {
+		t.Fatalf("%d records in S3, want %d", len(byID), fx.records)
+	}
 }

@@ -29,6 +29,10 @@ func (c *lateCounter) BeginCount(seq uint64) pipeline.SegmentCount {
 	return c.meter.Load().BeginCount(seq)
 }
 
+// Sync makes the counts merged so far durable, before their segments'
+// Acks.
+func (c *lateCounter) Sync() error { return c.meter.Load().Sync() }
+
 // NewBatchCount lets ingesters count records as they parse them.
 func (c *lateCounter) NewBatchCount() pipeline.BatchCount {
 	m := c.meter.Load()

@@ -274,3 +274,85 @@ func TestCountContextCanceled(t *testing.T) {
 		t.Fatal("segment counted although Count failed")
 	}
 }
+
+// mergeSegments merges every segment of a buffer directory into m, in
+// memory, without acknowledging any; it returns their sequences.
+func mergeSegments(t *testing.T, m *Meter, dir string) []uint64 {
+	t.Helper()
+	buf, err := buffer.Open(buffer.Options{Dir: dir, AgentID: "agent-1", Sync: buffer.SyncNever})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer buf.Close()
+	var seqs []uint64
+	for buf.Stats().SegmentsPending > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		seg, err := buf.Next(ctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := m.BeginCount(seg.Seq)
+		if err := seg.Frames(func(f buffer.Frame) error { c.Add(f); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Merge(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		seqs = append(seqs, seg.Seq)
+	}
+	return seqs
+}
+
+// Merged counts are durable only after Sync, and all of them together: a
+// meter opened on the ledger before the Sync (a restart after a crash)
+// sees none of them and counts the segments once; after it, all of them,
+// and counting a segment again adds nothing.
+func TestMergeDurableAfterSync(t *testing.T) {
+	bufDir, dir := t.TempDir(), t.TempDir()
+	recs, totals := testRecords(testNow.Add(-3*time.Hour).Truncate(time.Hour), testNow.Truncate(time.Hour), 20)
+	writeBuffer(t, bufDir, recs, 9)
+	clk := newClock(testNow)
+	m := mustNew(t, meterConfig(), testOptions(dir, noAPI{}, clk))
+	seqs := mergeSegments(t, m, bufDir)
+	if len(seqs) < 3 {
+		t.Fatalf("only %d segments", len(seqs))
+	}
+	for _, seq := range seqs {
+		if !m.Counted(seq) {
+			t.Fatalf("segment %d merged but not Counted", seq)
+		}
+	}
+	if got, _ := ledgerOpen(m); fmt.Sprint(got) != fmt.Sprint(totals) {
+		t.Fatalf("in memory\n got %v\nwant %v", got, totals)
+	}
+
+	crashed := mustNew(t, meterConfig(), testOptions(dir, noAPI{}, clk))
+	for _, seq := range seqs {
+		if crashed.Counted(seq) {
+			t.Fatalf("segment %d counted on disk before Sync", seq)
+		}
+	}
+	if got, records := ledgerOpen(crashed); records != 0 {
+		t.Fatalf("ledger on disk before Sync holds %d records: %v", records, got)
+	}
+
+	if err := m.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	restarted := mustNew(t, meterConfig(), testOptions(dir, noAPI{}, clk))
+	for _, seq := range seqs {
+		if !restarted.Counted(seq) {
+			t.Fatalf("segment %d not counted on disk after Sync", seq)
+		}
+	}
+	mergeSegments(t, restarted, bufDir) // the segments were never acknowledged
+	if err := restarted.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	got, records := ledgerOpen(restarted)
+	if records != int64(len(recs)) || fmt.Sprint(got) != fmt.Sprint(totals) {
+		t.Fatalf("after counting again: %d records\n got %v\nwant %v", records, got, totals)
+	}
+}

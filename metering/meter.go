@@ -231,8 +231,9 @@ type Meter struct {
 	mu  sync.Mutex
 	led *ledger
 	// dirty: led holds changes not yet durable (a ledger write failed, or
-	// answers resolve keeps for a grouped write). Nothing that depends on
-	// them (Count's nil, an API call) happens before a write succeeds.
+	// counts Merge and answers resolve keep for a grouped write). Nothing
+	// that depends on them (Count's nil, a segment's Ack, an API call)
+	// happens before a write succeeds.
 	dirty bool
 	// savedAt is when the ledger was last written.
 	savedAt time.Time
@@ -368,8 +369,9 @@ func NewClient(ctx context.Context, cfg conf.Metering) (*mm.Client, error) {
 	}), nil
 }
 
-// Counted reports whether segment seq is counted (durably, unless a ledger
-// write is failing). The agent's Pending uses it.
+// Counted reports whether segment seq is counted (durably, unless it was
+// merged since the last ledger write). The agent's Pending uses it: an
+// hour closed on such counts is written, with them, before it is reported.
 func (m *Meter) Counted(seq uint64) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -460,6 +462,24 @@ func (c *Counting) Add(f buffer.Frame) {
 // call it again (a merged but unwritten count is only written, never added
 // twice).
 func (c *Counting) Commit(ctx context.Context) error {
+	if err := c.Merge(ctx); err != nil {
+		return err
+	}
+	if err := c.m.Sync(); err != nil {
+		return fmt.Errorf("metering: count segment %d: %w", c.seq, err)
+	}
+	c.m.crash("count-saved")
+	return nil
+}
+
+// Merge adds the counted records to the ledger in memory, marking the
+// segment counted. The count becomes durable with the next ledger write
+// (Sync, or any write that comes first), which carries every count merged
+// before it: a caller that acknowledges segments only after a Sync can
+// group many segments into one fsync'd write. A crash before the write
+// loses the counts and their "counted" marks together, so the segments,
+// still unacknowledged, are counted again.
+func (c *Counting) Merge(ctx context.Context) error {
 	m := c.m
 	if err := ctx.Err(); err != nil {
 		return err
@@ -469,15 +489,20 @@ func (c *Counting) Commit(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, done := m.led.counted[c.seq]; done || c.sc == nil {
-		return m.flushLocked()
+		return nil
 	}
 	m.forgetLocked(gone)
 	m.mergeLocked(c.seq, c.sc)
-	if err := m.saveLocked(); err != nil {
-		return fmt.Errorf("metering: count segment %d: %w", c.seq, err)
-	}
-	m.crash("count-saved")
+	m.dirty = true
 	return nil
+}
+
+// Sync writes the ledger if it holds changes not yet durable: merged
+// counts, answers not yet saved, or an earlier failed write.
+func (m *Meter) Sync() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.flushLocked()
 }
 
 // Close returns the Counting's scratch space; it must not be used after.

@@ -35,8 +35,9 @@ import (
 // then counted into the hourly ledger from the frames the encoder reads
 // anyway (those sums, or the records where there are none), so each
 // segment is read once. Counting must be idempotent per segment (a
-// segment is counted again after a crash between the count and its Ack)
-// and durable when Commit returns nil. engine wires metering.Meter in.
+// segment is counted again after a crash between the count and its Ack);
+// a merged count is durable once Sync returns nil, and segments are
+// acknowledged only then. engine wires metering.Meter in.
 type Counter interface {
 	BeginCount(seq uint64) SegmentCount
 	// NewBatchCount returns a count of one batch's records made while
@@ -44,6 +45,8 @@ type Counter interface {
 	// so that counting its segment need not parse them again; nil when the
 	// counter cannot make one yet.
 	NewBatchCount() BatchCount
+	// Sync makes every count merged so far durable, in one write.
+	Sync() error
 }
 
 // BatchCount sums an Ingester's batch: Add every accepted record (with the
@@ -56,10 +59,11 @@ type BatchCount interface {
 }
 
 // SegmentCount is one segment's count in progress: Add every frame, then
-// Commit until it returns nil (durable), then Close.
+// Merge (into the counter's totals, in memory; durable after the
+// counter's next Sync), then Close.
 type SegmentCount interface {
 	Add(f buffer.Frame)
-	Commit(ctx context.Context) error
+	Merge(ctx context.Context) error
 	Close()
 }
 
@@ -88,6 +92,15 @@ type Pipeline struct {
 	counter Counter
 	metrics *Metrics
 	now     func() time.Time
+
+	// With metering on, segments that are uploaded and counted wait in
+	// counted for one ledger write (Counter.Sync) that covers them all,
+	// then are acknowledged (ackLoop). draining > 0 while Drain waits: a
+	// count is then written at once; hurry wakes ackLoop when it starts.
+	counted   chan *buffer.Segment
+	draining  atomic.Int32
+	hurry     chan struct{}
+	syncDelay time.Duration // countSyncDelay, or flush_interval if shorter
 
 	unhealthyAfter time.Duration
 	failingSince   atomic.Int64 // unix nanos of the first failure since the last success; 0 = healthy
@@ -158,6 +171,11 @@ func New(ctx context.Context, cfg conf.Config, opts Options) (*Pipeline, error) 
 	}
 	if p.unhealthyAfter <= 0 {
 		p.unhealthyAfter = 5 * time.Minute
+	}
+	if p.counter != nil {
+		p.counted = make(chan *buffer.Segment, maxCountGroup)
+		p.hurry = make(chan struct{}, 1)
+		p.syncDelay = min(countSyncDelay, cfg.Buffer.FlushInterval.D())
 	}
 
 	p.out, p.dlq = opts.Uploader, opts.DeadLetterUploader
@@ -315,6 +333,13 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		n = 1
 	}
 	errc := make(chan error, n)
+	if p.counter != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.ackLoop(ctx)
+		}()
+	}
 	for i := 0; i < n; i++ {
 		wg.Add(1)
 		go func() {
@@ -379,8 +404,8 @@ func (p *Pipeline) shipLoop(ctx context.Context) error {
 }
 
 // shipSegment is encode (and count) -> upload every object -> ack. A
-// segment is acknowledged (deleted) only when it is both counted and
-// uploaded; a crash anywhere before Ack repeats idempotent steps.
+// segment is acknowledged (deleted) only when it is both counted durably
+// and uploaded; a crash anywhere before Ack repeats idempotent steps.
 func (p *Pipeline) shipSegment(ctx context.Context, seg *buffer.Segment) error {
 	var src ship.FrameSource = seg
 	var cnt SegmentCount
@@ -395,29 +420,93 @@ func (p *Pipeline) shipSegment(ctx context.Context, seg *buffer.Segment) error {
 		return fmt.Errorf("encode segment %d: %w", seg.Seq, err)
 	}
 	defer p.enc.Release(objs)
-	var counted chan error
-	if cnt != nil {
-		// The count's ledger write (an fsync'd rewrite) runs while the
-		// objects upload instead of before: both finish before Ack, and
-		// their order does not matter, since each is idempotent.
-		counted = make(chan error, 1)
-		go func() { counted <- p.retry(ctx, seg, "metering could not count segment", cnt.Commit) }()
-	}
-	err = p.upload(ctx, objs)
-	if counted != nil {
-		// Waited for even when the upload failed: cnt is closed on return.
-		if cerr := <-counted; err == nil {
-			err = cerr
-		}
-	}
-	if err != nil {
+	if err := p.upload(ctx, objs); err != nil {
 		return err
 	}
+	if cnt == nil {
+		return p.ack(seg)
+	}
+	if err := p.retry(ctx, seg, "metering could not count segment", cnt.Merge); err != nil {
+		return err
+	}
+	// ackLoop acknowledges the segment after the ledger write that makes
+	// its count durable.
+	select {
+	case p.counted <- seg:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *Pipeline) ack(seg *buffer.Segment) error {
 	if err := p.buf.Ack(seg); err != nil {
 		return fmt.Errorf("ack segment %d: %w", seg.Seq, err)
 	}
 	p.stats.SegmentsShipped.Add(1)
 	return nil
+}
+
+// A ledger write covers the counts of at most maxCountGroup segments, and
+// the first of them waits at most countSyncDelay (or flush_interval, if
+// shorter) for others to join.
+const (
+	maxCountGroup  = 64
+	countSyncDelay = 100 * time.Millisecond
+)
+
+// ackLoop acknowledges the segments shipSegment uploaded and counted once
+// a ledger write covers their counts. Writing the ledger (an fsync'd
+// rewrite) once per segment costs more CPU than counting its records
+// from their aggregates: the writes are grouped instead, made
+// countSyncDelay after the group's first segment arrived (sooner when
+// maxCountGroup wait), and at once while Drain waits. The delay is short
+// so that Acks (each deletes a segment file) stay spread out rather than
+// bunched when Drain starts. Segments wait a little longer for their
+// Ack; a crash before it only repeats idempotent steps (upload: 412;
+// count: the ledger does not hold it yet).
+func (p *Pipeline) ackLoop(ctx context.Context) {
+	timer := time.NewTimer(p.syncDelay)
+	timer.Stop()
+	var group []*buffer.Segment
+	defer func() {
+		timer.Stop()
+		for _, seg := range group {
+			p.buf.Release(seg)
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case seg := <-p.counted:
+			if len(group) == 0 {
+				timer.Reset(p.syncDelay)
+			}
+			group = append(group, seg)
+			if len(group) < maxCountGroup && p.draining.Load() == 0 {
+				continue
+			}
+		case <-timer.C:
+		case <-p.hurry:
+		}
+		if len(group) == 0 {
+			continue
+		}
+		timer.Stop()
+		sync := func(context.Context) error { return p.counter.Sync() }
+		if p.retry(ctx, group[0], "metering could not write its ledger", sync) != nil {
+			return
+		}
+		for _, seg := range group {
+			if err := p.ack(seg); err != nil {
+				// Shipped again, which repeats idempotent steps.
+				p.buf.Release(seg)
+				p.log.Error("segment not acknowledged; it stays in the buffer", zap.Uint64("segment", seg.Seq), zap.Error(err))
+			}
+		}
+		group = group[:0]
+	}
 }
 
 // upload writes a segment's objects to the output (records) and the
@@ -499,6 +588,14 @@ func (p *Pipeline) retry(ctx context.Context, seg *buffer.Segment, what string, 
 // Drain seals the active segment and waits until every sealed segment is
 // shipped, or ctx is done. Run must be running.
 func (p *Pipeline) Drain(ctx context.Context) error {
+	if p.counter != nil {
+		p.draining.Add(1)
+		defer p.draining.Add(-1)
+		select {
+		case p.hurry <- struct{}{}:
+		default:
+		}
+	}
 	if err := p.buf.Seal(); err != nil {
 		return fmt.Errorf("seal: %w", err)
 	}

@@ -1,0 +1,198 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/metership/metership/buffer"
+	"github.com/metership/metership/record"
+)
+
+// groupCounter is a Counter that records each segment's Merge and each
+// Sync, and checks that no segment is acknowledged before a Sync covers
+// its count.
+type groupCounter struct {
+	buf *buffer.Buffer
+
+	mu         sync.Mutex
+	merged     []uint64   // since the last successful Sync
+	syncs      [][]uint64 // what each successful Sync covered
+	failSyncs  int        // the next Syncs that fail
+	violations []string
+}
+
+type groupCount struct {
+	c   *groupCounter
+	seq uint64
+}
+
+func (c *groupCounter) BeginCount(seq uint64) SegmentCount { return &groupCount{c, seq} }
+func (c *groupCounter) NewBatchCount() BatchCount          { return nil }
+
+func (c *groupCounter) Sync() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, seq := range c.merged {
+		if !c.buf.Live(seq) {
+			c.violations = append(c.violations, fmt.Sprintf("segment %d acknowledged before its count was written", seq))
+		}
+	}
+	if c.failSyncs > 0 {
+		c.failSyncs--
+		return errors.New("ledger disk full")
+	}
+	if len(c.merged) > 0 {
+		c.syncs = append(c.syncs, c.merged)
+		c.merged = nil
+	}
+	return nil
+}
+
+func (c *groupCounter) state() (merged []uint64, syncs [][]uint64, violations []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.merged), slices.Clone(c.syncs), slices.Clone(c.violations)
+}
+
+func (g *groupCount) Add(buffer.Frame) {}
+func (g *groupCount) Close()           {}
+func (g *groupCount) Merge(ctx context.Context) error {
+	g.c.mu.Lock()
+	defer g.c.mu.Unlock()
+	g.c.merged = append(g.c.merged, g.seq)
+	return nil
+}
+
+// fillSegments commits one record per segment and seals each.
+func fillSegments(t *testing.T, p *Pipeline, n int) []uint64 {
+	t.Helper()
+	in, err := p.NewIngester("app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		line := fmt.Sprintf(`{"customerId":"c","meterApiName":"m","meterValue":1,"meterTimeInMillis":1654560000000,"uniqueId":"u%d"}`, i)
+		in.Add([]byte(line), record.Source{ID: "s", Offset: int64(i)}, "src")
+		if err := in.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Buffer().Seal(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var seqs []uint64
+	for seq := uint64(0); seq < 100; seq++ {
+		if p.Buffer().Live(seq) {
+			seqs = append(seqs, seq)
+		}
+	}
+	if len(seqs) != n {
+		t.Fatalf("%d segments sealed, want %d", len(seqs), n)
+	}
+	return seqs
+}
+
+// waitMerged waits until the counter has merged want segments (in any
+// order) since its last Sync.
+func waitMerged(t *testing.T, c *groupCounter, want []uint64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		merged, _, _ := c.state()
+		slices.Sort(merged)
+		if slices.Equal(merged, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("merged %v, want %v", merged, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Counts of several segments are made durable by one Sync, and a segment
+// is acknowledged only after the Sync that covers its count: shut down
+// before it, the segments stay in the buffer; a failing Sync is retried
+// and acknowledges nothing until it succeeds.
+func TestCountsGroupedBeforeAck(t *testing.T) {
+	root := t.TempDir()
+	cfg := testConfig(t, filepath.Join(root, "out"))
+	open := func() (*Pipeline, *groupCounter) {
+		c := &groupCounter{}
+		p, err := New(context.Background(), cfg, Options{Counter: c})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.buf = p.Buffer()
+		p.syncDelay = time.Hour // only Drain (or a full group) writes
+		return p, c
+	}
+	run := func(p *Pipeline) (stop func()) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- p.Run(ctx) }()
+		return func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	p, c := open()
+	seqs := fillSegments(t, p, 3)
+	stop := run(p)
+	waitMerged(t, c, seqs)
+	stop()
+	if _, syncs, _ := c.state(); len(syncs) != 0 {
+		t.Fatalf("synced %v without Drain", syncs)
+	}
+	if n := p.Stats().SegmentsShipped.Load(); n != 0 {
+		t.Fatalf("%d segments acknowledged before their counts were written", n)
+	}
+
+	// Restarted: the segments were not acknowledged, so they ship and are
+	// counted again (the real counter ignores a second count).
+	p, c = open()
+	if st := p.Buffer().Stats(); st.SegmentsSealed != 3 {
+		t.Fatalf("after the shutdown the buffer holds %+v, want the 3 segments", st)
+	}
+	c.failSyncs = 1
+	stop = run(p)
+	waitMerged(t, c, seqs)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	_, syncs, violations := c.state()
+	for _, v := range violations {
+		t.Error(v)
+	}
+	if len(syncs) != 1 {
+		t.Fatalf("syncs %v, want one covering %v", syncs, seqs)
+	}
+	slices.Sort(syncs[0])
+	if !slices.Equal(syncs[0], seqs) {
+		t.Fatalf("the sync covered %v, want %v", syncs[0], seqs)
+	}
+	if n := p.Stats().SegmentsShipped.Load(); n != 3 {
+		t.Fatalf("%d segments acknowledged, want 3", n)
+	}
+	if st := p.Buffer().Stats(); st.SegmentsSealed != 0 {
+		t.Fatalf("buffer after Drain: %+v", st)
+	}
+	if objs := readObjects(t, filepath.Join(root, "out")); len(objs) != 3 {
+		t.Fatalf("%d objects, want 3", len(objs))
+	}
+}
