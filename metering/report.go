@@ -129,6 +129,10 @@ func (m *Meter) plan() ([]*intent, error) {
 		}
 	}
 	for _, s := range m.led.sortedSeries() {
+		// One log line per series: an agent down for days would otherwise
+		// log every hour of every dimension.
+		var moved int
+		var first, last, firstTo, lastTo int64
 		for _, h := range slices.Sorted(maps.Keys(s.open)) {
 			if h >= cut {
 				break
@@ -144,9 +148,20 @@ func (m *Meter) plan() ([]*intent, error) {
 			changed = true
 			m.metrics.hoursCarried.WithLabelValues("window").Inc()
 			m.sum.Carried++
-			m.log.Warn("usage of an hour past the reporting window added to the oldest reportable hour",
-				zap.String("dimension", s.key.dimension), zap.String("customer", s.key.customer),
-				zap.Time("hour", hourTime(h)), zap.Time("to", hourTime(to)))
+			if moved == 0 {
+				first, firstTo = h, to
+			}
+			moved++
+			last, lastTo = h, to
+		}
+		if moved > 0 {
+			fields := []zap.Field{zap.String("dimension", s.key.dimension), zap.String("customer", s.key.customer),
+				zap.Int("hours", moved), zap.Time("from", hourTime(first)), zap.Time("through", hourTime(last)),
+				zap.Time("to", hourTime(firstTo))}
+			if lastTo != firstTo {
+				fields = append(fields, zap.Time("to_last", hourTime(lastTo)))
+			}
+			m.log.Warn("usage of hours past the reporting window added to the oldest reportable hour", fields...)
 		}
 		hours := make(map[int64]bool)
 		for h := range s.open {

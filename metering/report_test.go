@@ -11,6 +11,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	mm "github.com/aws/aws-sdk-go-v2/service/marketplacemetering"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/metership/metership/buffer"
 	"github.com/metership/metership/metering/emulator"
@@ -333,13 +335,28 @@ func TestAgentDownPastTheWindow(t *testing.T) {
 	// The agent was down 8 h: records from 04:00 to 11:59 arrive at 12:30.
 	recs, totals := testRecords(testNow.Add(-8*time.Hour).Truncate(time.Hour), testNow.Truncate(time.Hour), 6)
 	writeBuffer(t, bufDir, recs, 20)
-	m := mustNew(t, meterConfig(), testOptions(t.TempDir(), newClient(t, url, "AKIDPOD1"), clk))
+	opts := testOptions(t.TempDir(), newClient(t, url, "AKIDPOD1"), clk)
+	core, logs := observer.New(zap.WarnLevel)
+	opts.Logger = zap.New(core)
+	m := mustNew(t, meterConfig(), opts)
 	countBuffer(t, m, bufDir)
 	if err := m.ReportClosed(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
 	st := em.State()
 	oldest := hourTime(oldestReportable(testNow, 6*time.Hour))
+	// One line per dimension, not one per hour.
+	carried := logs.FilterMessageSnippet("past the reporting window").All()
+	if len(carried) != 2 {
+		t.Errorf("%d carry log lines, want one per dimension: %v", len(carried), carried)
+	}
+	for _, e := range carried {
+		f := e.ContextMap()
+		if f["hours"] != int64(4) || !f["from"].(time.Time).Equal(testNow.Add(-8*time.Hour).Truncate(time.Hour)) ||
+			!f["through"].(time.Time).Equal(testNow.Add(-5*time.Hour).Truncate(time.Hour)) || !f["to"].(time.Time).Equal(oldest) {
+			t.Errorf("carry log fields %v", f)
+		}
+	}
 	sent := map[string]int64{}
 	for _, r := range st.Records {
 		if r.Hour.Before(oldest) {
