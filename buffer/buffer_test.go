@@ -1107,3 +1107,62 @@ func TestWaitEmpty(t *testing.T) {
 		t.Fatalf("closed: %v", err)
 	}
 }
+
+// AckAll acknowledges a group of segments as one: all or none, and the
+// checkpoints of their commit frames survive their deletion.
+func TestAckAll(t *testing.T) {
+	dir := t.TempDir()
+	b := openT(t, Options{Dir: dir})
+	for n := 1; n <= 4; n++ {
+		mustWrite(t, b, makeBatch(n, 1, ""))
+		if err := b.Seal(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var segs []*Segment
+	for range 4 {
+		seg, err := b.Next(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		segs = append(segs, seg)
+	}
+	// A group naming a segment twice, or one not in flight, acks nothing.
+	if err := b.AckAll([]*Segment{segs[0], segs[1], segs[0]}); !errors.Is(err, ErrNotInFlight) {
+		t.Fatalf("AckAll with a duplicate = %v, want ErrNotInFlight", err)
+	}
+	b.Release(segs[3])
+	if err := b.AckAll(segs); !errors.Is(err, ErrNotInFlight) {
+		t.Fatalf("AckAll with a released segment = %v, want ErrNotInFlight", err)
+	}
+	for _, seg := range segs {
+		if _, err := os.Stat(seg.Path()); err != nil {
+			t.Fatalf("segment %d touched by a refused AckAll: %v", seg.Seq, err)
+		}
+	}
+	again, err := b.Next(context.Background())
+	if err != nil || again != segs[3] {
+		t.Fatalf("Next = %v, %v; want the released segment", again, err)
+	}
+	if err := b.AckAll(segs); err != nil {
+		t.Fatal(err)
+	}
+	for _, seg := range segs {
+		if _, err := os.Stat(seg.Path()); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("acked segment %d still on disk: %v", seg.Seq, err)
+		}
+	}
+	if s := b.Stats(); s.SegmentsSealed != 0 {
+		t.Fatalf("stats after AckAll %+v, want no segment left", s)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b = openT(t, Options{Dir: dir})
+	if s := b.Stats(); s.SegmentsSealed != 0 {
+		t.Fatalf("after reopening %+v, want no segment", s)
+	}
+	if cps := b.Checkpoints(); len(cps) != 1 || cps[0].Offset != 4 {
+		t.Fatalf("checkpoints after reopening %v, want src at 4", cps)
+	}
+}

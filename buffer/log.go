@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 )
@@ -574,53 +575,71 @@ func (b *Buffer) Next(ctx context.Context) (*Segment, error) {
 // Ack deletes a segment handed out by Next: it has been shipped and
 // counted. The checkpoints are persisted first (as of the active segment),
 // so deleting the segment's commit frames loses no source position.
-func (b *Buffer) Ack(seg *Segment) error {
+func (b *Buffer) Ack(seg *Segment) error { return b.AckAll([]*Segment{seg}) }
+
+// AckAll acknowledges several segments handed out by Next as Ack does
+// each, with one state write and one directory sync for all of them. On
+// error none is acknowledged (some files may be gone: they are then
+// acknowledged, and not shipped again, at the next start).
+func (b *Buffer) AckAll(segs []*Segment) error {
+	if len(segs) == 0 {
+		return nil
+	}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		return ErrClosed
 	}
-	if !b.ownsLocked(seg) || !seg.inFlight || seg.acking {
-		b.mu.Unlock()
-		return ErrNotInFlight
+	for i, seg := range segs {
+		if !b.ownsLocked(seg) || !seg.inFlight || seg.acking || slices.Contains(segs[:i], seg) {
+			b.mu.Unlock()
+			return ErrNotInFlight
+		}
 	}
-	seg.acking = true
+	for _, seg := range segs {
+		seg.acking = true
+	}
 	b.acks.Add(1)
 	defer b.acks.Done()
+	fail := func(err error) error {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for _, seg := range segs {
+			seg.acking = false
+		}
+		return fmt.Errorf("buffer: ack segment %d: %w", segs[0].Seq, err)
+	}
 	if b.opts.Sync != SyncAlways {
 		// The checkpoint map already holds page-cache-only commits; make
 		// them durable before a state file can record them.
 		if err := b.syncActiveLocked(); err != nil {
-			seg.acking = false
 			b.mu.Unlock()
-			return fmt.Errorf("buffer: ack segment %d: %w", seg.Seq, err)
+			return fail(err)
 		}
 	}
 	gen, state := b.snapshotLocked(b.asOfLocked())
 	b.mu.Unlock()
 
-	err := b.persistState(gen, state)
-	if err == nil {
-		err = os.Remove(seg.path)
-		if err == nil || errors.Is(err, os.ErrNotExist) {
-			err = syncDir(b.dir)
+	if err := b.persistState(gen, state); err != nil {
+		return fail(err)
+	}
+	for _, seg := range segs {
+		if err := os.Remove(seg.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fail(err)
 		}
+	}
+	if err := syncDir(b.dir); err != nil {
+		return fail(err)
 	}
 
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	seg.acking = false
-	if err != nil {
-		return fmt.Errorf("buffer: ack segment %d: %w", seg.Seq, err)
+	for _, seg := range segs {
+		seg.acking = false
+		b.sealed = slices.DeleteFunc(b.sealed, func(s *Segment) bool { return s == seg })
+		seg.inFlight = false
+		b.diskSize -= seg.Size
 	}
-	for i, s := range b.sealed {
-		if s == seg {
-			b.sealed = append(b.sealed[:i], b.sealed[i+1:]...)
-			break
-		}
-	}
-	seg.inFlight = false
-	b.diskSize -= seg.Size
 	b.notifyLocked()
 	return nil
 }

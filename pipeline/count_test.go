@@ -130,7 +130,7 @@ func TestCountsGroupedBeforeAck(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.buf = p.Buffer()
-		p.syncDelay = time.Hour // only Drain (or a full group) writes
+		p.ackDelay = time.Hour // only Drain (or a full group) writes
 		return p, c
 	}
 	run := func(p *Pipeline) (stop func()) {
@@ -194,5 +194,47 @@ func TestCountsGroupedBeforeAck(t *testing.T) {
 	}
 	if objs := readObjects(t, filepath.Join(root, "out")); len(objs) != 3 {
 		t.Fatalf("%d objects, want 3", len(objs))
+	}
+}
+
+// Without metering too, shipped segments are acknowledged in groups: one
+// state write for several, at the latest when Drain waits.
+func TestAcksGrouped(t *testing.T) {
+	root := t.TempDir()
+	out := filepath.Join(root, "out")
+	cfg := testConfig(t, out)
+	p, err := New(context.Background(), cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.ackDelay = time.Hour
+	fillSegments(t, p, 3)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(readObjects(t, out)) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("segments not uploaded")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n, st := p.Stats().SegmentsShipped.Load(), p.Buffer().Stats(); n != 0 || st.SegmentsSealed != 3 {
+		t.Fatalf("before Drain: %d acknowledged, buffer %+v; want none yet", n, st)
+	}
+	dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer dcancel()
+	if err := p.Drain(dctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, st := p.Stats().SegmentsShipped.Load(), p.Buffer().Stats(); n != 3 || st.SegmentsSealed != 0 {
+		t.Fatalf("after Drain: %d acknowledged, buffer %+v", n, st)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

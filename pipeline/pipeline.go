@@ -93,14 +93,15 @@ type Pipeline struct {
 	metrics *Metrics
 	now     func() time.Time
 
-	// With metering on, segments that are uploaded and counted wait in
-	// counted for one ledger write (Counter.Sync) that covers them all,
-	// then are acknowledged (ackLoop). draining > 0 while Drain waits: a
-	// count is then written at once; hurry wakes ackLoop when it starts.
-	counted   chan *buffer.Segment
-	draining  atomic.Int32
-	hurry     chan struct{}
-	syncDelay time.Duration // countSyncDelay, or flush_interval if shorter
+	// Shipped segments (uploaded, and counted when metering is on) wait
+	// in shipped to be acknowledged in groups by ackLoop, after one ledger
+	// write (Counter.Sync) for their counts. draining > 0 while Drain
+	// waits: a group is then acknowledged at once; hurry wakes ackLoop
+	// when Drain starts.
+	shipped  chan *buffer.Segment
+	draining atomic.Int32
+	hurry    chan struct{}
+	ackDelay time.Duration // maxAckDelay, or flush_interval if shorter
 
 	unhealthyAfter time.Duration
 	failingSince   atomic.Int64 // unix nanos of the first failure since the last success; 0 = healthy
@@ -172,11 +173,9 @@ func New(ctx context.Context, cfg conf.Config, opts Options) (*Pipeline, error) 
 	if p.unhealthyAfter <= 0 {
 		p.unhealthyAfter = 5 * time.Minute
 	}
-	if p.counter != nil {
-		p.counted = make(chan *buffer.Segment, maxCountGroup)
-		p.hurry = make(chan struct{}, 1)
-		p.syncDelay = min(countSyncDelay, cfg.Buffer.FlushInterval.D())
-	}
+	p.shipped = make(chan *buffer.Segment, maxAckGroup)
+	p.hurry = make(chan struct{}, 1)
+	p.ackDelay = min(maxAckDelay, cfg.Buffer.FlushInterval.D())
 
 	p.out, p.dlq = opts.Uploader, opts.DeadLetterUploader
 	if p.out == nil || p.dlq == nil {
@@ -333,13 +332,11 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		n = 1
 	}
 	errc := make(chan error, n)
-	if p.counter != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			p.ackLoop(ctx)
-		}()
-	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		p.ackLoop(ctx)
+	}()
 	for i := 0; i < n; i++ {
 		wg.Add(1)
 		go func() {
@@ -423,50 +420,42 @@ func (p *Pipeline) shipSegment(ctx context.Context, seg *buffer.Segment) error {
 	if err := p.upload(ctx, objs); err != nil {
 		return err
 	}
-	if cnt == nil {
-		return p.ack(seg)
+	if cnt != nil {
+		if err := p.retry(ctx, seg, "metering could not count segment", cnt.Merge); err != nil {
+			return err
+		}
 	}
-	if err := p.retry(ctx, seg, "metering could not count segment", cnt.Merge); err != nil {
-		return err
-	}
-	// ackLoop acknowledges the segment after the ledger write that makes
-	// its count durable.
+	// ackLoop acknowledges the segment, with others, after the ledger
+	// write that makes its count durable.
 	select {
-	case p.counted <- seg:
+	case p.shipped <- seg:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
 
-func (p *Pipeline) ack(seg *buffer.Segment) error {
-	if err := p.buf.Ack(seg); err != nil {
-		return fmt.Errorf("ack segment %d: %w", seg.Seq, err)
-	}
-	p.stats.SegmentsShipped.Add(1)
-	return nil
-}
-
-// A ledger write covers the counts of at most maxCountGroup segments, and
-// the first of them waits at most countSyncDelay (or flush_interval, if
-// shorter) for others to join.
+// One acknowledgement covers at most maxAckGroup segments, and the first
+// of them waits at most maxAckDelay (or flush_interval, if shorter) for
+// others to join.
 const (
-	maxCountGroup  = 64
-	countSyncDelay = 100 * time.Millisecond
+	maxAckGroup = 64
+	maxAckDelay = 100 * time.Millisecond
 )
 
-// ackLoop acknowledges the segments shipSegment uploaded and counted once
-// a ledger write covers their counts. Writing the ledger (an fsync'd
-// rewrite) once per segment costs more CPU than counting its records
-// from their aggregates: the writes are grouped instead, made
-// countSyncDelay after the group's first segment arrived (sooner when
-// maxCountGroup wait), and at once while Drain waits. The delay is short
-// so that Acks (each deletes a segment file) stay spread out rather than
-// bunched when Drain starts. Segments wait a little longer for their
-// Ack; a crash before it only repeats idempotent steps (upload: 412;
-// count: the ledger does not hold it yet).
+// ackLoop acknowledges the segments shipSegment uploaded (and counted) in
+// groups: an Ack persists the buffer's state and syncs its directory, and
+// with metering on the counts must first reach the ledger, an fsync'd
+// rewrite. Done per segment, those writes cost more CPU than counting
+// the segment's records from their aggregates; done per group, once. A
+// group is acknowledged maxAckDelay after its first segment arrived
+// (sooner when maxAckGroup wait), and at once while Drain waits. The
+// delay is short so that Acks (each deletes a segment file) stay spread
+// out rather than bunched when Drain starts. Segments wait a little
+// longer for their Ack; a crash before it only repeats idempotent steps
+// (upload: 412; count: the ledger does not hold it yet).
 func (p *Pipeline) ackLoop(ctx context.Context) {
-	timer := time.NewTimer(p.syncDelay)
+	timer := time.NewTimer(p.ackDelay)
 	timer.Stop()
 	var group []*buffer.Segment
 	defer func() {
@@ -479,12 +468,12 @@ func (p *Pipeline) ackLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case seg := <-p.counted:
+		case seg := <-p.shipped:
 			if len(group) == 0 {
-				timer.Reset(p.syncDelay)
+				timer.Reset(p.ackDelay)
 			}
 			group = append(group, seg)
-			if len(group) < maxCountGroup && p.draining.Load() == 0 {
+			if len(group) < maxAckGroup && p.draining.Load() == 0 {
 				continue
 			}
 		case <-timer.C:
@@ -494,16 +483,20 @@ func (p *Pipeline) ackLoop(ctx context.Context) {
 			continue
 		}
 		timer.Stop()
-		sync := func(context.Context) error { return p.counter.Sync() }
-		if p.retry(ctx, group[0], "metering could not write its ledger", sync) != nil {
-			return
-		}
-		for _, seg := range group {
-			if err := p.ack(seg); err != nil {
-				// Shipped again, which repeats idempotent steps.
-				p.buf.Release(seg)
-				p.log.Error("segment not acknowledged; it stays in the buffer", zap.Uint64("segment", seg.Seq), zap.Error(err))
+		if p.counter != nil {
+			sync := func(context.Context) error { return p.counter.Sync() }
+			if p.retry(ctx, group[0], "metering could not write its ledger", sync) != nil {
+				return
 			}
+		}
+		if err := p.buf.AckAll(group); err != nil {
+			// Shipped again, which repeats idempotent steps.
+			for _, seg := range group {
+				p.buf.Release(seg)
+			}
+			p.log.Error("segments not acknowledged; they stay in the buffer", zap.Int("segments", len(group)), zap.Error(err))
+		} else {
+			p.stats.SegmentsShipped.Add(int64(len(group)))
 		}
 		group = group[:0]
 	}
@@ -588,13 +581,11 @@ func (p *Pipeline) retry(ctx context.Context, seg *buffer.Segment, what string, 
 // Drain seals the active segment and waits until every sealed segment is
 // shipped, or ctx is done. Run must be running.
 func (p *Pipeline) Drain(ctx context.Context) error {
-	if p.counter != nil {
-		p.draining.Add(1)
-		defer p.draining.Add(-1)
-		select {
-		case p.hurry <- struct{}{}:
-		default:
-		}
+	p.draining.Add(1)
+	defer p.draining.Add(-1)
+	select {
+	case p.hurry <- struct{}{}:
+	default:
 	}
 	if err := p.buf.Seal(); err != nil {
 		return fmt.Errorf("seal: %w", err)
