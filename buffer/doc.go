@@ -8,7 +8,8 @@
 // (Options.SegmentSize), by age (SealOlderThan, for flush_interval), by
 // Seal and by Close. Consumers take sealed segments with Next, iterate
 // them with Segment.Frames, and Ack them once uploaded and counted (Ack
-// deletes the file) or Release them to retry. Unacked segments are handed
+// deletes the file; AckAll does several with one state write) or Release
+// them to retry. Unacked segments are handed
 // out again after a restart.
 //
 // The buffer is bounded: Write refuses a batch with ErrFull, writing

@@ -24,14 +24,17 @@
 //     else). Both give the same sums (TestAggregateMatchesScan and its
 //     fuzz target hold them together).
 //
-// The pipeline acknowledges (deletes) a segment only after its count was
-// committed and its upload succeeded. Commit merges the segment's sums
-// into the ledger and writes it, together with the segment's sequence
-// number, in one atomic file write. A segment whose sequence is in the ledger is skipped,
-// so a segment counted again after a crash between Count and Ack changes
-// nothing; a crash before the write leaves neither its usage nor its
-// sequence on disk, and the segment, still in the buffer, is counted on the
-// next start. Counted sequences of segments that no longer exist
+// The pipeline acknowledges (deletes) a segment only after its count is
+// in the ledger on disk and its upload succeeded. Merge adds the
+// segment's sums and its sequence number to the ledger in memory; the
+// next ledger write (Sync, which the pipeline makes once for the segments
+// shipped within 100 ms, or any other write) puts both on disk in one
+// atomic file write, for every segment merged before it. Commit is Merge
+// then Sync. A segment whose sequence is in the ledger is skipped, so a
+// segment counted again after a crash between the write and its Ack
+// changes nothing; a crash before the write leaves neither its usage nor
+// its sequence on disk, and the segment, still in the buffer, is counted
+// on the next start. Counted sequences of segments that no longer exist
 // (Options.Live) are pruned: an acknowledged segment never comes back.
 //
 // Quantities are integer billionths of a unit ("nanos"): decimal
@@ -144,7 +147,8 @@
 // the next start) until answered. Usage of hours that pass out of the
 // window meanwhile is added to the oldest reportable hour. A crash at any
 // point loses nothing and duplicates nothing: see the intent protocol
-// above. Metering never blocks the pipeline beyond a count's ledger write
-// (which runs while the segment uploads), and its failures never affect
-// readiness; they are logged and visible in metership_metering_* metrics.
+// above. Metering never blocks the pipeline: counts are merged in memory
+// and written, grouped, while later segments ship; only the segments'
+// Acks wait for the write. Its failures never affect readiness; they are
+// logged and visible in metership_metering_* metrics.
 package metering

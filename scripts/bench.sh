@@ -21,6 +21,6 @@ run -bench 'BenchmarkTail' ./agent/tail
 run -bench 'BenchmarkShipEndToEnd' -benchtime 1x -count 3 -timeout 30m ./agent
 # #5's target: plain and metered ships alternated, the median of what
 # metering adds within each pair
-# (METERSHIP_BENCH_ROUNDS pairs, default 9).
+# (METERSHIP_BENCH_ROUNDS pairs, default 21; each run after a sync).
 run -bench 'BenchmarkMeteringOverhead' -benchtime 1x -count 3 -timeout 30m ./agent
 run -bench 'BenchmarkRun' -benchtime 1x -timeout 30m ./agent
