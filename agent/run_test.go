@@ -243,6 +243,10 @@ func TestRunBadLinesAndMetrics(t *testing.T) {
 	waitUntil(t, 30*time.Second, func() string { return "every dead letter shipped\n" + agent.out.String() }, func() bool {
 		return agent.counter("metership_dead_letters_shipped_total") == float64(len(bads))
 	})
+	// Shipped segments are acknowledged in groups, up to 100 ms later.
+	waitUntil(t, 30*time.Second, func() string { return "every segment acknowledged\n" + agent.out.String() }, func() bool {
+		return agent.counter("metership_segments_pending") == 0
+	})
 
 	m := agent.metrics()
 	objects := len(readBucket(t, srv).records)

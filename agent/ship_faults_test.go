@@ -96,23 +96,34 @@ func TestShipSurvivesKill9(t *testing.T) {
 	dir := t.TempDir()
 	input, want := genRecords(t, dir, 60000, time.Date(2024, 2, 28, 12, 0, 0, 0, time.UTC), 72*time.Hour)
 	cfg := s3Config(t, srv, proxy.URL(), filepath.Join(dir, "buf"), "")
-	rng := rand.New(rand.NewPCG(1, 2))
-	for round := 0; round < 6; round++ {
+	killShips(t, srv, cfg, input, rand.New(rand.NewPCG(1, 2)), 50*time.Millisecond)
+	stdout, stderr, code := runAgent(t, srv, nil, "ship", "-c", cfg, input)
+	if code != 0 {
+		t.Fatalf("final ship exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	assertAllOnce(t, srv, want)
+}
+
+// killShips starts `ship` six times and SIGKILLs each after at least
+// minWait (plus up to 400 ms drawn from rng); it returns how many died
+// before they finished.
+func killShips(t *testing.T, srv *s3server.Server, cfg, input string, rng *rand.Rand, minWait time.Duration) int {
+	t.Helper()
+	killed := 0
+	for range 6 {
 		cmd := agentCmd(srv, "ship", "-c", cfg, input)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Duration(50+rng.IntN(400)) * time.Millisecond)
+		time.Sleep(minWait + time.Duration(rng.IntN(400))*time.Millisecond)
 		_ = cmd.Process.Signal(syscall.SIGKILL)
-		_ = cmd.Wait()
+		if err := cmd.Wait(); err != nil {
+			killed++
+		}
 	}
-	stdout, stderr, code := runAgent(t, srv, nil, "ship", "-c", cfg, input)
-	if code != 0 {
-		t.Fatalf("final ship exit %d\n%s\n%s", code, stdout, stderr)
-	}
-	assertAllOnce(t, srv, want)
+	return killed
 }
 
 // TestMeteredShipSurvivesKill9 is TestShipSurvivesKill9 with metering on:
@@ -135,22 +146,7 @@ func TestMeteredShipSurvivesKill9(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := s3Config(t, srv, proxy.URL(), filepath.Join(dir, "buf"), meteringYAML(hs.URL))
-	rng := rand.New(rand.NewPCG(3, 4))
-	killed := 0
-	for round := 0; round < 6; round++ {
-		cmd := agentCmd(srv, "ship", "-c", cfg, input)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(time.Duration(100+rng.IntN(500)) * time.Millisecond)
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		if err := cmd.Wait(); err != nil {
-			killed++
-		}
-	}
-	if killed == 0 {
+	if killShips(t, srv, cfg, input, rand.New(rand.NewPCG(3, 4)), 100*time.Millisecond) == 0 {
 		t.Fatal("no ship was killed before it finished")
 	}
 	stdout, stderr, code := runAgent(t, srv, nil, "ship", "-c", cfg, input)
