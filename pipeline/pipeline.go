@@ -489,15 +489,14 @@ func (p *Pipeline) ackLoop(ctx context.Context) {
 				return
 			}
 		}
-		if err := p.buf.AckAll(group); err != nil {
-			// Shipped again, which repeats idempotent steps.
-			for _, seg := range group {
-				p.buf.Release(seg)
-			}
-			p.log.Error("segments not acknowledged; they stay in the buffer", zap.Int("segments", len(group)), zap.Error(err))
-		} else {
-			p.stats.SegmentsShipped.Add(int64(len(group)))
+		// A failed AckAll is retried as is (removing a file already gone
+		// is not an error); shutdown leaves the group in the buffer, to be
+		// shipped again by the next start.
+		ack := func(context.Context) error { return p.buf.AckAll(group) }
+		if p.retry(ctx, group[0], "shipped segments could not be acknowledged", ack) != nil {
+			return
 		}
+		p.stats.SegmentsShipped.Add(int64(len(group)))
 		group = group[:0]
 	}
 }
