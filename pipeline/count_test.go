@@ -238,3 +238,54 @@ func TestAcksGrouped(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A buffer at least half full is not kept waiting for a group: a segment
+// shipped then is acknowledged at once, freeing its space.
+func TestAcksAtOnceWhenBufferHalfFull(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Buffer.SegmentSize = 64 << 10
+	cfg.Buffer.MaxSize = 128 << 10
+	p, err := New(context.Background(), cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.ackDelay = time.Hour
+	in, err := p.NewIngester("app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seg := range 2 { // two segments of ~40 KiB: over half of max_size
+		for i := range 250 {
+			line := fmt.Sprintf(`{"customerId":"customer-%04d","meterApiName":"api-calls","meterValue":1,"meterTimeInMillis":1654560000000,"uniqueId":"u-%d-%d"}`, i, seg, i)
+			in.Add([]byte(line), record.Source{ID: "s", Offset: int64(seg*1000 + i)}, "src")
+		}
+		if err := in.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Buffer().Seal(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := p.Buffer().Stats(); st.BytesOnDisk < int64(cfg.Buffer.MaxSize)/2 {
+		t.Fatalf("buffer holds %d bytes, want at least half of %d", st.BytesOnDisk, cfg.Buffer.MaxSize)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	// Only an Ack made at once brings the buffer under half full: a group
+	// would wait for ackDelay, an hour.
+	deadline := time.Now().Add(10 * time.Second)
+	for p.Buffer().Stats().BytesOnDisk >= int64(cfg.Buffer.MaxSize)/2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("buffer still half full: %+v", p.Buffer().Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -443,13 +443,21 @@ const (
 	maxAckDelay = 100 * time.Millisecond
 )
 
+// bufferPressed reports whether the buffer is at least half full: acks
+// then free space at once, so that inputs held back by a full buffer do
+// not also wait for a group to fill.
+func (p *Pipeline) bufferPressed() bool {
+	return p.buf.Stats().BytesOnDisk >= int64(p.cfg.Buffer.MaxSize)/2
+}
+
 // ackLoop acknowledges the segments shipSegment uploaded (and counted) in
 // groups: an Ack persists the buffer's state and syncs its directory, and
 // with metering on the counts must first reach the ledger, an fsync'd
 // rewrite. Done per segment, those writes cost more CPU than counting
 // the segment's records from their aggregates; done per group, once. A
 // group is acknowledged maxAckDelay after its first segment arrived
-// (sooner when maxAckGroup wait), and at once while Drain waits. The
+// (sooner when maxAckGroup wait), and at once while Drain waits or the
+// buffer is half full. The
 // delay is short so that Acks (each deletes a segment file) stay spread
 // out rather than bunched when Drain starts. Segments wait a little
 // longer for their Ack; a crash before it only repeats idempotent steps
@@ -473,7 +481,7 @@ func (p *Pipeline) ackLoop(ctx context.Context) {
 				timer.Reset(p.ackDelay)
 			}
 			group = append(group, seg)
-			if len(group) < maxAckGroup && p.draining.Load() == 0 {
+			if len(group) < maxAckGroup && p.draining.Load() == 0 && !p.bufferPressed() {
 				continue
 			}
 		case <-timer.C:
