@@ -46,7 +46,7 @@ func BenchmarkFlush(b *testing.B) {
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
 			f.in.SetTag("usage")
-			f.load(chunk, "usage", 0, false)
+			f.load(chunk, "usage", 0, "")
 			if acc, rej := f.in.Counts(); acc != benchRecords || rej != 0 {
 				b.Fatalf("accepted %d rejected %d", acc, rej)
 			}

@@ -20,10 +20,12 @@
 //
 // Duplicates: a chunk is normally one batch, written entirely or not at
 // all, so a retried chunk never duplicates records. A chunk too large for
-// one batch (larger than buffer_max_size allows) is committed in pieces;
-// if a later piece fails, the instance remembers (in memory) how many
-// events are durable and skips them when Fluent Bit sends the same chunk
-// again. Only a restart of Fluent Bit between such a partial flush and its
-// retry can append those events twice; their uniqueIds are then equal, so
-// downstream deduplication removes them.
+// one batch (larger than buffer_max_size allows) is committed in pieces,
+// each with a buffer checkpoint (chunkSource: a hash of the tag and the
+// chunk's bytes) holding how many of the chunk's events are durable; the
+// last piece drops it. If a later piece fails, the events already durable
+// are skipped when Fluent Bit sends the same chunk again, after a restart
+// too (checkpoints are restored at start). At most maxPartialChunks
+// chunks are remembered; an older one's checkpoint leaves the buffer with
+// the next write.
 package fluentbit

@@ -3,9 +3,13 @@ package fluentbit
 import (
 	"context"
 	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,6 +43,11 @@ const fullWarnEvery = 30 * time.Second
 // (see the package doc); the oldest is forgotten first.
 const maxPartialChunks = 64
 
+// chunkSourcePrefix names the buffer checkpoint that keeps a partially
+// committed chunk's progress across restarts: its offset is the number
+// of the chunk's events already durable (see chunkSource).
+const chunkSourcePrefix = "fluentbit-chunk:"
+
 // Instance is one configured output: an engine over its own buffer_dir and
 // a pool of decoders and Ingesters for concurrent flushes.
 type Instance struct {
@@ -53,10 +62,13 @@ type Instance struct {
 	// its size bounds the memory kept for concurrent Workers.
 	flushers chan *flusher
 
-	partialMu sync.Mutex // guards partial and partialOrder
+	partialMu sync.Mutex // guards partial, partialOrder and evicted
 	partial   map[xxh3.Uint128]int
 	// partialOrder lists partial's keys oldest first, for eviction.
 	partialOrder []xxh3.Uint128
+	// evicted are chunks forgotten in memory whose checkpoints the next
+	// committed batch drops from the buffer.
+	evicted []xxh3.Uint128
 
 	// lastFullWarn is when a full buffer was last logged (Unix nanos).
 	lastFullWarn atomic.Int64
@@ -124,6 +136,7 @@ func NewInstance(get func(name string) string, log *zap.Logger) (*Instance, erro
 		partial:         map[xxh3.Uint128]int{},
 		flushers:        make(chan *flusher, maxIdleFlushers),
 	}
+	x.restorePartials()
 	log.Info("metership output started",
 		zap.String("output_url", cfg.Output.URL),
 		zap.String("records_format", cfg.Records.Format),
@@ -161,7 +174,12 @@ func (x *Instance) Flush(data []byte, tag string) int {
 		key, keyed = chunkKey(tag, data), true
 		from = x.partialStart(key)
 	}
-	f.load(data, tag, from, false)
+	f.load(data, tag, from, "")
+	dropped := x.dropEvicted(f)
+	if from > 0 {
+		// The chunk's last events: its progress checkpoint goes with them.
+		f.in.SetCheckpoint(chunkSource(key), -1, nil)
+	}
 	err = f.in.Commit()
 	if errors.Is(err, buffer.ErrTooLarge) {
 		f.in.Discard()
@@ -175,6 +193,7 @@ func (x *Instance) Flush(data []byte, tag string) int {
 		x.commitFailed(err, tag)
 		return FLBRetry
 	}
+	x.committedEvicted(dropped)
 	if from > 0 {
 		x.forgetPartial(key)
 	}
@@ -182,9 +201,16 @@ func (x *Instance) Flush(data []byte, tag string) int {
 }
 
 // flushInPieces commits a chunk too large for one batch in Ingester-sized
-// pieces, remembering how far it got when a piece fails.
+// pieces, remembering how far it got when a piece fails: in memory, and in
+// a buffer checkpoint written with each piece, so a restart of Fluent Bit
+// before the chunk's retry does not append its durable pieces again.
 func (x *Instance) flushInPieces(f *flusher, data []byte, tag string, key xxh3.Uint128, from int) int {
-	done, err := f.load(data, tag, from, true)
+	dropped := x.dropEvicted(f)
+	done, err := f.load(data, tag, from, chunkSource(key))
+	if done > from {
+		// The first piece dropped the evicted chunks' checkpoints.
+		x.committedEvicted(dropped)
+	}
 	if err != nil {
 		f.in.Discard()
 		if done > from {
@@ -198,9 +224,8 @@ func (x *Instance) flushInPieces(f *flusher, data []byte, tag string, key xxh3.U
 		x.commitFailed(err, tag)
 		return FLBRetry
 	}
-	if from > 0 {
-		x.forgetPartial(key)
-	}
+	x.committedEvicted(dropped)
+	x.forgetPartial(key)
 	return FLBOK
 }
 
@@ -275,7 +300,7 @@ func (x *Instance) Exit() int {
 // Ingester's batch. With pieces it commits whenever the batch is full and
 // at the end; done is then the index of the first event not yet durable.
 // Without pieces the caller commits, and err is always nil.
-func (f *flusher) load(data []byte, tag string, from int, pieces bool) (done int, err error) {
+func (f *flusher) load(data []byte, tag string, from int, pieces string) (done int, err error) {
 	d := &f.dec
 	d.reset(data)
 	done = from
@@ -303,14 +328,17 @@ func (f *flusher) load(data []byte, tag string, from int, pieces bool) (done int
 		default:
 			f.add(ev, idx, tag)
 		}
-		if pieces && f.in.Full() {
+		if pieces != "" && f.in.Full() {
+			// The piece and the chunk's progress are durable together.
+			f.in.SetCheckpoint(pieces, int64(idx+1), nil)
 			if err := f.in.Commit(); err != nil {
 				return done, err
 			}
 			done = idx + 1
 		}
 	}
-	if pieces {
+	if pieces != "" {
+		f.in.SetCheckpoint(pieces, -1, nil) // the chunk is complete
 		if err := f.in.Commit(); err != nil {
 			return done, err
 		}
@@ -386,10 +414,53 @@ func (x *Instance) rememberPartial(key xxh3.Uint128, done int) {
 		x.partialOrder = append(x.partialOrder, key)
 		if len(x.partialOrder) > maxPartialChunks {
 			delete(x.partial, x.partialOrder[0])
+			x.evicted = append(x.evicted, x.partialOrder[0])
 			x.partialOrder = x.partialOrder[1:]
 		}
 	}
 	x.partial[key] = done
+}
+
+// dropEvicted adds to the flusher's batch the removal of the checkpoints
+// of chunks evicted from memory, so the buffer keeps no more of them than
+// memory does, and returns those chunks for committedEvicted, to be
+// called once the batch is durable.
+func (x *Instance) dropEvicted(f *flusher) []xxh3.Uint128 {
+	x.partialMu.Lock()
+	defer x.partialMu.Unlock()
+	for _, key := range x.evicted {
+		f.in.SetCheckpoint(chunkSource(key), -1, nil)
+	}
+	return slices.Clone(x.evicted)
+}
+
+func (x *Instance) committedEvicted(dropped []xxh3.Uint128) {
+	if len(dropped) == 0 {
+		return
+	}
+	x.partialMu.Lock()
+	defer x.partialMu.Unlock()
+	x.evicted = slices.DeleteFunc(x.evicted, func(k xxh3.Uint128) bool { return slices.Contains(dropped, k) })
+}
+
+// restorePartials reloads the progress of chunks a previous run committed
+// in part, from the buffer's checkpoints.
+func (x *Instance) restorePartials() {
+	for _, cp := range x.pipe.Buffer().Checkpoints() {
+		hexKey, ok := strings.CutPrefix(cp.Source, chunkSourcePrefix)
+		b, err := hex.DecodeString(hexKey)
+		if !ok || err != nil || len(b) != 16 || cp.Offset <= 0 {
+			continue
+		}
+		key := xxh3.Uint128{Hi: binary.BigEndian.Uint64(b), Lo: binary.BigEndian.Uint64(b[8:])}
+		x.rememberPartial(key, int(cp.Offset))
+	}
+}
+
+// chunkSource is the buffer checkpoint name of a chunk's progress.
+func chunkSource(key xxh3.Uint128) string {
+	b := key.Bytes()
+	return chunkSourcePrefix + hex.EncodeToString(b[:])
 }
 
 func (x *Instance) forgetPartial(key xxh3.Uint128) {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zeebo/xxh3"
+
 	"github.com/metership/metership/buffer"
 	fb "github.com/metership/metership/fluentbit/fbtest"
 	"github.com/metership/metership/record"
@@ -229,6 +231,95 @@ func TestFlushLargeChunkInPieces(t *testing.T) {
 	fb.AssertCustomers(t, fb.ParseRecords(t, fb.ReadDir(t, out.Root)), 0, n)
 	if x.hasPartial() {
 		t.Fatalf("partial progress not forgotten after the chunk was accepted")
+	}
+}
+
+// TestLargeChunkProgressSurvivesRestart: the pieces of a large chunk that
+// are durable when the buffer fills are not appended again when Fluent
+// Bit restarts before re-sending the chunk: the progress is a buffer
+// checkpoint written with each piece, and dropped with the last one.
+func TestLargeChunkProgressSurvivesRestart(t *testing.T) {
+	out := testOutput{Root: t.TempDir()}
+	unblock := blockOutput(t, out)
+	props := baseProps(t, out, map[string]string{
+		"buffer_segment_size":    "64KiB",
+		"buffer_max_size":        "128KiB",
+		"agent_shutdown_timeout": "200ms",
+	})
+	const n = 2000
+	chunk := fb.MeterChunk(0, n)
+	x := startInstance(t, props)
+	if rc := x.Flush(chunk, "usage"); rc != FLBRetry {
+		t.Fatalf("Flush of a chunk larger than the blocked buffer = %d, want FLBRetry", rc)
+	}
+	durable := x.Pipeline().Stats().RecordsAccepted.Load()
+	if durable == 0 || durable >= n {
+		t.Fatalf("%d records durable after the first attempt; want some pieces, not all", durable)
+	}
+	x.Exit() // Fluent Bit stops; the buffer keeps the pieces
+
+	x = startInstance(t, props)
+	if !x.hasPartial() {
+		t.Fatal("the chunk's progress was not restored from the buffer")
+	}
+	unblock()
+	flushUntilOK(t, x, chunk, "usage")
+	if x.hasPartial() {
+		t.Fatal("partial progress not forgotten after the chunk was accepted")
+	}
+	for _, cp := range x.Pipeline().Buffer().Checkpoints() {
+		if strings.HasPrefix(cp.Source, chunkSourcePrefix) {
+			t.Fatalf("checkpoint %s left in the buffer after the chunk was accepted", cp.Source)
+		}
+	}
+	if rc := x.Exit(); rc != FLBOK {
+		t.Fatalf("Exit = %d", rc)
+	}
+	fb.AssertCustomers(t, fb.ParseRecords(t, fb.ReadDir(t, out.Root)), 0, n)
+}
+
+// The buffer keeps no more chunk progress checkpoints than memory does:
+// a chunk evicted from memory loses its checkpoint with the next flush.
+func TestEvictedChunkProgressLeavesTheBuffer(t *testing.T) {
+	out := testOutput{Root: t.TempDir()}
+	props := baseProps(t, out, nil)
+	x := startInstance(t, props)
+	keys := make([]xxh3.Uint128, maxPartialChunks+1)
+	for i := range keys {
+		keys[i] = xxh3.Uint128{Hi: uint64(i + 1), Lo: 42}
+		f, err := x.getFlusher()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.in.SetCheckpoint(chunkSource(keys[i]), 5, nil)
+		if err := f.in.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		x.putFlusher(f)
+		x.rememberPartial(keys[i], 5)
+	}
+	if rc := x.Flush(fb.MeterChunk(0, 10), "usage"); rc != FLBOK {
+		t.Fatalf("Flush = %d", rc)
+	}
+	chunkCheckpoints := func(x *Instance) map[string]bool {
+		m := map[string]bool{}
+		for _, cp := range x.Pipeline().Buffer().Checkpoints() {
+			if strings.HasPrefix(cp.Source, chunkSourcePrefix) {
+				m[cp.Source] = true
+			}
+		}
+		return m
+	}
+	got := chunkCheckpoints(x)
+	if len(got) != maxPartialChunks || got[chunkSource(keys[0])] {
+		t.Fatalf("%d chunk checkpoints, evicted one present: %v; want the %d newest", len(got), got[chunkSource(keys[0])], maxPartialChunks)
+	}
+	x.Exit()
+	x = startInstance(t, props)
+	for i, k := range keys {
+		if want := i > 0; (x.partialStart(k) == 5) != want {
+			t.Fatalf("chunk %d restored = %v, want %v", i, !want, want)
+		}
 	}
 }
 
