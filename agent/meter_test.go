@@ -29,6 +29,18 @@ type usageFixture struct {
 	tenths         map[usageKey]int64
 }
 
+// hourSafeNow is now, after waiting out an hour boundary less than a
+// minute away: the fixtures' model has the current hour open, and the
+// tests using them take seconds, so they must not straddle a new hour.
+func hourSafeNow() time.Time {
+	now := time.Now().UTC()
+	if left := now.Truncate(time.Hour).Add(time.Hour).Sub(now); left < time.Minute {
+		time.Sleep(left + time.Second)
+		now = time.Now().UTC()
+	}
+	return now
+}
+
 func newUsageFixture(now time.Time, step time.Duration) *usageFixture {
 	f := &usageFixture{current: now.Truncate(time.Hour), tenths: map[usageKey]int64{}}
 	f.start = f.current.Add(-4 * time.Hour)
@@ -123,7 +135,7 @@ func TestShipReportsMeterUsage(t *testing.T) {
 	hs := httptest.NewServer(emu)
 	defer hs.Close()
 
-	fx := newUsageFixture(time.Now().UTC(), 97*time.Second)
+	fx := newUsageFixture(hourSafeNow(), 97*time.Second)
 	dir := t.TempDir()
 	input := filepath.Join(dir, "usage.ndjson")
 	if err := os.WriteFile(input, []byte(fx.lines), 0o600); err != nil {
@@ -164,7 +176,7 @@ func TestRunReportsMeterUsage(t *testing.T) {
 	hs := httptest.NewServer(emu)
 	defer hs.Close()
 
-	fx := newUsageFixture(time.Now().UTC(), 97*time.Second)
+	fx := newUsageFixture(hourSafeNow(), 97*time.Second)
 	logs, _, buf := runDirs(t)
 	if err := os.WriteFile(filepath.Join(logs, "usage.log"), []byte(fx.lines), 0o600); err != nil {
 		t.Fatal(err)

@@ -139,7 +139,7 @@ func TestMeteredShipSurvivesKill9(t *testing.T) {
 	emu := emulator.New(emulator.DefaultConfig())
 	hs := httptest.NewServer(emu)
 	defer hs.Close()
-	fx := newUsageFixture(time.Now().UTC(), 300*time.Millisecond) // ~48,000 records
+	fx := newUsageFixture(hourSafeNow(), 300*time.Millisecond) // ~48,000 records
 	dir := t.TempDir()
 	input := filepath.Join(dir, "usage.ndjson")
 	if err := os.WriteFile(input, []byte(fx.lines), 0o600); err != nil {
