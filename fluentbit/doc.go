@@ -21,11 +21,8 @@
 // Duplicates: a chunk is normally one batch, written entirely or not at
 // all, so a retried chunk never duplicates records. A chunk too large for
 // one batch (larger than buffer_max_size allows) is committed in pieces,
-// each with a buffer checkpoint (chunkSource: a hash of the tag and the
-// chunk's bytes) holding how many of the chunk's events are durable; the
-// last piece drops it. If a later piece fails, the events already durable
-// are skipped when Fluent Bit sends the same chunk again, after a restart
-// too (checkpoints are restored at start). At most maxPartialChunks
-// chunks are remembered; an older one's checkpoint leaves the buffer with
-// the next write.
+// and the last chunks committed whole are remembered, so that a chunk
+// Fluent Bit sends again after dying between FLB_OK and deleting it is
+// not appended twice; both are kept as buffer checkpoints written with
+// the chunks' own batches, and so survive restarts (chunks.go).
 package fluentbit

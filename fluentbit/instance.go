@@ -3,13 +3,9 @@ package fluentbit
 import (
 	"context"
 	"encoding/base64"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,15 +35,6 @@ const maxIdleFlushers = 8
 // fullWarnEvery spaces the warnings about a full buffer.
 const fullWarnEvery = 30 * time.Second
 
-// maxPartialChunks bounds the chunks whose partial progress is remembered
-// (see the package doc); the oldest is forgotten first.
-const maxPartialChunks = 64
-
-// chunkSourcePrefix names the buffer checkpoint that keeps a partially
-// committed chunk's progress across restarts: its offset is the number
-// of the chunk's events already durable (see chunkSource).
-const chunkSourcePrefix = "fluentbit-chunk:"
-
 // Instance is one configured output: an engine over its own buffer_dir and
 // a pool of decoders and Ingesters for concurrent flushes.
 type Instance struct {
@@ -62,13 +49,9 @@ type Instance struct {
 	// its size bounds the memory kept for concurrent Workers.
 	flushers chan *flusher
 
-	partialMu sync.Mutex // guards partial, partialOrder and evicted
-	partial   map[xxh3.Uint128]int
-	// partialOrder lists partial's keys oldest first, for eviction.
-	partialOrder []xxh3.Uint128
-	// evicted are chunks forgotten in memory whose checkpoints the next
-	// committed batch drops from the buffer.
-	evicted []xxh3.Uint128
+	// chunks remembers partly committed and recently committed chunks
+	// (chunks.go).
+	chunks *chunkMemory
 
 	// lastFullWarn is when a full buffer was last logged (Unix nanos).
 	lastFullWarn atomic.Int64
@@ -133,10 +116,9 @@ func NewInstance(get func(name string) string, log *zap.Logger) (*Instance, erro
 		pipe:            eng.Pipeline(),
 		shutdownTimeout: cfg.Agent.ShutdownTimeout.D(),
 		maxLine:         int(cfg.Records.MaxLineSize),
-		partial:         map[xxh3.Uint128]int{},
+		chunks:          newChunkMemory(eng.Pipeline().Buffer().Checkpoints()),
 		flushers:        make(chan *flusher, maxIdleFlushers),
 	}
-	x.restorePartials()
 	log.Info("metership output started",
 		zap.String("output_url", cfg.Output.URL),
 		zap.String("records_format", cfg.Records.Format),
@@ -167,25 +149,20 @@ func (x *Instance) Flush(data []byte, tag string) int {
 	defer x.putFlusher(f)
 	f.in.SetTag(tag)
 
-	var key xxh3.Uint128
-	keyed := false
-	from := 0
-	if x.hasPartial() {
-		key, keyed = chunkKey(tag, data), true
-		from = x.partialStart(key)
+	key := chunkKey(tag, data)
+	if x.chunks.isDone(key) {
+		// Fluent Bit died between FLB_OK and deleting the chunk, and sent
+		// it again after restarting: its records are already durable.
+		x.log.Info("chunk sent again is already in the buffer; not appended twice", zap.String("tag", tag))
+		return FLBOK
 	}
-	f.load(data, tag, from, "")
-	dropped := x.dropEvicted(f)
-	if from > 0 {
-		// The chunk's last events: its progress checkpoint goes with them.
-		f.in.SetCheckpoint(chunkSource(key), -1, nil)
-	}
+	from := x.chunks.progress(key)
+	f.load(data, tag, from, nil)
+	dropped := x.chunks.attach(f.in)
+	markWhole(f.in, key, time.Now(), from > 0)
 	err = f.in.Commit()
 	if errors.Is(err, buffer.ErrTooLarge) {
 		f.in.Discard()
-		if !keyed {
-			key = chunkKey(tag, data)
-		}
 		return x.flushInPieces(f, data, tag, key, from)
 	}
 	if err != nil {
@@ -193,28 +170,24 @@ func (x *Instance) Flush(data []byte, tag string) int {
 		x.commitFailed(err, tag)
 		return FLBRetry
 	}
-	x.committedEvicted(dropped)
-	if from > 0 {
-		x.forgetPartial(key)
-	}
+	x.chunks.committed(dropped)
+	x.chunks.wholeCommitted(key)
 	return FLBOK
 }
 
 // flushInPieces commits a chunk too large for one batch in Ingester-sized
-// pieces, remembering how far it got when a piece fails: in memory, and in
-// a buffer checkpoint written with each piece, so a restart of Fluent Bit
-// before the chunk's retry does not append its durable pieces again.
+// pieces; each piece carries the chunk's progress, so when a piece fails
+// the retry (after a restart of Fluent Bit too) skips what is durable.
 func (x *Instance) flushInPieces(f *flusher, data []byte, tag string, key xxh3.Uint128, from int) int {
-	dropped := x.dropEvicted(f)
-	done, err := f.load(data, tag, from, chunkSource(key))
+	dropped := x.chunks.attach(f.in)
+	done, err := f.load(data, tag, from, &key)
 	if done > from {
-		// The first piece dropped the evicted chunks' checkpoints.
-		x.committedEvicted(dropped)
+		x.chunks.committed(dropped) // the first piece carried them
 	}
 	if err != nil {
 		f.in.Discard()
 		if done > from {
-			x.rememberPartial(key, done)
+			x.chunks.partialCommitted(key, done)
 		}
 		if errors.Is(err, buffer.ErrTooLarge) {
 			x.log.Error("a single record does not fit in the buffer; raise buffer_max_size or lower records_max_line_size. Fluent Bit will retry the chunk",
@@ -224,8 +197,8 @@ func (x *Instance) flushInPieces(f *flusher, data []byte, tag string, key xxh3.U
 		x.commitFailed(err, tag)
 		return FLBRetry
 	}
-	x.committedEvicted(dropped)
-	x.forgetPartial(key)
+	x.chunks.committed(dropped)
+	x.chunks.wholeCommitted(key)
 	return FLBOK
 }
 
@@ -300,7 +273,7 @@ func (x *Instance) Exit() int {
 // Ingester's batch. With pieces it commits whenever the batch is full and
 // at the end; done is then the index of the first event not yet durable.
 // Without pieces the caller commits, and err is always nil.
-func (f *flusher) load(data []byte, tag string, from int, pieces string) (done int, err error) {
+func (f *flusher) load(data []byte, tag string, from int, pieces *xxh3.Uint128) (done int, err error) {
 	d := &f.dec
 	d.reset(data)
 	done = from
@@ -328,17 +301,17 @@ func (f *flusher) load(data []byte, tag string, from int, pieces string) (done i
 		default:
 			f.add(ev, idx, tag)
 		}
-		if pieces != "" && f.in.Full() {
+		if pieces != nil && f.in.Full() {
 			// The piece and the chunk's progress are durable together.
-			f.in.SetCheckpoint(pieces, int64(idx+1), nil)
+			markProgress(f.in, *pieces, idx+1)
 			if err := f.in.Commit(); err != nil {
 				return done, err
 			}
 			done = idx + 1
 		}
 	}
-	if pieces != "" {
-		f.in.SetCheckpoint(pieces, -1, nil) // the chunk is complete
+	if pieces != nil {
+		markWhole(f.in, *pieces, time.Now(), true)
 		if err := f.in.Commit(); err != nil {
 			return done, err
 		}
@@ -385,95 +358,4 @@ func (f *flusher) rejectRest(rest []byte, idx int, tag string, err error) {
 	}
 	f.dl = base64.StdEncoding.AppendEncode(f.dl[:0], rest)
 	f.in.Reject(f.dl, int64(idx), tag, reason)
-}
-
-func chunkKey(tag string, data []byte) xxh3.Uint128 {
-	h := xxh3.New128()
-	_, _ = h.WriteString(tag)
-	_, _ = h.Write([]byte{0})
-	_, _ = h.Write(data)
-	return h.Sum128()
-}
-
-func (x *Instance) hasPartial() bool {
-	x.partialMu.Lock()
-	defer x.partialMu.Unlock()
-	return len(x.partial) > 0
-}
-
-func (x *Instance) partialStart(key xxh3.Uint128) int {
-	x.partialMu.Lock()
-	defer x.partialMu.Unlock()
-	return x.partial[key]
-}
-
-func (x *Instance) rememberPartial(key xxh3.Uint128, done int) {
-	x.partialMu.Lock()
-	defer x.partialMu.Unlock()
-	if _, ok := x.partial[key]; !ok {
-		x.partialOrder = append(x.partialOrder, key)
-		if len(x.partialOrder) > maxPartialChunks {
-			delete(x.partial, x.partialOrder[0])
-			x.evicted = append(x.evicted, x.partialOrder[0])
-			x.partialOrder = x.partialOrder[1:]
-		}
-	}
-	x.partial[key] = done
-}
-
-// dropEvicted adds to the flusher's batch the removal of the checkpoints
-// of chunks evicted from memory, so the buffer keeps no more of them than
-// memory does, and returns those chunks for committedEvicted, to be
-// called once the batch is durable.
-func (x *Instance) dropEvicted(f *flusher) []xxh3.Uint128 {
-	x.partialMu.Lock()
-	defer x.partialMu.Unlock()
-	for _, key := range x.evicted {
-		f.in.SetCheckpoint(chunkSource(key), -1, nil)
-	}
-	return slices.Clone(x.evicted)
-}
-
-func (x *Instance) committedEvicted(dropped []xxh3.Uint128) {
-	if len(dropped) == 0 {
-		return
-	}
-	x.partialMu.Lock()
-	defer x.partialMu.Unlock()
-	x.evicted = slices.DeleteFunc(x.evicted, func(k xxh3.Uint128) bool { return slices.Contains(dropped, k) })
-}
-
-// restorePartials reloads the progress of chunks a previous run committed
-// in part, from the buffer's checkpoints.
-func (x *Instance) restorePartials() {
-	for _, cp := range x.pipe.Buffer().Checkpoints() {
-		hexKey, ok := strings.CutPrefix(cp.Source, chunkSourcePrefix)
-		b, err := hex.DecodeString(hexKey)
-		if !ok || err != nil || len(b) != 16 || cp.Offset <= 0 {
-			continue
-		}
-		key := xxh3.Uint128{Hi: binary.BigEndian.Uint64(b), Lo: binary.BigEndian.Uint64(b[8:])}
-		x.rememberPartial(key, int(cp.Offset))
-	}
-}
-
-// chunkSource is the buffer checkpoint name of a chunk's progress.
-func chunkSource(key xxh3.Uint128) string {
-	b := key.Bytes()
-	return chunkSourcePrefix + hex.EncodeToString(b[:])
-}
-
-func (x *Instance) forgetPartial(key xxh3.Uint128) {
-	x.partialMu.Lock()
-	defer x.partialMu.Unlock()
-	if _, ok := x.partial[key]; !ok {
-		return
-	}
-	delete(x.partial, key)
-	for i, k := range x.partialOrder {
-		if k == key {
-			x.partialOrder = append(x.partialOrder[:i], x.partialOrder[i+1:]...)
-			break
-		}
-	}
 }

@@ -229,7 +229,7 @@ func TestFlushLargeChunkInPieces(t *testing.T) {
 	t.Logf("chunk of %d records accepted after %d more retries", n, retries)
 	x.Exit()
 	fb.AssertCustomers(t, fb.ParseRecords(t, fb.ReadDir(t, out.Root)), 0, n)
-	if x.hasPartial() {
+	if x.chunks.hasPartial() {
 		t.Fatalf("partial progress not forgotten after the chunk was accepted")
 	}
 }
@@ -259,16 +259,16 @@ func TestLargeChunkProgressSurvivesRestart(t *testing.T) {
 	x.Exit() // Fluent Bit stops; the buffer keeps the pieces
 
 	x = startInstance(t, props)
-	if !x.hasPartial() {
+	if !x.chunks.hasPartial() {
 		t.Fatal("the chunk's progress was not restored from the buffer")
 	}
 	unblock()
 	flushUntilOK(t, x, chunk, "usage")
-	if x.hasPartial() {
+	if x.chunks.hasPartial() {
 		t.Fatal("partial progress not forgotten after the chunk was accepted")
 	}
 	for _, cp := range x.Pipeline().Buffer().Checkpoints() {
-		if strings.HasPrefix(cp.Source, chunkSourcePrefix) {
+		if strings.HasPrefix(cp.Source, partialSourcePrefix) {
 			t.Fatalf("checkpoint %s left in the buffer after the chunk was accepted", cp.Source)
 		}
 	}
@@ -278,9 +278,10 @@ func TestLargeChunkProgressSurvivesRestart(t *testing.T) {
 	fb.AssertCustomers(t, fb.ParseRecords(t, fb.ReadDir(t, out.Root)), 0, n)
 }
 
-// The buffer keeps no more chunk progress checkpoints than memory does:
-// a chunk evicted from memory loses its checkpoint with the next flush.
-func TestEvictedChunkProgressLeavesTheBuffer(t *testing.T) {
+// The buffer keeps no more chunk checkpoints than memory does: a chunk
+// forgotten in memory loses its checkpoint with the next write, and a
+// restart restores what memory held.
+func TestForgottenChunksLeaveTheBuffer(t *testing.T) {
 	out := testOutput{Root: t.TempDir()}
 	props := baseProps(t, out, nil)
 	x := startInstance(t, props)
@@ -291,35 +292,85 @@ func TestEvictedChunkProgressLeavesTheBuffer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.in.SetCheckpoint(chunkSource(keys[i]), 5, nil)
+		markProgress(f.in, keys[i], 5)
 		if err := f.in.Commit(); err != nil {
 			t.Fatal(err)
 		}
 		x.putFlusher(f)
-		x.rememberPartial(keys[i], 5)
+		x.chunks.partialCommitted(keys[i], 5)
 	}
-	if rc := x.Flush(fb.MeterChunk(0, 10), "usage"); rc != FLBOK {
-		t.Fatalf("Flush = %d", rc)
+	// More whole chunks than are remembered: the first is forgotten when
+	// the next-to-last commits, and its checkpoint dropped by the last.
+	for i := range maxDoneChunks + 2 {
+		if rc := x.Flush(fb.MeterChunk(i, 1), "usage"); rc != FLBOK {
+			t.Fatalf("Flush = %d", rc)
+		}
 	}
-	chunkCheckpoints := func(x *Instance) map[string]bool {
+	count := func(x *Instance, prefix string) map[string]bool {
 		m := map[string]bool{}
 		for _, cp := range x.Pipeline().Buffer().Checkpoints() {
-			if strings.HasPrefix(cp.Source, chunkSourcePrefix) {
+			if strings.HasPrefix(cp.Source, prefix) {
 				m[cp.Source] = true
 			}
 		}
 		return m
 	}
-	got := chunkCheckpoints(x)
-	if len(got) != maxPartialChunks || got[chunkSource(keys[0])] {
-		t.Fatalf("%d chunk checkpoints, evicted one present: %v; want the %d newest", len(got), got[chunkSource(keys[0])], maxPartialChunks)
+	partial := count(x, partialSourcePrefix)
+	if len(partial) != maxPartialChunks || partial[chunkSource(partialSourcePrefix, keys[0])] {
+		t.Fatalf("%d partial checkpoints (the forgotten one: %v), want the %d newest", len(partial), partial[chunkSource(partialSourcePrefix, keys[0])], maxPartialChunks)
+	}
+	first := chunkKey("usage", fb.MeterChunk(0, 1))
+	done := count(x, doneSourcePrefix)
+	// The last batch cannot drop the chunk its own commit made memory
+	// forget: one done checkpoint more than memory holds.
+	if len(done) != maxDoneChunks+1 || done[chunkSource(doneSourcePrefix, first)] {
+		t.Fatalf("%d done checkpoints (the first chunk's: %v), want %d", len(done), done[chunkSource(doneSourcePrefix, first)], maxDoneChunks+1)
 	}
 	x.Exit()
 	x = startInstance(t, props)
 	for i, k := range keys {
-		if want := i > 0; (x.partialStart(k) == 5) != want {
-			t.Fatalf("chunk %d restored = %v, want %v", i, !want, want)
+		if want := i > 0; (x.chunks.progress(k) == 5) != want {
+			t.Fatalf("partial chunk %d restored = %v, want %v", i, !want, want)
 		}
+	}
+	second := chunkKey("usage", fb.MeterChunk(1, 1))
+	if x.chunks.isDone(first) || x.chunks.isDone(second) || !x.chunks.isDone(chunkKey("usage", fb.MeterChunk(maxDoneChunks+1, 1))) {
+		t.Fatal("done chunks not restored newest first, up to the limit")
+	}
+}
+
+// TestChunkSentAgainAfterRestart: Fluent Bit deletes a chunk only after
+// FLB_OK; if it dies in between it sends the chunk again after
+// restarting. The chunk is then answered FLB_OK and not appended twice
+// (nor counted twice by metering); another chunk still is.
+func TestChunkSentAgainAfterRestart(t *testing.T) {
+	out := testOutput{Root: t.TempDir()}
+	props := baseProps(t, out, nil)
+	x := startInstance(t, props)
+	chunk := fb.MeterChunk(0, 100)
+	if rc := x.Flush(chunk, "usage"); rc != FLBOK {
+		t.Fatalf("Flush = %d", rc)
+	}
+	x.Exit()
+	x = startInstance(t, props)
+	if rc := x.Flush(chunk, "usage"); rc != FLBOK {
+		t.Fatalf("Flush of the chunk sent again = %d, want FLBOK", rc)
+	}
+	if n := x.Pipeline().Stats().RecordsAccepted.Load(); n != 0 {
+		t.Fatalf("the chunk sent again added %d records", n)
+	}
+	if rc := x.Flush(chunk, "other-tag"); rc != FLBOK {
+		t.Fatalf("Flush = %d", rc)
+	}
+	if n := x.Pipeline().Stats().RecordsAccepted.Load(); n != 100 {
+		t.Fatalf("the same events under another tag added %d records, want 100", n)
+	}
+	if rc := x.Exit(); rc != FLBOK {
+		t.Fatalf("Exit = %d", rc)
+	}
+	recs := fb.ParseRecords(t, fb.ReadDir(t, out.Root))
+	if len(recs) != 200 {
+		t.Fatalf("%d records shipped, want 100 per tag", len(recs))
 	}
 }
 
