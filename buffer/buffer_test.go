@@ -1166,3 +1166,92 @@ func TestAckAll(t *testing.T) {
 		t.Fatalf("checkpoints after reopening %v, want src at 4", cps)
 	}
 }
+
+// A sealed segment damaged while the buffer runs (Frames: ErrCorrupt) is
+// salvaged like recovery does at Open: a copy set aside, the intact
+// commits handed out again; a damaged header sets it aside whole.
+func TestSalvage(t *testing.T) {
+	dir := t.TempDir()
+	b := openT(t, Options{Dir: dir})
+	for n := 1; n <= 3; n++ {
+		mustWrite(t, b, makeBatch(n, 5, ""))
+	}
+	if err := b.Seal(); err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, b, makeBatch(4, 5, ""))
+	if err := b.Seal(); err != nil {
+		t.Fatal(err)
+	}
+	first, err := b.Next(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Damage the last batch of the first segment.
+	f, err := os.OpenFile(first.Path(), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{0xff, 0xff, 0xff}, first.Size-20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := first.Frames(func(Frame) error { return nil }); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Frames of the damaged segment = %v, want ErrCorrupt", err)
+	}
+	bad, err := b.Salvage(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, bad)); bad == "" || err != nil {
+		t.Fatalf("copy set aside %q: %v", bad, err)
+	}
+	again, err := b.Next(context.Background())
+	if err != nil || again != first {
+		t.Fatalf("Next = %v, %v; want the salvaged segment again", again, err)
+	}
+	var got []string
+	if err := again.Frames(func(f Frame) error { got = append(got, string(f.Data)); return nil }); err != nil {
+		t.Fatalf("Frames after Salvage: %v", err)
+	}
+	var want []string
+	for n := 1; n <= 2; n++ {
+		for i := range 5 {
+			want = append(want, record(n, i))
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) || again.Records != 10 {
+		t.Fatalf("salvaged segment holds %v (Records %d), want the two intact batches %v", got, again.Records, want)
+	}
+	if err := b.Ack(again); err != nil {
+		t.Fatal(err)
+	}
+
+	// A damaged header: the segment is set aside whole and leaves the buffer.
+	second, err := b.Next(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(second.Path(), []byte("not a segment header at all, not at all"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Salvage(second); err != nil {
+		t.Fatal(err)
+	}
+	if s := b.Stats(); s.SegmentsSealed != 0 || s.BytesOnDisk != 0 {
+		t.Fatalf("stats after salvaging a headless segment: %+v", s)
+	}
+	if _, err := os.Stat(second.Path() + badExt); err != nil {
+		t.Fatalf("headless segment not set aside: %v", err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b = openT(t, Options{Dir: dir})
+	if s := b.Stats(); s.SegmentsSealed != 0 {
+		t.Fatalf("after reopening: %+v", s)
+	}
+	if cps := b.Checkpoints(); len(cps) != 1 || cps[0].Offset != 4 {
+		t.Fatalf("checkpoints after reopening %v, want src at 4", cps)
+	}
+}

@@ -151,5 +151,8 @@
 //     segment likewise only repeats the upload.
 //   - Disk damage to a sealed segment loses the records after the damage
 //     from the pipeline; they stay in the .bad file for manual recovery.
-//     A corrupt header sets the whole segment aside.
+//     A corrupt header sets the whole segment aside. Open finds damage
+//     done while the agent was down; damage done while it runs surfaces
+//     as ErrCorrupt from Frames, and Salvage then does the same to that
+//     one segment, so it does not fail on every retry.
 package buffer

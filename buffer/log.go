@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -642,6 +643,75 @@ func (b *Buffer) AckAll(segs []*Segment) error {
 	}
 	b.notifyLocked()
 	return nil
+}
+
+// Salvage handles a segment from Next whose Frames failed with
+// ErrCorrupt: its file was damaged after it was sealed (Open checks every
+// sealed segment, so this is bit rot or tampering at run time). As
+// recovery does at Open, the file is copied aside as *.bad, for
+// inspection, and cut back to its last intact commit; what remains is
+// handed out by Next again, or the segment is deleted when nothing
+// remains. The checkpoints are persisted first, as by Ack. It returns the
+// name of the file set aside. Without Salvage the segment would fail
+// again on every retry and, being the oldest, hold back those after it.
+func (b *Buffer) Salvage(seg *Segment) (string, error) {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return "", ErrClosed
+	}
+	if !b.ownsLocked(seg) || !seg.inFlight || seg.acking {
+		b.mu.Unlock()
+		return "", ErrNotInFlight
+	}
+	seg.acking = true
+	b.acks.Add(1)
+	defer b.acks.Done()
+	gen, state := b.snapshotLocked(b.asOfLocked())
+	b.mu.Unlock()
+
+	err := b.persistState(gen, state)
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	seg.acking = false
+	if err != nil {
+		return "", fmt.Errorf("buffer: salvage segment %d: %w", seg.Seq, err)
+	}
+	name := segmentName(seg.Seq, sealedExt)
+	aside := len(b.report.MovedAside)
+	buf := seg.getReadBuf()
+	// asOf beyond every sequence: the checkpoints are already applied.
+	ns, drop, err := b.recoverSegment(segmentFile{seq: seg.Seq, name: name, ext: sealedExt}, math.MaxUint64, buf)
+	seg.putReadBuf(buf)
+	if err != nil {
+		return "", fmt.Errorf("buffer: salvage segment %d: %w", seg.Seq, err)
+	}
+	var bad string
+	if len(b.report.MovedAside) > aside {
+		bad = b.report.MovedAside[len(b.report.MovedAside)-1]
+	}
+	if drop != "" {
+		if err := os.Remove(drop); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return bad, fmt.Errorf("buffer: salvage segment %d: %w", seg.Seq, err)
+		}
+	}
+	if err := syncDir(b.dir); err != nil {
+		return bad, fmt.Errorf("buffer: salvage segment %d: %w", seg.Seq, err)
+	}
+	b.diskSize -= seg.Size
+	seg.inFlight = false
+	if ns == nil {
+		// Header damaged (moved aside whole) or nothing committed left.
+		b.sealed = slices.DeleteFunc(b.sealed, func(s *Segment) bool { return s == seg })
+		seg.Size, seg.Records, seg.DeadLetters = 0, 0, 0
+	} else {
+		seg.Size, seg.Records, seg.DeadLetters = ns.Size, ns.Records, ns.DeadLetters
+		seg.FirstTime, seg.LastTime = ns.FirstTime, ns.LastTime
+		b.diskSize += seg.Size
+	}
+	b.notifyLocked()
+	return bad, nil
 }
 
 // Release hands a segment from Next back un-acked (its upload failed), so

@@ -2,13 +2,18 @@ package pipeline
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/metership/metership/buffer"
 	"github.com/metership/metership/record"
@@ -287,5 +292,85 @@ func TestAcksAtOnceWhenBufferHalfFull(t *testing.T) {
 	}
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A sealed segment damaged on disk while the pipeline runs does not stop
+// it: a copy is set aside, the segment's intact batches ship, and so do
+// the segments after it.
+func TestDamagedSegmentSalvaged(t *testing.T) {
+	root := t.TempDir()
+	out := filepath.Join(root, "out")
+	cfg := testConfig(t, out)
+	p, err := New(context.Background(), cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := p.NewIngester("app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	add := func(id string, seal bool) {
+		in.Add([]byte(`{"customerId":"c","meterApiName":"m","meterValue":1,"meterTimeInMillis":1654560000000,"uniqueId":"`+id+`"}`), record.Source{ID: "s"}, "src")
+		if err := in.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if seal {
+			if err := p.Buffer().Seal(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	add("intact", false)
+	add("damaged", true) // the first segment: two batches
+	add("next-1", true)
+	add("next-2", true)
+	// Damage the first segment's second batch.
+	first := filepath.Join(cfg.Buffer.Dir, fmt.Sprintf("%020d.seg", 1))
+	f, err := os.OpenFile(first, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := f.Stat()
+	if _, err := f.WriteAt([]byte{0xff, 0xff, 0xff}, st.Size()-40); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer dcancel()
+	if err := p.Drain(dctx); err != nil {
+		t.Fatalf("Drain with a damaged segment: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var shipped []string
+	for _, body := range readObjects(t, out) {
+		for _, line := range strings.Split(strings.TrimSpace(body), "\n") {
+			var r struct{ UniqueID string }
+			if err := json.Unmarshal([]byte(line), &r); err != nil {
+				t.Fatal(err)
+			}
+			shipped = append(shipped, r.UniqueID)
+		}
+	}
+	slices.Sort(shipped)
+	if want := []string{"intact", "next-1", "next-2"}; !slices.Equal(shipped, want) {
+		t.Fatalf("shipped %v, want %v", shipped, want)
+	}
+	if _, err := os.Stat(first + ".bad"); err != nil {
+		t.Fatalf("damaged segment not set aside: %v", err)
+	}
+	var m dto.Metric
+	if err := p.metrics.SegmentsDamaged.Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
+		t.Fatalf("metership_buffer_segments_damaged_total = %v (%v)", m.GetCounter().GetValue(), err)
 	}
 }

@@ -15,6 +15,9 @@ type Metrics struct {
 	UploadsOK       prometheus.Counter
 	UploadsFailed   prometheus.Counter
 	UploadLatency   prometheus.Histogram
+	// SegmentsDamaged counts sealed segments found damaged on disk while
+	// shipping (Pipeline.salvage).
+	SegmentsDamaged prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, p *Pipeline) *Metrics {
@@ -25,6 +28,7 @@ func newMetrics(reg prometheus.Registerer, p *Pipeline) *Metrics {
 		BackPressure:    prometheus.NewCounter(prometheus.CounterOpts{Name: "metership_backpressure_seconds_total", Help: "Time inputs spent paused waiting for buffer space."}),
 		UploadsOK:       prometheus.NewCounter(prometheus.CounterOpts{Name: "metership_uploads_total", Help: "Objects uploaded (or found already uploaded)."}),
 		UploadsFailed:   prometheus.NewCounter(prometheus.CounterOpts{Name: "metership_upload_failures_total", Help: "Failed upload attempts (retried)."}),
+		SegmentsDamaged: prometheus.NewCounter(prometheus.CounterOpts{Name: "metership_buffer_segments_damaged_total", Help: "Sealed segments found damaged on disk while shipping: a copy is set aside as *.bad and the intact part shipped."}),
 		UploadLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "metership_upload_duration_seconds",
 			Help:    "Time to upload one object, retries included.",
@@ -42,7 +46,7 @@ func newMetrics(reg prometheus.Registerer, p *Pipeline) *Metrics {
 	}
 	st := &p.stats
 	reg.MustRegister(m.RecordsRejected, m.BytesBuffered, m.BatchesFull, m.BackPressure,
-		m.UploadsOK, m.UploadsFailed, m.UploadLatency,
+		m.UploadsOK, m.UploadsFailed, m.UploadLatency, m.SegmentsDamaged,
 		total("metership_records_accepted_total", "Records made durable in the buffer.", st.RecordsAccepted.Load),
 		total("metership_objects_written_total", "Record objects written to the output.", st.ObjectsWritten.Load),
 		total("metership_object_bytes_total", "Encoded bytes written to the output.", st.ObjectBytes.Load),

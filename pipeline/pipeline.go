@@ -413,6 +413,9 @@ func (p *Pipeline) shipSegment(ctx context.Context, seg *buffer.Segment) error {
 		src = &countingSource{seg: seg, cnt: cnt}
 	}
 	objs, err := p.enc.Encode(p.buf.AgentID(), seg.Seq, src)
+	if errors.Is(err, buffer.ErrCorrupt) {
+		return p.salvage(seg, err)
+	}
 	if err != nil {
 		return fmt.Errorf("encode segment %d: %w", seg.Seq, err)
 	}
@@ -507,6 +510,22 @@ func (p *Pipeline) ackLoop(ctx context.Context) {
 		p.stats.SegmentsShipped.Add(int64(len(group)))
 		group = group[:0]
 	}
+}
+
+// salvage handles a sealed segment found damaged on disk (it verified
+// when the buffer opened or was written by this process, so the disk
+// changed under it): retried as is, it would fail forever and, as the
+// oldest, hold back every segment after it. buffer.Salvage sets a copy
+// aside and keeps the intact commits, which ship on the next Next.
+func (p *Pipeline) salvage(seg *buffer.Segment, cause error) error {
+	bad, err := p.buf.Salvage(seg)
+	if err != nil {
+		return fmt.Errorf("segment %d is damaged (%v) and could not be salvaged: %w", seg.Seq, cause, err)
+	}
+	p.metrics.SegmentsDamaged.Inc()
+	p.log.Error("buffer segment damaged on disk after it was sealed; a copy is set aside and its intact part is shipped",
+		zap.Uint64("segment", seg.Seq), zap.String("set_aside", bad), zap.Int("records_kept", seg.Records), zap.NamedError("damage", cause))
+	return nil
 }
 
 // upload writes a segment's objects to the output (records) and the
