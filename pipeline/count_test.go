@@ -103,21 +103,56 @@ func fillSegments(t *testing.T, p *Pipeline, n int) []uint64 {
 	return seqs
 }
 
+// waitUntil polls cond until it holds, failing the test after 10 s with
+// what() as the reason.
+func waitUntil(t *testing.T, cond func() bool, what func() string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal(what())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // waitMerged waits until the counter has merged want segments (in any
 // order) since its last Sync.
 func waitMerged(t *testing.T, c *groupCounter, want []uint64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		merged, _, _ := c.state()
+	var merged []uint64
+	waitUntil(t, func() bool {
+		merged, _, _ = c.state()
 		slices.Sort(merged)
-		if slices.Equal(merged, want) {
-			return
+		return slices.Equal(merged, want)
+	}, func() string { return fmt.Sprintf("merged %v, want %v", merged, want) })
+}
+
+// startRun runs p until the returned stop, which also closes it.
+func startRun(t *testing.T, p *Pipeline) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	return func() {
+		t.Helper()
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("merged %v, want %v", merged, want)
+		if err := p.Close(); err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// drain drains p, failing the test if it takes over 10 s.
+func drain(t *testing.T, p *Pipeline) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Drain(ctx); err != nil {
+		t.Fatalf("Drain: %v", err)
 	}
 }
 
@@ -138,24 +173,9 @@ func TestCountsGroupedBeforeAck(t *testing.T) {
 		p.ackDelay = time.Hour // only Drain (or a full group) writes
 		return p, c
 	}
-	run := func(p *Pipeline) (stop func()) {
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- p.Run(ctx) }()
-		return func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Fatal(err)
-			}
-			if err := p.Close(); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-
 	p, c := open()
 	seqs := fillSegments(t, p, 3)
-	stop := run(p)
+	stop := startRun(t, p)
 	waitMerged(t, c, seqs)
 	stop()
 	if _, syncs, _ := c.state(); len(syncs) != 0 {
@@ -172,13 +192,9 @@ func TestCountsGroupedBeforeAck(t *testing.T) {
 		t.Fatalf("after the shutdown the buffer holds %+v, want the 3 segments", st)
 	}
 	c.failSyncs = 1
-	stop = run(p)
+	stop = startRun(t, p)
 	waitMerged(t, c, seqs)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := p.Drain(ctx); err != nil {
-		t.Fatal(err)
-	}
+	drain(t, p)
 	stop()
 	_, syncs, violations := c.state()
 	for _, v := range violations {
@@ -214,33 +230,15 @@ func TestAcksGrouped(t *testing.T) {
 	}
 	p.ackDelay = time.Hour
 	fillSegments(t, p, 3)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for len(readObjects(t, out)) < 3 {
-		if time.Now().After(deadline) {
-			t.Fatal("segments not uploaded")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	stop := startRun(t, p)
+	defer stop()
+	waitUntil(t, func() bool { return len(readObjects(t, out)) == 3 }, func() string { return "segments not uploaded" })
 	if n, st := p.Stats().SegmentsShipped.Load(), p.Buffer().Stats(); n != 0 || st.SegmentsSealed != 3 {
 		t.Fatalf("before Drain: %d acknowledged, buffer %+v; want none yet", n, st)
 	}
-	dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer dcancel()
-	if err := p.Drain(dctx); err != nil {
-		t.Fatal(err)
-	}
+	drain(t, p)
 	if n, st := p.Stats().SegmentsShipped.Load(), p.Buffer().Stats(); n != 3 || st.SegmentsSealed != 0 {
 		t.Fatalf("after Drain: %d acknowledged, buffer %+v", n, st)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Close(); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -274,25 +272,12 @@ func TestAcksAtOnceWhenBufferHalfFull(t *testing.T) {
 	if st := p.Buffer().Stats(); st.BytesOnDisk < int64(cfg.Buffer.MaxSize)/2 {
 		t.Fatalf("buffer holds %d bytes, want at least half of %d", st.BytesOnDisk, cfg.Buffer.MaxSize)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
+	stop := startRun(t, p)
+	defer stop()
 	// Only an Ack made at once brings the buffer under half full: a group
 	// would wait for ackDelay, an hour.
-	deadline := time.Now().Add(10 * time.Second)
-	for p.Buffer().Stats().BytesOnDisk >= int64(cfg.Buffer.MaxSize)/2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("buffer still half full: %+v", p.Buffer().Stats())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Close(); err != nil {
-		t.Fatal(err)
-	}
+	waitUntil(t, func() bool { return p.Buffer().Stats().BytesOnDisk < int64(cfg.Buffer.MaxSize)/2 },
+		func() string { return fmt.Sprintf("buffer still half full: %+v", p.Buffer().Stats()) })
 }
 
 // A sealed segment damaged on disk while the pipeline runs does not stop
@@ -337,21 +322,9 @@ func TestDamagedSegmentSalvaged(t *testing.T) {
 	}
 	f.Close()
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer dcancel()
-	if err := p.Drain(dctx); err != nil {
-		t.Fatalf("Drain with a damaged segment: %v", err)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Close(); err != nil {
-		t.Fatal(err)
-	}
+	stop := startRun(t, p)
+	drain(t, p)
+	stop()
 	var shipped []string
 	for _, body := range readObjects(t, out) {
 		for _, line := range strings.Split(strings.TrimSpace(body), "\n") {
