@@ -215,6 +215,24 @@ func TestHarnessBufferFullRetry(t *testing.T) {
 	fb.AssertCustomers(t, fb.ParseRecords(t, fb.ReadDir(t, root)), 0, 1100)
 }
 
+// TestHarnessChunkSentAgainAfterRestart: Fluent Bit that died between a
+// flush's FLB_OK and deleting the chunk sends it again from a new process;
+// the plugin answers FLB_OK and the records are in the output once.
+func TestHarnessChunkSentAgainAfterRestart(t *testing.T) {
+	root := t.TempDir()
+	props := fileProps(t, root, nil)
+	chunk := fb.MeterChunk(0, 200)
+	for round := range 2 {
+		h := startHarness(t)
+		h.expect("register rc=0 type=2 proxy=11 flags=0 name=metership", "register")
+		h.expect("init a rc=1", "init a %s", h.props("a.props", props))
+		h.expect("flush a rc=1", "flush a usage %s", h.file(fmt.Sprintf("chunk-%d", round), chunk))
+		h.expect("exit a rc=1", "exit a")
+		h.expect("unregister", "unregister")
+	}
+	fb.AssertCustomers(t, fb.ParseRecords(t, fb.ReadDir(t, root)), 0, 200)
+}
+
 // TestHarnessS3 drives the plugin against a real S3 server (versitygw):
 // every record reaches the bucket once, bad ones are dead-lettered under
 // failed-requests/, and a flush refused while S3 is down and the buffer
