@@ -78,6 +78,17 @@ func (e *Emulator) meterUsage(rc *requestContext, body []byte) (any, *apiError) 
 	allocKey := allocationsKey(allocs)
 	fingerprint := fmt.Sprintf("%q|%q|%d|%d|%s", product, dimension, ts.UnixNano(), quantity, allocKey)
 
+	// conflict records a call refused because rec was accepted first.
+	conflict := func(code string, rec Record) {
+		e.st.Conflicts = append(e.st.Conflicts, Conflict{
+			Operation: OpMeterUsage, Error: code,
+			ProductCode: product, Dimension: dimension, Hour: hour,
+			Instance: rc.instance, ClientToken: token,
+			RecordedQuantity: rec.Quantity, MeteringRecordID: rec.MeteringRecordID,
+			AttemptedQuantity: quantity, At: rc.now,
+		})
+	}
+
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	tk := tokenKey{instance: rc.instance, token: token}
@@ -87,13 +98,7 @@ func (e *Emulator) meterUsage(rc *requestContext, body []byte) (any, *apiError) 
 			if te.fingerprint == fingerprint {
 				return meterUsageOutput{MeteringRecordID: rec.MeteringRecordID}, nil
 			}
-			e.st.Conflicts = append(e.st.Conflicts, Conflict{
-				Operation: OpMeterUsage, Error: CodeIdempotencyConflict,
-				ProductCode: product, Dimension: dimension, Hour: hour,
-				Instance: rc.instance, ClientToken: token,
-				RecordedQuantity: rec.Quantity, MeteringRecordID: rec.MeteringRecordID,
-				AttemptedQuantity: quantity, At: rc.now,
-			})
+			conflict(CodeIdempotencyConflict, rec)
 			return nil, newError(http.StatusConflict, CodeIdempotencyConflict, "ClientToken %q was already used with different parameters", token)
 		}
 	}
@@ -101,13 +106,7 @@ func (e *Emulator) meterUsage(rc *requestContext, body []byte) (any, *apiError) 
 	if idx, ok := e.hourly[hk]; ok {
 		rec := e.st.Records[idx]
 		if rec.Quantity != quantity || allocationsKey(rec.Allocations) != allocKey {
-			e.st.Conflicts = append(e.st.Conflicts, Conflict{
-				Operation: OpMeterUsage, Error: CodeDuplicateRequest,
-				ProductCode: product, Dimension: dimension, Hour: hour,
-				Instance: rc.instance, ClientToken: token,
-				RecordedQuantity: rec.Quantity, MeteringRecordID: rec.MeteringRecordID,
-				AttemptedQuantity: quantity, At: rc.now,
-			})
+			conflict(CodeDuplicateRequest, rec)
 			return nil, badRequest(CodeDuplicateRequest, "usage of dimension %q for hour %s was already metered with quantity %d (record %s); got %d",
 				dimension, hour.Format(time.RFC3339), rec.Quantity, rec.MeteringRecordID, quantity)
 		}
