@@ -107,10 +107,9 @@ func TestBatchMeterUsage(t *testing.T) {
 	}
 	client.sizes = nil
 
-	bufDir, dir := t.TempDir(), t.TempDir()
-	writeBuffer(t, bufDir, recs, 100)
+	dir := t.TempDir()
 	m := mustNew(t, batchConfig(), testOptions(dir, client, clk))
-	countBuffer(t, m, bufDir)
+	countRecords(t, m, recs, 100)
 	em.InjectFaults(emulator.Faults{Unprocessed: 10, Throttle: 4})
 	if err := m.ReportClosed(ctxT(t)); err != nil {
 		t.Fatalf("ReportClosed: %v", err)

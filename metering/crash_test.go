@@ -264,7 +264,7 @@ func TestCrashDuringCounting(t *testing.T) {
 
 			runCrashChild(t, "count", crashAt, dir, bufDir, url, testNow)
 
-			m := mustNew(t, meterConfig(), testOptions(dir, newClient(t, url, "AKIDPOD1"), clk))
+			m := podMeter(t, dir, url, clk)
 			if _, err := countAndAck(ctxT(t), m, bufDir); err != nil {
 				t.Fatal(err)
 			}

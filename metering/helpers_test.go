@@ -344,3 +344,19 @@ func (ts *testServer) close() {
 		<-ts.done
 	})
 }
+
+// countRecords writes recs to a fresh buffer, perSegment records a
+// segment, and counts every segment into m.
+func countRecords(t testing.TB, m *Meter, recs []rec, perSegment int) {
+	t.Helper()
+	dir := t.TempDir()
+	writeBuffer(t, dir, recs, perSegment)
+	countBuffer(t, m, dir)
+}
+
+// podMeter is a meter_usage Meter over the ledger in dir, reporting to the
+// emulator at url as the pod AKIDPOD1.
+func podMeter(t testing.TB, dir, url string, clk *clock) *Meter {
+	t.Helper()
+	return mustNew(t, meterConfig(), testOptions(dir, newClient(t, url, "AKIDPOD1"), clk))
+}

@@ -21,13 +21,12 @@ import (
 func TestReportEndToEnd(t *testing.T) {
 	clk := newClock(testNow)
 	em, url := startEmulator(t, emulatorConfig(clk))
-	bufDir, dir := t.TempDir(), t.TempDir()
+	dir := t.TempDir()
 	from := testNow.Add(-4 * time.Hour).Truncate(time.Hour)
 	// Records up to and including the open hour 12:00.
 	recs, totals := testRecords(from, testNow.Truncate(time.Hour).Add(time.Hour), 25)
-	writeBuffer(t, bufDir, recs, 30)
-	m := mustNew(t, meterConfig(), testOptions(dir, newClient(t, url, "AKIDPOD1"), clk))
-	countBuffer(t, m, bufDir)
+	m := podMeter(t, dir, url, clk)
+	countRecords(t, m, recs, 30)
 
 	if err := m.ReportClosed(ctxT(t)); err != nil {
 		t.Fatalf("ReportClosed: %v", err)
@@ -94,7 +93,7 @@ func TestReportEndToEnd(t *testing.T) {
 	if err := m.ReportClosed(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
-	m2 := mustNew(t, meterConfig(), testOptions(dir, newClient(t, url, "AKIDPOD1"), clk))
+	m2 := podMeter(t, dir, url, clk)
 	if err := m2.ReportClosed(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -113,14 +112,13 @@ func TestReportEndToEnd(t *testing.T) {
 func TestReportWaitsForPendingRecords(t *testing.T) {
 	clk := newClock(testNow)
 	em, url := startEmulator(t, emulatorConfig(clk))
-	bufDir, dir := t.TempDir(), t.TempDir()
+	dir := t.TempDir()
 	recs, totals := testRecords(testNow.Add(-4*time.Hour).Truncate(time.Hour), testNow.Truncate(time.Hour), 10)
-	writeBuffer(t, bufDir, recs, 10)
 	opts := testOptions(dir, newClient(t, url, "AKIDPOD1"), clk)
 	pendingAt := testNow.Add(-2 * time.Hour).Truncate(time.Hour).Add(20 * time.Minute) // 10:20
 	opts.Pending = func() (int64, bool) { return pendingAt.UnixMilli(), true }
 	m := mustNew(t, meterConfig(), opts)
-	countBuffer(t, m, bufDir)
+	countRecords(t, m, recs, 10)
 	if err := m.ReportClosed(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +142,7 @@ func TestLateRecordsGoToTheNextOpenHour(t *testing.T) {
 	clk := newClock(testNow)
 	em, url := startEmulator(t, emulatorConfig(clk))
 	dir := t.TempDir()
-	m := mustNew(t, meterConfig(), testOptions(dir, newClient(t, url, "AKIDPOD1"), clk))
+	m := podMeter(t, dir, url, clk)
 	h := func(hh int) time.Time { return time.Date(2025, 6, 15, hh, 0, 0, 0, time.UTC) }
 	first := t.TempDir()
 	writeBuffer(t, first, []rec{
@@ -213,13 +211,11 @@ func TestReportZero(t *testing.T) {
 func TestDryRun(t *testing.T) {
 	clk := newClock(testNow)
 	em, url := startEmulator(t, emulatorConfig(clk))
-	bufDir := t.TempDir()
 	recs, totals := testRecords(testNow.Add(-2*time.Hour).Truncate(time.Hour), testNow.Truncate(time.Hour), 10)
-	writeBuffer(t, bufDir, recs, 50)
 	cfg := meterConfig()
 	cfg.DryRun = true
 	m := mustNew(t, cfg, testOptions(t.TempDir(), newClient(t, url, "AKIDPOD1"), clk))
-	countBuffer(t, m, bufDir)
+	countRecords(t, m, recs, 50)
 	if err := m.ReportClosed(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -285,11 +281,9 @@ func TestConflictIsRecordedNotRetried(t *testing.T) {
 func TestThrottlingAndInternalErrorsAreRetried(t *testing.T) {
 	clk := newClock(testNow)
 	em, url := startEmulator(t, emulatorConfig(clk))
-	bufDir := t.TempDir()
 	recs, totals := testRecords(testNow.Add(-3*time.Hour).Truncate(time.Hour), testNow.Truncate(time.Hour), 10)
-	writeBuffer(t, bufDir, recs, 50)
-	m := mustNew(t, meterConfig(), testOptions(t.TempDir(), newClient(t, url, "AKIDPOD1"), clk))
-	countBuffer(t, m, bufDir)
+	m := podMeter(t, t.TempDir(), url, clk)
+	countRecords(t, m, recs, 50)
 	// More faults than the SDK's own three attempts absorb.
 	em.InjectFaults(emulator.Faults{Throttle: 8, Internal: 5})
 	if err := m.ReportClosed(ctxT(t)); err != nil {
@@ -308,11 +302,10 @@ func TestThrottlingAndInternalErrorsAreRetried(t *testing.T) {
 func TestPermanentErrorKeepsTheIntent(t *testing.T) {
 	clk := newClock(testNow)
 	em, url := startEmulator(t, emulatorConfig(clk))
-	bufDir, dir := t.TempDir(), t.TempDir()
+	dir := t.TempDir()
 	recs, totals := testRecords(testNow.Add(-2*time.Hour).Truncate(time.Hour), testNow.Truncate(time.Hour), 10)
-	writeBuffer(t, bufDir, recs, 50)
-	m := mustNew(t, meterConfig(), testOptions(dir, newClient(t, url, "AKIDPOD1"), clk))
-	countBuffer(t, m, bufDir)
+	m := podMeter(t, dir, url, clk)
+	countRecords(t, m, recs, 50)
 	em.InjectFaults(emulator.Faults{DisabledAPI: true})
 	if err := m.ReportClosed(ctxT(t)); !errors.Is(err, ErrNotReported) {
 		t.Fatalf("ReportClosed with the API disabled: %v, want ErrNotReported", err)
@@ -321,7 +314,7 @@ func TestPermanentErrorKeepsTheIntent(t *testing.T) {
 		t.Errorf("%d pending, want %d", s.Pending, len(totals))
 	}
 	em.InjectFaults(emulator.Faults{})
-	m2 := mustNew(t, meterConfig(), testOptions(dir, newClient(t, url, "AKIDPOD1"), clk))
+	m2 := podMeter(t, dir, url, clk)
 	if err := m2.ReportClosed(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -331,15 +324,13 @@ func TestPermanentErrorKeepsTheIntent(t *testing.T) {
 func TestAgentDownPastTheWindow(t *testing.T) {
 	clk := newClock(testNow)
 	em, url := startEmulator(t, emulatorConfig(clk))
-	bufDir := t.TempDir()
 	// The agent was down 8 h: records from 04:00 to 11:59 arrive at 12:30.
 	recs, totals := testRecords(testNow.Add(-8*time.Hour).Truncate(time.Hour), testNow.Truncate(time.Hour), 6)
-	writeBuffer(t, bufDir, recs, 20)
 	opts := testOptions(t.TempDir(), newClient(t, url, "AKIDPOD1"), clk)
 	core, logs := observer.New(zap.WarnLevel)
 	opts.Logger = zap.New(core)
 	m := mustNew(t, meterConfig(), opts)
-	countBuffer(t, m, bufDir)
+	countRecords(t, m, recs, 20)
 	if err := m.ReportClosed(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -392,11 +383,10 @@ func TestAgentDownPastTheWindow(t *testing.T) {
 func TestExpiredIntentMovesToTheOldestReportableHour(t *testing.T) {
 	clk := newClock(testNow)
 	em, url := startEmulator(t, emulatorConfig(clk))
-	bufDir, dir := t.TempDir(), t.TempDir()
+	dir := t.TempDir()
 	recs, totals := testRecords(testNow.Add(-3*time.Hour).Truncate(time.Hour), testNow.Truncate(time.Hour), 8)
-	writeBuffer(t, bufDir, recs, 50)
-	m := mustNew(t, meterConfig(), testOptions(dir, newClient(t, url, "AKIDPOD1"), clk))
-	countBuffer(t, m, bufDir)
+	m := podMeter(t, dir, url, clk)
+	countRecords(t, m, recs, 50)
 	// AWS refuses everything for 6 hours: the intents age out.
 	em.InjectFaults(emulator.Faults{DisabledAPI: true})
 	if err := m.ReportClosed(ctxT(t)); !errors.Is(err, ErrNotReported) {
@@ -439,9 +429,7 @@ func TestEmulatorDownThenBack(t *testing.T) {
 	srv := serveOn(t, "127.0.0.1:0", em)
 	addr := srv.addr
 	url := "http://" + addr
-	bufDir := t.TempDir()
 	recs, totals := testRecords(testNow.Add(-3*time.Hour).Truncate(time.Hour), testNow.Truncate(time.Hour), 10)
-	writeBuffer(t, bufDir, recs, 50)
 	opts := testOptions(t.TempDir(), newClient(t, url, "AKIDPOD1"), clk)
 	failures := make(chan error, 100)
 	opts.onRetry = func(err error) {
@@ -451,7 +439,7 @@ func TestEmulatorDownThenBack(t *testing.T) {
 		}
 	}
 	m := mustNew(t, meterConfig(), opts)
-	countBuffer(t, m, bufDir)
+	countRecords(t, m, recs, 50)
 	srv.close()
 
 	done := make(chan error, 1)
@@ -478,13 +466,11 @@ func TestEmulatorDownThenBack(t *testing.T) {
 func TestRunReportsAsHoursClose(t *testing.T) {
 	clk := newClock(testNow)
 	em, url := startEmulator(t, emulatorConfig(clk))
-	bufDir := t.TempDir()
 	recs, totals := testRecords(testNow.Add(-2*time.Hour).Truncate(time.Hour), testNow.Truncate(time.Hour), 5)
-	writeBuffer(t, bufDir, recs, 50)
 	opts := testOptions(t.TempDir(), newClient(t, url, "AKIDPOD1"), clk)
 	opts.Tick = 5 * time.Millisecond
 	m := mustNew(t, meterConfig(), opts)
-	countBuffer(t, m, bufDir)
+	countRecords(t, m, recs, 50)
 	ctx, cancel := context.WithCancel(ctxT(t))
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
