@@ -586,21 +586,9 @@ func (b *Buffer) AckAll(segs []*Segment) error {
 	if len(segs) == 0 {
 		return nil
 	}
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return ErrClosed
+	if err := b.beginRemoval(segs); err != nil {
+		return err
 	}
-	for i, seg := range segs {
-		if !b.ownsLocked(seg) || !seg.inFlight || seg.acking || slices.Contains(segs[:i], seg) {
-			b.mu.Unlock()
-			return ErrNotInFlight
-		}
-	}
-	for _, seg := range segs {
-		seg.acking = true
-	}
-	b.acks.Add(1)
 	defer b.acks.Done()
 	fail := func(err error) error {
 		b.mu.Lock()
@@ -609,20 +597,6 @@ func (b *Buffer) AckAll(segs []*Segment) error {
 			seg.acking = false
 		}
 		return fmt.Errorf("buffer: ack segment %d: %w", segs[0].Seq, err)
-	}
-	if b.opts.Sync != SyncAlways {
-		// The checkpoint map already holds page-cache-only commits; make
-		// them durable before a state file can record them.
-		if err := b.syncActiveLocked(); err != nil {
-			b.mu.Unlock()
-			return fail(err)
-		}
-	}
-	gen, state := b.snapshotLocked(b.asOfLocked())
-	b.mu.Unlock()
-
-	if err := b.persistState(gen, state); err != nil {
-		return fail(err)
 	}
 	for _, seg := range segs {
 		if err := os.Remove(seg.path); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -645,6 +619,54 @@ func (b *Buffer) AckAll(segs []*Segment) error {
 	return nil
 }
 
+// beginRemoval starts deleting (or cutting) segments handed out by Next:
+// it marks them as being acknowledged and persists the checkpoints as of
+// the active segment, so that losing their commit frames loses no source
+// position. On success the caller removes the files, clears acking and
+// calls b.acks.Done; on error nothing changed. ErrClosed and
+// ErrNotInFlight are returned as they are.
+func (b *Buffer) beginRemoval(segs []*Segment) error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return ErrClosed
+	}
+	for i, seg := range segs {
+		if !b.ownsLocked(seg) || !seg.inFlight || seg.acking || slices.Contains(segs[:i], seg) {
+			b.mu.Unlock()
+			return ErrNotInFlight
+		}
+	}
+	undo := func() {
+		for _, seg := range segs {
+			seg.acking = false
+		}
+		b.acks.Done()
+	}
+	for _, seg := range segs {
+		seg.acking = true
+	}
+	b.acks.Add(1)
+	if b.opts.Sync != SyncAlways {
+		// The checkpoint map already holds page-cache-only commits; make
+		// them durable before a state file can record them.
+		if err := b.syncActiveLocked(); err != nil {
+			undo()
+			b.mu.Unlock()
+			return fmt.Errorf("buffer: remove segment %d: %w", segs[0].Seq, err)
+		}
+	}
+	gen, state := b.snapshotLocked(b.asOfLocked())
+	b.mu.Unlock()
+	if err := b.persistState(gen, state); err != nil {
+		b.mu.Lock()
+		undo()
+		b.mu.Unlock()
+		return fmt.Errorf("buffer: remove segment %d: %w", segs[0].Seq, err)
+	}
+	return nil
+}
+
 // Salvage handles a segment from Next whose Frames failed with
 // ErrCorrupt: its file was damaged after it was sealed (Open checks every
 // sealed segment, so this is bit rot or tampering at run time). As
@@ -655,29 +677,13 @@ func (b *Buffer) AckAll(segs []*Segment) error {
 // name of the file set aside. Without Salvage the segment would fail
 // again on every retry and, being the oldest, hold back those after it.
 func (b *Buffer) Salvage(seg *Segment) (string, error) {
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return "", ErrClosed
+	if err := b.beginRemoval([]*Segment{seg}); err != nil {
+		return "", err
 	}
-	if !b.ownsLocked(seg) || !seg.inFlight || seg.acking {
-		b.mu.Unlock()
-		return "", ErrNotInFlight
-	}
-	seg.acking = true
-	b.acks.Add(1)
 	defer b.acks.Done()
-	gen, state := b.snapshotLocked(b.asOfLocked())
-	b.mu.Unlock()
-
-	err := b.persistState(gen, state)
-
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	seg.acking = false
-	if err != nil {
-		return "", fmt.Errorf("buffer: salvage segment %d: %w", seg.Seq, err)
-	}
 	name := segmentName(seg.Seq, sealedExt)
 	aside := len(b.report.MovedAside)
 	buf := seg.getReadBuf()
