@@ -231,16 +231,17 @@ const shipBatchBytes = 4 << 20
 // stay in order, so a checkpoint is never durable before the records it
 // covers.
 type committer struct {
-	ctx   context.Context
-	queue chan *pipeline.Ingester
-	free  chan *pipeline.Ingester
-	done  chan struct{}
-	err   error // set by the commit goroutine before done is closed
-	sum   shipSummary
+	ctx    context.Context
+	queue  chan *pipeline.Ingester
+	free   chan *pipeline.Ingester
+	failed chan struct{} // closed when a commit fails: stop reading
+	done   chan struct{}
+	err    error // set by the commit goroutine before failed is closed
+	sum    shipSummary
 }
 
 func newCommitter(ctx context.Context, p *pipeline.Pipeline, tag string) (*committer, error) {
-	c := &committer{ctx: ctx, queue: make(chan *pipeline.Ingester, 1), free: make(chan *pipeline.Ingester, 2), done: make(chan struct{})}
+	c := &committer{ctx: ctx, queue: make(chan *pipeline.Ingester, 1), free: make(chan *pipeline.Ingester, 2), failed: make(chan struct{}), done: make(chan struct{})}
 	for i := 0; i < 2; i++ {
 		in, err := p.NewIngester(tag)
 		if err != nil {
@@ -257,9 +258,13 @@ func (c *committer) loop() {
 	defer close(c.done)
 	for in := range c.queue {
 		a, rj := in.Counts()
-		if c.err == nil {
+		switch {
+		case c.err != nil:
+			in.Discard() // read before the reader saw the failure
+		default:
 			if err := in.CommitWait(c.ctx); err != nil {
 				c.err = err
+				close(c.failed)
 				in.Discard()
 			} else {
 				c.sum.accepted += int64(a)
@@ -270,12 +275,19 @@ func (c *committer) loop() {
 	}
 }
 
-// ingester returns an empty Ingester, or nil once a commit failed.
+// ingester returns an empty Ingester, or nil once a commit failed (the
+// reader then stops, instead of reading the rest of its input for
+// nothing).
 func (c *committer) ingester() *pipeline.Ingester {
+	select {
+	case <-c.failed:
+		return nil
+	default:
+	}
 	select {
 	case in := <-c.free:
 		return in
-	case <-c.done:
+	case <-c.failed:
 		return nil
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"net/http/httptest"
 	"os"
@@ -156,5 +157,47 @@ func TestMeteredShipSurvivesKill9(t *testing.T) {
 	fx.check(t, emu.State())
 	if byID := checkRecordObjects(t, readBucket(t, srv)); len(byID) != fx.records {
 		t.Fatalf("%d records in S3, want %d", len(byID), fx.records)
+	}
+}
+
+// endlessLines is stdin that never ends: meter records as fast as they
+// are read.
+type endlessLines struct{ n int }
+
+func (e *endlessLines) Read(p []byte) (int, error) {
+	w := 0
+	for w+256 <= len(p) {
+		e.n++
+		w += copy(p[w:], fmt.Sprintf(`{"customerId":"c","meterApiName":"api","meterValue":1,"meterTimeInMillis":1700000000000,"uniqueId":"u%d"}`+"\n", e.n))
+	}
+	return w, nil
+}
+
+// With the output down and the buffer full, `ship --timeout` gives up
+// when its time is over, also on a stdin that never ends: once a commit
+// has failed, the rest of the input is not read.
+func TestShipTimeoutStopsReading(t *testing.T) {
+	srv := s3server.Start(t)
+	dir := t.TempDir()
+	// Nothing listens on port 1: every upload fails and the buffer fills.
+	cfg := s3Config(t, srv, "http://127.0.0.1:1", filepath.Join(dir, "buf"), "")
+	cmd := agentCmd(srv, "ship", "-c", cfg, "--timeout", "2s", "-")
+	cmd.Stdin = &endlessLines{}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatalf("ship succeeded with the output down:\n%s", out.String())
+		}
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("ship --timeout 2s still reading after 60 s:\n%.2000s", out.String())
 	}
 }
