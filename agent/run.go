@@ -25,6 +25,7 @@ import (
 	"github.com/metership/metership/buffer"
 	"github.com/metership/metership/conf"
 	"github.com/metership/metership/engine"
+	"github.com/metership/metership/internal/ctxtime"
 	"github.com/metership/metership/pipeline"
 	"github.com/metership/metership/record"
 )
@@ -156,8 +157,8 @@ func newTailer(cfg conf.Config, src conf.Source, p *pipeline.Pipeline, restored 
 		return nil, err
 	}
 	// A chunk is one commit: keep it within the Ingester's batch limit so
-	// a commit fits in the buffer (and in memory) whatever max_size is.
-	chunkBytes := min(tail.DefaultMaxChunkBytes, int(cfg.Buffer.MaxSize/4))
+	// a commit fits in the buffer (and a segment) whatever the sizes are.
+	chunkBytes := p.BatchLimit(tail.DefaultMaxChunkBytes)
 	// inotify wakes readers at once; polling is only the safety net (and
 	// the mechanism on filesystems without inotify), where a second of
 	// latency is nothing next to buffer.flush_interval, and an idle
@@ -338,12 +339,8 @@ func (gc *checkpointGC) run(ctx context.Context) error {
 	if len(gc.tailers) == 0 {
 		return nil
 	}
-	timer := time.NewTimer(gc.grace)
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
+	if !ctxtime.Sleep(ctx, gc.grace) {
 		return ctx.Err()
-	case <-timer.C:
 	}
 	stale := gc.unclaimedByAll()
 	if len(stale) == 0 {

@@ -43,13 +43,11 @@ func (c *lateCounter) NewBatchCount() pipeline.BatchCount {
 }
 
 // meterRuntime connects the metering ledger to the pipeline: the pipeline
-// counts every sealed segment before shipping it, and the meter reports
+// counts every sealed segment while it encodes it, and the meter reports
 // hours as they close.
 type meterRuntime struct {
 	log   *zap.Logger
 	meter *metering.Meter
-	// pipe is set once the pipeline exists; the meter's hooks read it.
-	pipe atomic.Pointer[pipeline.Pipeline]
 }
 
 // newMeterRuntime opens the ledger once the pipeline (and so the buffer,
@@ -63,15 +61,8 @@ func newMeterRuntime(cfg conf.Config, p *pipeline.Pipeline, client *mm.Client, l
 		Client:     client,
 		Logger:     log.Named("metering"),
 		Registerer: reg,
-		Live: func(seq uint64) bool {
-			p := m.pipe.Load()
-			return p == nil || p.Buffer().Live(seq)
-		},
+		Live: p.Buffer().Live,
 		Pending: func() (int64, bool) {
-			p := m.pipe.Load()
-			if p == nil {
-				return 0, false
-			}
 			return p.Buffer().PendingMinTime(m.meter.Counted)
 		},
 	})
@@ -81,9 +72,8 @@ func newMeterRuntime(cfg conf.Config, p *pipeline.Pipeline, client *mm.Client, l
 	return m, nil
 }
 
-// start lets the meter see the buffer and reports hours as they close.
-func (m *meterRuntime) start(ctx context.Context, p *pipeline.Pipeline, wg *sync.WaitGroup) {
-	m.pipe.Store(p)
+// start reports hours as they close.
+func (m *meterRuntime) start(ctx context.Context, wg *sync.WaitGroup) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

@@ -42,26 +42,27 @@ func (p *Pipeline) NewIngester(tag string) (*Ingester, error) {
 	if err != nil {
 		return nil, err
 	}
-	in := &Ingester{p: p, parser: parser, limit: maxBatchBytes}
+	in := &Ingester{p: p, parser: parser, limit: p.BatchLimit(maxBatchBytes)}
 	if p.counter != nil {
 		in.count = p.counter.NewBatchCount()
-	}
-	if quarter := int(p.cfg.Buffer.MaxSize / 4); quarter < in.limit {
-		in.limit = quarter
 	}
 	in.batch.SetTag(tag)
 	return in, nil
 }
 
-// SetBatchLimit sets the batch size at which Full reports true. Larger
-// batches mean fewer fsyncs (one-shot shipping); smaller ones acknowledge
-// sooner. It is capped at a quarter of buffer.max_size, and at a little
-// under half a segment: a batch never spans segments, so batches of half
-// a segment would each fill one (twice the segments, objects, and
-// per-segment ledger writes for the same records).
-func (in *Ingester) SetBatchLimit(n int) {
-	seg := int(in.p.cfg.Buffer.SegmentSize)
-	in.limit = min(n, int(in.p.cfg.Buffer.MaxSize/4), seg/2-seg/32)
+// SetBatchLimit sets the batch size at which Full reports true (capped by
+// BatchLimit). Larger batches mean fewer fsyncs (one-shot shipping);
+// smaller ones acknowledge sooner.
+func (in *Ingester) SetBatchLimit(n int) { in.limit = in.p.BatchLimit(n) }
+
+// BatchLimit caps a batch size of n bytes at a quarter of buffer.max_size
+// (a commit always fits) and at a little under half a segment: a batch
+// never spans segments, so batches of half a segment would each fill one
+// (twice the segments, objects and ledger writes for the same records).
+// Inputs that size their own commits (the tailer's chunks) use it too.
+func (p *Pipeline) BatchLimit(n int) int {
+	seg := int(p.cfg.Buffer.SegmentSize)
+	return min(n, int(p.cfg.Buffer.MaxSize/4), seg/2-seg/32)
 }
 
 // SetTag changes the tag of the batch being built (the Fluent Bit tag of

@@ -316,10 +316,11 @@ func (p *Pipeline) Ready() (bool, string) {
 }
 
 // Run ships sealed segments until ctx is done: one goroutine seals the
-// active segment when it is older than buffer.flush_interval, and
-// output.concurrency workers count, encode, upload and acknowledge sealed
-// segments. It returns nil when ctx is cancelled; segments in flight then
-// are released and stay on disk.
+// active segment when it is older than buffer.flush_interval,
+// output.concurrency workers count, encode and upload sealed segments,
+// and ackLoop acknowledges them in groups. It returns nil when ctx is
+// cancelled; segments not yet acknowledged then stay on disk and ship
+// again after a restart.
 func (p *Pipeline) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -424,7 +425,7 @@ func (p *Pipeline) shipSegment(ctx context.Context, seg *buffer.Segment) error {
 		return err
 	}
 	if cnt != nil {
-		if err := p.retry(ctx, seg, "metering could not count segment", cnt.Merge); err != nil {
+		if err := cnt.Merge(ctx); err != nil { // in memory: fails only when ctx is done
 			return err
 		}
 	}
@@ -459,8 +460,8 @@ func (p *Pipeline) bufferPressed() bool {
 // rewrite. Done per segment, those writes cost more CPU than counting
 // the segment's records from their aggregates; done per group, once. A
 // group is acknowledged maxAckDelay after its first segment arrived
-// (sooner when maxAckGroup wait), and at once while Drain waits or the
-// buffer is half full. The
+// (sooner once maxAckGroup are waiting), and at once, with whatever else
+// is already waiting, while Drain waits or the buffer is half full. The
 // delay is short so that Acks (each deletes a segment file) stay spread
 // out rather than bunched when Drain starts. Segments wait a little
 // longer for their Ack; a crash before it only repeats idempotent steps
@@ -490,6 +491,7 @@ func (p *Pipeline) ackLoop(ctx context.Context) {
 		case <-timer.C:
 		case <-p.hurry:
 		}
+		group = p.takeShipped(group)
 		if len(group) == 0 {
 			continue
 		}
@@ -510,6 +512,20 @@ func (p *Pipeline) ackLoop(ctx context.Context) {
 		p.stats.SegmentsShipped.Add(int64(len(group)))
 		group = group[:0]
 	}
+}
+
+// takeShipped adds to group, without waiting, the shipped segments
+// already queued, up to maxAckGroup: one write then covers a backlog.
+func (p *Pipeline) takeShipped(group []*buffer.Segment) []*buffer.Segment {
+	for len(group) < maxAckGroup {
+		select {
+		case seg := <-p.shipped:
+			group = append(group, seg)
+		default:
+			return group
+		}
+	}
+	return group
 }
 
 // salvage handles a sealed segment found damaged on disk (it verified
