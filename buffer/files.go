@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -137,33 +136,14 @@ func atomicWrite(dir, name string, data []byte) error {
 	return nil
 }
 
-// copyFile copies src to dst atomically (temp, fsync, rename). The caller
-// fsyncs the directory.
+// copyFile copies src to dst atomically (temp, fsync, rename, fsync dir).
 func copyFile(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	tmp := dst + tmpSuffix
-	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
-	if err != nil {
-		return err
-	}
-	_, err = io.Copy(out, in)
-	if err == nil {
-		err = out.Sync()
-	}
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, dst)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-	}
-	return err
+	return fsutil.WriteAtomicFrom(filepath.Dir(dst), filepath.Base(dst), in, 0o640, nil)
 }
 
 // syncDir fsyncs a directory so renames, creations and removals in it are

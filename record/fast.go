@@ -14,7 +14,6 @@ type span struct{ start, end int } // raw token bounds in the line
 
 type fastFields struct {
 	cust, api, val, ts, uid span
-	dims                    span // the whole object
 	has                     [6]bool
 	ndims                   int
 	dimKV                   [maxDimensions][4]int32 // key start/end, value start/end
@@ -115,8 +114,6 @@ func scanMeter(line []byte, f *fastFields) bool {
 				f.val = sp
 			case fTime:
 				f.ts = sp
-			case fDims:
-				f.dims = sp
 			case fUID:
 				f.uid = sp
 			}
@@ -398,9 +395,6 @@ func (p *Parser) fastMeter(dst, line []byte, src Source) ([]byte, int64, bool) {
 	} else if src.TimeMillis > 0 {
 		millis = src.TimeMillis
 	} else {
-		return dst, 0, false
-	}
-	if f.has[fDims] && line[f.dims.start] != '{' {
 		return dst, 0, false
 	}
 

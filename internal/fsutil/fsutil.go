@@ -4,7 +4,9 @@
 package fsutil
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -35,13 +37,19 @@ func SyncDir(dir string) error {
 // mix. beforeRename, if set, runs between the fsync and the rename (tests
 // use it to crash there).
 func WriteFileAtomic(dir, name string, data []byte, perm os.FileMode, beforeRename func()) error {
+	return WriteAtomicFrom(dir, name, bytes.NewReader(data), perm, beforeRename)
+}
+
+// WriteAtomicFrom is WriteFileAtomic with the content read from r (a
+// copy of a large file need not be held in memory).
+func WriteAtomicFrom(dir, name string, r io.Reader, perm os.FileMode, beforeRename func()) error {
 	final := filepath.Join(dir, name)
 	tmp := final + TmpSuffix
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(data)
+	_, err = io.Copy(f, r)
 	if err == nil {
 		err = f.Sync()
 	}
