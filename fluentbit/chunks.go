@@ -63,11 +63,7 @@ func newChunkMemory(cps []buffer.Checkpoint) *chunkMemory {
 		if key, ok := parseChunkSource(cp.Source, partialSourcePrefix); ok && cp.Offset > 0 {
 			m.notePartial(key, int(cp.Offset))
 		} else if key, ok := parseChunkSource(cp.Source, doneSourcePrefix); ok {
-			var at int64
-			if len(cp.Meta) == 8 {
-				at = int64(binary.BigEndian.Uint64(cp.Meta))
-			}
-			done = append(done, doneAt{key, at})
+			done = append(done, doneAt{key, cp.Offset})
 		}
 	}
 	slices.SortFunc(done, func(a, b doneAt) int { return cmp.Compare(a.at, b.at) })
@@ -77,12 +73,9 @@ func newChunkMemory(cps []buffer.Checkpoint) *chunkMemory {
 	return m
 }
 
+// chunkKey identifies a chunk by its tag and bytes.
 func chunkKey(tag string, data []byte) xxh3.Uint128 {
-	h := xxh3.New128()
-	_, _ = h.WriteString(tag)
-	_, _ = h.Write([]byte{0})
-	_, _ = h.Write(data)
-	return h.Sum128()
+	return xxh3.Hash128Seed(data, xxh3.HashString(tag))
 }
 
 func chunkSource(prefix string, key xxh3.Uint128) string {
@@ -109,73 +102,52 @@ func (m *chunkMemory) isDone(key xxh3.Uint128) bool {
 	return m.done[key]
 }
 
-// progress is how many of the chunk's events are durable from an earlier
-// partial flush.
-func (m *chunkMemory) progress(key xxh3.Uint128) int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.partial[key]
-}
-
-func (m *chunkMemory) hasPartial() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.partial) > 0
-}
-
-// attach adds to in's batch the removal of forgotten chunks' checkpoints
-// and returns them for committed.
-func (m *chunkMemory) attach(in *pipeline.Ingester) []string {
+// begin starts writing a chunk into in's batch: it returns how many of
+// the chunk's events are durable from an earlier partial flush, and adds
+// to the batch the removal of forgotten chunks' checkpoints, returned for
+// committed.
+func (m *chunkMemory) begin(key xxh3.Uint128, in *pipeline.Ingester) (from int, dropped []string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, src := range m.drop {
 		in.SetCheckpoint(src, -1, nil)
 	}
-	return slices.Clone(m.drop)
+	return m.partial[key], slices.Clone(m.drop)
 }
 
-// committed notes that a batch carrying the removals attach returned is
-// durable.
-func (m *chunkMemory) committed(dropped []string) {
-	if len(dropped) == 0 {
-		return
-	}
+// committed notes that a batch begun by begin is durable: the removals it
+// carried, and the chunk whole (done < 0) or its first done events.
+func (m *chunkMemory) committed(key xxh3.Uint128, dropped []string, done int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.drop = slices.DeleteFunc(m.drop, func(s string) bool { return slices.Contains(dropped, s) })
+	if len(dropped) > 0 {
+		m.drop = slices.DeleteFunc(m.drop, func(s string) bool { return slices.Contains(dropped, s) })
+	}
+	if done >= 0 {
+		m.notePartial(key, done)
+		return
+	}
+	if _, ok := m.partial[key]; ok {
+		delete(m.partial, key)
+		m.partialOrder = slices.DeleteFunc(m.partialOrder, func(k xxh3.Uint128) bool { return k == key })
+	}
+	m.noteDone(key)
 }
 
 // markWhole adds to in's batch, which ends the chunk, the chunk's done
-// mark and, if it was committed in part, the removal of its progress.
+// mark (its offset is the time, for the order of a restore) and, if it
+// was committed in part, the removal of its progress.
 func markWhole(in *pipeline.Ingester, key xxh3.Uint128, now time.Time, partial bool) {
 	if partial {
 		in.SetCheckpoint(chunkSource(partialSourcePrefix, key), -1, nil)
 	}
-	in.SetCheckpoint(chunkSource(doneSourcePrefix, key), 1, binary.BigEndian.AppendUint64(nil, uint64(now.UnixNano())))
+	in.SetCheckpoint(chunkSource(doneSourcePrefix, key), now.UnixNano(), nil)
 }
 
 // markProgress adds to in's batch, a piece of the chunk, how many of the
 // chunk's events are durable with it.
 func markProgress(in *pipeline.Ingester, key xxh3.Uint128, done int) {
 	in.SetCheckpoint(chunkSource(partialSourcePrefix, key), int64(done), nil)
-}
-
-// partialCommitted remembers that done events of the chunk are durable.
-func (m *chunkMemory) partialCommitted(key xxh3.Uint128, done int) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.notePartial(key, done)
-}
-
-// wholeCommitted remembers that the whole chunk is durable.
-func (m *chunkMemory) wholeCommitted(key xxh3.Uint128) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.partial[key]; ok {
-		delete(m.partial, key)
-		m.partialOrder = slices.DeleteFunc(m.partialOrder, func(k xxh3.Uint128) bool { return k == key })
-	}
-	m.noteDone(key)
 }
 
 func (m *chunkMemory) notePartial(key xxh3.Uint128, done int) {

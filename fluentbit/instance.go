@@ -141,6 +141,13 @@ func (x *Instance) Flush(data []byte, tag string) int {
 		x.log.Warn("flush after exit; Fluent Bit will retry the chunk", zap.String("tag", tag))
 		return FLBRetry
 	}
+	key := chunkKey(tag, data)
+	if x.chunks.isDone(key) {
+		// Fluent Bit died between FLB_OK and deleting the chunk, and sent
+		// it again after restarting: its records are already durable.
+		x.log.Info("chunk sent again is already in the buffer; not appended twice", zap.String("tag", tag))
+		return FLBOK
+	}
 	f, err := x.getFlusher()
 	if err != nil {
 		x.log.Error("cannot prepare a flush; Fluent Bit will retry the chunk", zap.Error(err))
@@ -149,16 +156,8 @@ func (x *Instance) Flush(data []byte, tag string) int {
 	defer x.putFlusher(f)
 	f.in.SetTag(tag)
 
-	key := chunkKey(tag, data)
-	if x.chunks.isDone(key) {
-		// Fluent Bit died between FLB_OK and deleting the chunk, and sent
-		// it again after restarting: its records are already durable.
-		x.log.Info("chunk sent again is already in the buffer; not appended twice", zap.String("tag", tag))
-		return FLBOK
-	}
-	from := x.chunks.progress(key)
+	from, dropped := x.chunks.begin(key, f.in)
 	f.load(data, tag, from, nil)
-	dropped := x.chunks.attach(f.in)
 	markWhole(f.in, key, time.Now(), from > 0)
 	err = f.in.Commit()
 	if errors.Is(err, buffer.ErrTooLarge) {
@@ -170,8 +169,7 @@ func (x *Instance) Flush(data []byte, tag string) int {
 		x.commitFailed(err, tag)
 		return FLBRetry
 	}
-	x.chunks.committed(dropped)
-	x.chunks.wholeCommitted(key)
+	x.chunks.committed(key, dropped, -1)
 	return FLBOK
 }
 
@@ -179,27 +177,24 @@ func (x *Instance) Flush(data []byte, tag string) int {
 // pieces; each piece carries the chunk's progress, so when a piece fails
 // the retry (after a restart of Fluent Bit too) skips what is durable.
 func (x *Instance) flushInPieces(f *flusher, data []byte, tag string, key xxh3.Uint128, from int) int {
-	dropped := x.chunks.attach(f.in)
+	_, dropped := x.chunks.begin(key, f.in)
 	done, err := f.load(data, tag, from, &key)
-	if done > from {
-		x.chunks.committed(dropped) // the first piece carried them
+	if err == nil {
+		x.chunks.committed(key, dropped, -1)
+		return FLBOK
 	}
-	if err != nil {
-		f.in.Discard()
-		if done > from {
-			x.chunks.partialCommitted(key, done)
-		}
-		if errors.Is(err, buffer.ErrTooLarge) {
-			x.log.Error("a single record does not fit in the buffer; raise buffer_max_size or lower records_max_line_size. Fluent Bit will retry the chunk",
-				zap.String("tag", tag), zap.Error(err))
-			return FLBRetry
-		}
-		x.commitFailed(err, tag)
+	f.in.Discard()
+	if done > from {
+		// The first piece carried the drops.
+		x.chunks.committed(key, dropped, done)
+	}
+	if errors.Is(err, buffer.ErrTooLarge) {
+		x.log.Error("a single record does not fit in the buffer; raise buffer_max_size or lower records_max_line_size. Fluent Bit will retry the chunk",
+			zap.String("tag", tag), zap.Error(err))
 		return FLBRetry
 	}
-	x.chunks.committed(dropped)
-	x.chunks.wholeCommitted(key)
-	return FLBOK
+	x.commitFailed(err, tag)
+	return FLBRetry
 }
 
 // commitFailed logs why a chunk is refused. A full buffer is expected
@@ -284,7 +279,7 @@ func (f *flusher) load(data []byte, tag string, from int, pieces *xxh3.Uint128) 
 			if d.skip() != nil {
 				// Reached the undecodable rest, already durable as one
 				// dead letter.
-				return idx, nil
+				break
 			}
 			continue
 		}
