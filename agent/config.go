@@ -7,9 +7,6 @@ import (
 	"io"
 	"os"
 
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-
 	"github.com/metership/metership/conf"
 )
 
@@ -55,25 +52,6 @@ func configFlag(fs *flag.FlagSet) *string {
 	p := fs.String("c", os.Getenv("METERSHIP_CONFIG"), "config `FILE` (YAML); default: embedded defaults")
 	fs.StringVar(p, "config", *p, "config `FILE` (same as -c)")
 	return p
-}
-
-// newLogger builds the zap logger from log.level and log.format, writing
-// to stderr.
-func newLogger(cfg conf.Log, stderr io.Writer) *zap.Logger {
-	level, err := zapcore.ParseLevel(cfg.Level)
-	if err != nil {
-		level = zapcore.InfoLevel
-	}
-	encCfg := zap.NewProductionEncoderConfig()
-	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
-	var enc zapcore.Encoder
-	if cfg.Format == "console" {
-		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
-		enc = zapcore.NewConsoleEncoder(encCfg)
-	} else {
-		enc = zapcore.NewJSONEncoder(encCfg)
-	}
-	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(stderr), level))
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {

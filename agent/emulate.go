@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/metership/metership/conf"
+	"github.com/metership/metership/engine"
 	"github.com/metership/metership/metering/emulator"
 )
 
@@ -32,7 +33,7 @@ func cmdEmulate(args []string, stdout, stderr io.Writer) int {
 			return exitConfig
 		}
 	}
-	log := newLogger(conf.Log{Level: *level, Format: "console"}, stderr)
+	log := engine.NewLogger(conf.Log{Level: *level, Format: "console"}, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	fmt.Fprintf(stdout, "AWS Marketplace Metering emulator on http://%s (state: GET /_state)\n", *listen)

@@ -46,7 +46,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return exitConfig
 	}
-	log := newLogger(cfg.Log, stderr)
+	log := engine.NewLogger(cfg.Log, stderr)
 	defer func() { _ = log.Sync() }()
 
 	sigs := make(chan os.Signal, 4)

@@ -42,7 +42,7 @@ func cmdShip(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if !ok {
 		return exitConfig
 	}
-	log := newLogger(cfg.Log, stderr)
+	log := engine.NewLogger(cfg.Log, stderr)
 	defer func() { _ = log.Sync() }()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -61,7 +61,7 @@ func newMeterRuntime(cfg conf.Config, p *pipeline.Pipeline, client *mm.Client, l
 		Client:     client,
 		Logger:     log.Named("metering"),
 		Registerer: reg,
-		Live: p.Buffer().Live,
+		Live:       p.Buffer().Live,
 		Pending: func() (int64, bool) {
 			return p.Buffer().PendingMinTime(m.meter.Counted)
 		},

@@ -3,11 +3,7 @@ package fluentbit
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strings"
-
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/metership/metership/conf"
 )
@@ -100,22 +96,4 @@ func PropertyOf(key string) string {
 	}
 	field, _, _ := strings.Cut(rest, ".")
 	return sec + "_" + field
-}
-
-// newLogger builds the stderr logger of an instance from log_level and
-// log_format (already validated).
-func newLogger(level, format string) *zap.Logger {
-	lvl, err := zapcore.ParseLevel(level)
-	if err != nil {
-		lvl = zapcore.InfoLevel
-	}
-	ec := zap.NewProductionEncoderConfig()
-	ec.EncodeTime = zapcore.ISO8601TimeEncoder
-	var enc zapcore.Encoder
-	if format == "console" {
-		enc = zapcore.NewConsoleEncoder(ec)
-	} else {
-		enc = zapcore.NewJSONEncoder(ec)
-	}
-	return zap.New(zapcore.NewCore(enc, zapcore.Lock(os.Stderr), lvl)).Named("metership")
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/metership/metership/buffer"
+	"github.com/metership/metership/conf"
 	"github.com/metership/metership/engine"
 	"github.com/metership/metership/pipeline"
 	"github.com/metership/metership/record"
@@ -82,7 +84,7 @@ func NewInstance(get func(name string) string, log *zap.Logger) (*Instance, erro
 	cfg, problems, err := LoadConfig(get)
 	if err != nil {
 		if log == nil {
-			log = newLogger("info", "json")
+			log = engine.NewLogger(conf.Log{Level: "info", Format: "json"}, os.Stderr).Named("metership")
 		}
 		for _, p := range problems {
 			fields := []zap.Field{zap.String("property", p.Property), zap.String("error", p.Msg)}
@@ -94,7 +96,7 @@ func NewInstance(get func(name string) string, log *zap.Logger) (*Instance, erro
 		return nil, err
 	}
 	if log == nil {
-		log = newLogger(cfg.Log.Level, cfg.Log.Format)
+		log = engine.NewLogger(cfg.Log, os.Stderr).Named("metership")
 	}
 	log = log.With(zap.String("buffer_dir", cfg.Buffer.Dir))
 	if len(cfg.Sources) > 0 {

@@ -2,9 +2,13 @@ package fluentbit
 
 import (
 	"errors"
+	"os"
 	"sync"
 
 	"go.uber.org/zap"
+
+	"github.com/metership/metership/conf"
+	"github.com/metership/metership/engine"
 )
 
 // ErrUnknownInstance is returned for an instance id that Init did not
@@ -29,7 +33,7 @@ type Plugin struct {
 func NewPlugin(log *zap.Logger) *Plugin {
 	p := &Plugin{log: log, instLog: log, byID: map[uint64]*Instance{}}
 	if p.log == nil {
-		p.log = newLogger("info", "json")
+		p.log = engine.NewLogger(conf.Log{Level: "info", Format: "json"}, os.Stderr).Named("metership")
 	}
 	return p
 }
