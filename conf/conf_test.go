@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDefaultsAreValid(t *testing.T) {
@@ -150,6 +151,26 @@ func TestValidateNamesEveryKey(t *testing.T) {
 			c.Metering.Dimensions = map[string]string{"api": "calls"}
 			c.Metering.CustomerIDType = "email"
 		}, "metering.customer_id_type", `"email" not supported`},
+		{"tag key", func(c *Config) {
+			c.Metering.Mode, c.Metering.ProductCode = "meter_usage", "p"
+			c.Metering.Dimensions = map[string]string{"api": "calls"}
+			c.Metering.AllocationTags = []string{"team", "a{b}"}
+		}, "metering.allocation_tags[1]", "is not a valid tag key"},
+		{"duplicate tag", func(c *Config) {
+			c.Metering.Mode, c.Metering.ProductCode = "meter_usage", "p"
+			c.Metering.Dimensions = map[string]string{"api": "calls"}
+			c.Metering.AllocationTags = []string{"team", "team"}
+		}, "metering.allocation_tags[1]", "duplicate tag"},
+		{"license", func(c *Config) {
+			c.Metering.Mode, c.Metering.ProductCode = "batch_meter_usage", "p"
+			c.Metering.Dimensions = map[string]string{"api": "calls"}
+			c.Metering.LicenseARN = "l-1"
+		}, "metering.license_arn", "neither an ARN"},
+		{"short window", func(c *Config) {
+			c.Metering.Mode, c.Metering.ProductCode = "meter_usage", "p"
+			c.Metering.Dimensions = map[string]string{"api": "calls"}
+			c.Metering.Window = Duration(30 * time.Minute)
+		}, "metering.window", "between 1h and 168h"},
 		{"listen", func(c *Config) { c.Server.Listen = "9464" }, "server.listen", "not host:port"},
 		{"log level", func(c *Config) { c.Log.Level = "loud" }, "log.level", `"loud" not supported`},
 		{"agent id", func(c *Config) { c.Agent.ID = "has space" }, "agent.id", "must be 1-64 characters"},

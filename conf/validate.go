@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -261,21 +262,75 @@ func (c *Config) validateMetering(v *collector) {
 	if len(m.AllocationTags) > 5 {
 		v.add("metering.allocation_tags", "at most 5 tags per allocation, got %d", len(m.AllocationTags))
 	}
+	for i, t := range m.AllocationTags {
+		key := fmt.Sprintf("metering.allocation_tags[%d]", i)
+		switch {
+		case !ValidTag(t, MaxTagKeyLen):
+			v.add(key, "%q is not a valid tag key (1-100 of a-z A-Z 0-9 + space..= . _ : / @)", t)
+		case slices.Index(m.AllocationTags, t) != i:
+			v.add(key, "duplicate tag %q", t)
+		}
+	}
 	v.oneOf("metering.customer_id_type", m.CustomerIDType, "aws_account_id", "customer_identifier")
-	if m.LicenseARN != "" && m.Mode != "batch_meter_usage" {
+	switch lic := m.LicenseARN; {
+	case lic == "":
+	case m.Mode != "batch_meter_usage":
 		v.add("metering.license_arn", "only used with metering.mode batch_meter_usage")
+	case lic == "dimension:":
+		v.add("metering.license_arn", "dimension: needs a record dimension name")
+	case !strings.HasPrefix(lic, "dimension:") && !strings.HasPrefix(lic, "arn:"):
+		v.add("metering.license_arn", "%q is neither an ARN (arn:...) nor dimension:<name>", lic)
 	}
 	if m.Lateness < 0 {
 		v.add("metering.lateness", "must not be negative")
 	}
-	if m.Window <= 0 || m.Window.D().Hours() > 24*7 {
-		v.add("metering.window", "%s must be between 1ns and 168h", m.Window)
+	if m.Window.D().Hours() < 1 || m.Window.D().Hours() > 24*7 {
+		v.add("metering.window", "%s must be between 1h and 168h", m.Window)
 	}
 	if m.Endpoint != "" {
 		if u, err := url.Parse(m.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			v.add("metering.endpoint", "%q is not an http(s) URL", m.Endpoint)
 		}
 	}
+}
+
+// ValidateMetering checks a metering section as Validate does, for a
+// caller given the section alone (metering.New).
+func ValidateMetering(m Metering) error {
+	c := Config{Metering: m}
+	v := &collector{}
+	c.validateMetering(v)
+	if len(v.errs) == 0 {
+		return nil
+	}
+	return v.errs
+}
+
+// AWS Marketplace's limits on allocation tags.
+const (
+	MaxTagKeyLen   = 100
+	MaxTagValueLen = 256
+)
+
+// TagByteOK reports whether c is allowed by AWS's allocation tag pattern
+// ^[a-zA-Z0-9+ -=._:\/@]+$, in which " -=" is the range space..'='.
+func TagByteOK(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= ' ' && c <= '=' ||
+		c == '+' || c == '.' || c == '_' || c == ':' || c == '/' || c == '@'
+}
+
+// ValidTag reports whether s is a valid tag key (maxLen MaxTagKeyLen) or
+// value (MaxTagValueLen).
+func ValidTag(s string, maxLen int) bool {
+	if s == "" || len(s) > maxLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !TagByteOK(s[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // ParseDimension reads a metering.dimensions value: "dimension" or

@@ -77,11 +77,10 @@ func TestMeteringCountsAtIngest(t *testing.T) {
 		cfg.Buffer.SegmentSize = 64 << 10
 		cfg.Output.URL = "file://" + filepath.Join(dir, "out")
 		if metered {
-			cfg.Metering = conf.Metering{
-				Mode: metering.ModeMeterUsage, ProductCode: emulator.DemoProductCode, Region: "us-east-1",
-				Endpoint: hs.URL, Dimensions: map[string]string{"api-calls": "api_calls"},
-				AllocationTags: []string{"team"}, Lateness: conf.Duration(0),
-			}
+			m := &cfg.Metering // the defaults, then this test's settings
+			m.Mode, m.ProductCode, m.Region, m.Endpoint = metering.ModeMeterUsage, emulator.DemoProductCode, "us-east-1", hs.URL
+			m.Dimensions, m.AllocationTags = map[string]string{"api-calls": "api_calls"}, []string{"team"}
+			m.Lateness, m.Window = 0, conf.Duration(6*time.Hour)
 		}
 		return cfg
 	}

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+
+	"github.com/metership/metership/conf"
 )
 
 // hourSeconds is one hour in Unix seconds; ledger hours are the Unix
@@ -134,32 +136,6 @@ func intentID(product string, hour int64, customer, license, dimension string) s
 	return hex.EncodeToString(h.Sum(nil))[:24]
 }
 
-// maxTagValueLen and maxTagKeyLen are AWS's limits on allocation tags.
-const (
-	maxTagValueLen = 256
-	maxTagKeyLen   = 100
-)
-
-// tagByteOK reports whether c is allowed by AWS's tag pattern
-// ^[a-zA-Z0-9+ -=._:\/@]+$, in which " -=" is the range space..'='.
-func tagByteOK(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= ' ' && c <= '=' ||
-		c == '+' || c == '.' || c == '_' || c == ':' || c == '/' || c == '@'
-}
-
-// validTag reports whether s is a valid tag key (max 100) or value (max 256).
-func validTag(s string, maxLen int) bool {
-	if s == "" || len(s) > maxLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !tagByteOK(s[i]) {
-			return false
-		}
-	}
-	return true
-}
-
 // sanitizeTagValue makes a record's dimension value usable as an
 // allocation tag value: every character AWS's pattern refuses becomes '_'
 // (one per character, not per byte) and the result is cut to 256 bytes.
@@ -168,19 +144,19 @@ func validTag(s string, maxLen int) bool {
 func sanitizeTagValue(v string) string {
 	ok := true
 	for i := 0; i < len(v); i++ {
-		if !tagByteOK(v[i]) {
+		if !conf.TagByteOK(v[i]) {
 			ok = false
 			break
 		}
 	}
-	if ok && len(v) <= maxTagValueLen {
+	if ok && len(v) <= conf.MaxTagValueLen {
 		return v
 	}
-	out := make([]byte, 0, min(len(v), maxTagValueLen))
-	for i := 0; i < len(v) && len(out) < maxTagValueLen; {
+	out := make([]byte, 0, min(len(v), conf.MaxTagValueLen))
+	for i := 0; i < len(v) && len(out) < conf.MaxTagValueLen; {
 		c := v[i]
 		if c < utf8.RuneSelf {
-			if tagByteOK(c) {
+			if conf.TagByteOK(c) {
 				out = append(out, c)
 			} else {
 				out = append(out, '_')

@@ -130,10 +130,9 @@ type settings struct {
 
 var accountIDPattern = regexp.MustCompile(`^[0-9]{12}$`)
 
+// parseSettings reads a metering section checked by conf.ValidateMetering
+// (New is also given sections that did not come through conf.Validate).
 func parseSettings(cfg conf.Metering) (settings, error) {
-	bad := func(key, format string, args ...any) error {
-		return fmt.Errorf("%w: metering.%s: %s", ErrInvalidConfig, key, fmt.Sprintf(format, args...))
-	}
 	s := settings{
 		mode:       cfg.Mode,
 		product:    cfg.ProductCode,
@@ -146,66 +145,22 @@ func parseSettings(cfg conf.Metering) (settings, error) {
 		dryRun:     cfg.DryRun,
 	}
 	if s.mode != ModeMeterUsage && s.mode != ModeBatchMeterUsage {
-		return s, bad("mode", "%q: New needs %s or %s", cfg.Mode, ModeMeterUsage, ModeBatchMeterUsage)
+		return s, fmt.Errorf("%w: metering.mode: %q: New needs %s or %s", ErrInvalidConfig, cfg.Mode, ModeMeterUsage, ModeBatchMeterUsage)
 	}
-	if s.product == "" {
-		return s, bad("product_code", "required")
-	}
-	if len(cfg.Dimensions) == 0 {
-		return s, bad("dimensions", "map at least one meterApiName to a Marketplace dimension")
+	if err := conf.ValidateMetering(cfg); err != nil {
+		return s, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	names := map[string]bool{}
 	for api, spec := range cfg.Dimensions {
-		name, f, err := conf.ParseDimension(spec)
-		if err != nil {
-			return s, bad("dimensions."+api, "%v", err)
-		}
+		name, f, _ := conf.ParseDimension(spec) // validated
 		s.dims[api] = dimension{name: name, factor: parseFactor(spec, f)}
 		names[name] = true
 	}
 	s.dimNames = slices.Sorted(maps.Keys(names))
-	if len(s.tags) > maxAllocationTags {
-		return s, bad("allocation_tags", "at most %d tags, got %d", maxAllocationTags, len(s.tags))
-	}
-	for i, t := range s.tags {
-		if !validTag(t, maxTagKeyLen) {
-			return s, bad(fmt.Sprintf("allocation_tags[%d]", i), "%q is not a valid tag key (1-100 of a-z A-Z 0-9 + space..= . _ : / @)", t)
-		}
-		if slices.Index(s.tags, t) != i {
-			return s, bad(fmt.Sprintf("allocation_tags[%d]", i), "duplicate tag %q", t)
-		}
-	}
-	switch cfg.CustomerIDType {
-	case "aws_account_id", "customer_identifier", "":
-	default:
-		return s, bad("customer_id_type", "%q is not aws_account_id or customer_identifier", cfg.CustomerIDType)
-	}
-	switch lic := cfg.LicenseARN; {
-	case lic == "":
-	case strings.HasPrefix(lic, "dimension:"):
-		s.licenseDim = strings.TrimPrefix(lic, "dimension:")
-		if s.licenseDim == "" {
-			return s, bad("license_arn", "dimension: needs a record dimension name")
-		}
-	case strings.HasPrefix(lic, "arn:"):
-		s.licenseConst = lic
-	default:
-		return s, bad("license_arn", "%q is neither an ARN (arn:...) nor dimension:<name>", lic)
-	}
-	if (s.licenseDim != "" || s.licenseConst != "") && s.mode != ModeBatchMeterUsage {
-		return s, bad("license_arn", "only used with mode %s", ModeBatchMeterUsage)
-	}
-	if s.lateness < 0 {
-		return s, bad("lateness", "must not be negative")
-	}
-	if s.window <= 0 {
-		s.window = 6 * time.Hour
-		if s.mode == ModeBatchMeterUsage {
-			s.window = 24 * time.Hour
-		}
-	}
-	if s.window < time.Hour {
-		return s, bad("window", "%s is shorter than an hour", s.window)
+	if lic, ok := strings.CutPrefix(cfg.LicenseARN, "dimension:"); ok {
+		s.licenseDim = lic
+	} else {
+		s.licenseConst = cfg.LicenseARN
 	}
 	return s, nil
 }

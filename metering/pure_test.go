@@ -331,7 +331,7 @@ func TestSanitizeTagValue(t *testing.T) {
 		if got != tt.want {
 			t.Errorf("sanitizeTagValue(%q) = %q, want %q", tt.in, got, tt.want)
 		}
-		if !validTag(got, maxTagValueLen) {
+		if !conf.ValidTag(got, conf.MaxTagValueLen) {
 			t.Errorf("sanitizeTagValue(%q) = %q is not a valid tag value", tt.in, got)
 		}
 	}
