@@ -29,8 +29,6 @@ func (a *u128) add(b u128) {
 	}
 }
 
-func (a u128) isZero() bool { return a.hi == 0 && a.lo == 0 }
-
 func (a u128) big() *big.Int {
 	b := new(big.Int).SetUint64(a.hi)
 	b.Lsh(b, 64)

@@ -115,25 +115,25 @@ func largestRemainder(quantity int64, weights []int64) []int64 {
 // repeat after a crash is recognised by AWS as the same request. 60
 // characters, within the API's 64.
 func clientToken(product, dimension string, hour int64, instance string) string {
-	h := sha256.New()
-	for _, s := range []string{product, dimension, strconv.FormatInt(hour, 10), instance} {
-		h.Write([]byte(strconv.Itoa(len(s))))
-		h.Write([]byte{':'})
-		h.Write([]byte(s))
-	}
-	return "msh1" + hex.EncodeToString(h.Sum(nil))[:56]
+	return "msh1" + hashParts(product, dimension, strconv.FormatInt(hour, 10), instance)[:56]
 }
 
 // intentID names an intent in dead-letter files and logs: a hash of
 // everything that makes it unique (hour, customer, license, dimension).
 func intentID(product string, hour int64, customer, license, dimension string) string {
+	return hashParts(product, strconv.FormatInt(hour, 10), customer, license, dimension)[:24]
+}
+
+// hashParts is the hex SHA-256 of the parts, each length-prefixed so that
+// parts can never run into each other.
+func hashParts(parts ...string) string {
 	h := sha256.New()
-	for _, s := range []string{product, strconv.FormatInt(hour, 10), customer, license, dimension} {
+	for _, s := range parts {
 		h.Write([]byte(strconv.Itoa(len(s))))
 		h.Write([]byte{':'})
 		h.Write([]byte(s))
 	}
-	return hex.EncodeToString(h.Sum(nil))[:24]
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // sanitizeTagValue makes a record's dimension value usable as an
@@ -142,14 +142,7 @@ func intentID(product string, hour int64, customer, license, dimension string) s
 // Values that only differ in refused characters share a bucket; sums are
 // unaffected.
 func sanitizeTagValue(v string) string {
-	ok := true
-	for i := 0; i < len(v); i++ {
-		if !conf.TagByteOK(v[i]) {
-			ok = false
-			break
-		}
-	}
-	if ok && len(v) <= conf.MaxTagValueLen {
+	if conf.ValidTag(v, conf.MaxTagValueLen) || v == "" {
 		return v
 	}
 	out := make([]byte, 0, min(len(v), conf.MaxTagValueLen))

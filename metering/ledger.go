@@ -276,13 +276,8 @@ func (l *ledger) encode() ([]byte, error) {
 			sf.PrunedBefore = hourTime(s.prunedBefore)
 		}
 		for _, h := range slices.Sorted(maps.Keys(s.open)) {
-			keys := make([]string, 0, len(s.open[h]))
-			for k := range s.open[h] {
-				keys = append(keys, k)
-			}
-			sort.Strings(keys)
 			oh := openHour{Hour: hourTime(h)}
-			for _, k := range keys {
+			for _, k := range slices.Sorted(maps.Keys(s.open[h])) {
 				oh.Buckets = append(oh.Buckets, s.open[h][k])
 			}
 			sf.Open = append(sf.Open, oh)

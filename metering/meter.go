@@ -447,8 +447,7 @@ func (c *Counting) Merge(ctx context.Context) error {
 		return nil
 	}
 	m.forgetLocked(gone)
-	m.mergeLocked(c.seq, c.sc)
-	m.dirty = true
+	m.mergeLocked(c.seq, c.sc) // marks the ledger dirty
 	return nil
 }
 
@@ -604,7 +603,8 @@ func (m *Meter) saveLocked() error {
 	return nil
 }
 
-// flushLocked writes the ledger if an earlier write failed.
+// flushLocked writes the ledger if it holds changes not yet written
+// (merged counts, grouped answers, or a failed write).
 func (m *Meter) flushLocked() error {
 	if !m.dirty {
 		return nil

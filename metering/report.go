@@ -291,11 +291,9 @@ func allocate(quantity int64, buckets map[string]*bucket, keys []string) []alloc
 		size = allocationSize(nil)
 		for _, g := range groups {
 			s := allocationSize(g.tags)
-			if len(g.tags) > 0 && (len(kept) >= maxAllocations-1 || size+s > maxAllocBytes) {
-				rest = addSat(rest, g.nanos)
-				continue
-			}
-			if len(g.tags) == 0 {
+			// The untagged group, and what does not fit, go to one
+			// untagged allocation.
+			if len(g.tags) == 0 || len(kept) >= maxAllocations-1 || size+s > maxAllocBytes {
 				rest = addSat(rest, g.nanos)
 				continue
 			}

@@ -37,7 +37,7 @@ type aggEntry struct {
 // with a few prefix comparisons, and falls back to gjson for anything else
 // (escaped strings, another order, whitespace). A record whose key was
 // seen before allocates nothing: the key is built in a reused buffer and
-// looked up with m[string(b)], which Go does without a copy.
+// found in the scanner's own open-addressing table (lookup).
 type scanner struct {
 	tagNames    [][]byte // metering.allocation_tags
 	licenseDim  []byte   // record dimension holding the license ARN, nil if none
@@ -385,15 +385,15 @@ func (s *scanner) parseSlow(line []byte) (value []byte, ok bool) {
 	if !root.IsObject() {
 		return nil, false
 	}
-	v := root.Get("meterValue")
+	v := root.Get(record.FieldValue)
 	if v.Type != gjson.Number {
 		return nil, false
 	}
-	s.cust = []byte(root.Get("customerId").String())
-	s.api = []byte(root.Get("meterApiName").String())
+	s.cust = []byte(root.Get(record.FieldCustomerID).String())
+	s.api = []byte(root.Get(record.FieldMeterAPI).String())
 	s.present = 0
 	s.license = s.license[:0]
-	root.Get("dimensions").ForEach(func(k, val gjson.Result) bool {
+	root.Get(record.FieldDimensions).ForEach(func(k, val gjson.Result) bool {
 		if val.Type == gjson.String {
 			s.noteDimension([]byte(k.String()), []byte(val.String()))
 		}
