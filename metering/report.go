@@ -589,6 +589,13 @@ func (m *Meter) resolve(in *intent, status, recordID, msg string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.resolveLocked(in, status, recordID, msg)
+	m.answeredLocked()
+}
+
+// answeredLocked follows answers (and expiries) recorded in memory: the
+// ledger is written at most every answerSaveEvery while a pass runs, and
+// when it ends (saveResolved).
+func (m *Meter) answeredLocked() {
 	m.dirty = true
 	if time.Since(m.savedAt) >= m.opts.answerSaveEvery {
 		m.saveResolvedLocked()
@@ -675,10 +682,8 @@ func (m *Meter) expire(in *intent, reason string) {
 	m.log.Warn("usage hour fell out of the API window before it was accepted; quantity moved to the oldest reportable hour",
 		zap.String("dimension", in.Dimension), zap.String("customer", in.Customer), zap.Time("hour", in.Hour),
 		zap.Time("to", hourTime(to)), zap.Int64("quantity", in.Quantity), zap.String("reason", reason))
-	if err := m.saveLocked(); err != nil {
-		m.log.Error("metering: ledger write failed; retried on the next change", zap.Error(err))
-	}
-	m.updatePendingLocked()
+	// Unwritten, the intent is still pending on disk and expires again.
+	m.answeredLocked()
 }
 
 // batchKey matches a BatchMeterUsage result to its intent.
@@ -749,6 +754,7 @@ func chunkBatches(intents []*intent) [][]*intent {
 // sendBatches sends BatchMeterUsage intents in chunks, retrying
 // UnprocessedRecords, throttling and errors of the whole call.
 func (m *Meter) sendBatches(ctx context.Context, pending []*intent, deadline time.Time) (moved bool, err error) {
+	defer m.saveResolved()
 	var queue []*intent
 	for _, in := range pending {
 		if !withinWindow(in.Hour.Unix(), m.now(), m.set.window) {
@@ -770,10 +776,7 @@ func (m *Meter) sendBatches(ctx context.Context, pending []*intent, deadline tim
 			for _, in := range chunk {
 				m.resolveLocked(in, statusDryRun, "", "")
 			}
-			if err := m.saveLocked(); err != nil {
-				m.log.Error("metering: ledger write failed; retried on the next change", zap.Error(err))
-			}
-			m.updatePendingLocked()
+			m.answeredLocked()
 			m.mu.Unlock()
 			continue
 		}
@@ -920,11 +923,8 @@ func (m *Meter) applyBatchResults(chunk []*intent, out *mm.BatchMeterUsageOutput
 		}
 	}
 	if len(answers) > 0 {
-		if err := m.saveLocked(); err != nil {
-			m.log.Error("metering: ledger write failed; retried on the next change", zap.Error(err))
-		}
+		m.answeredLocked()
 	}
-	m.updatePendingLocked()
 	m.mu.Unlock()
 	var retry []*intent
 	for _, in := range chunk {
