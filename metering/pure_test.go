@@ -1,12 +1,18 @@
 package metering
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"sort"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/metership/metership/conf"
 )
@@ -371,5 +377,52 @@ func TestParseSettings(t *testing.T) {
 				t.Fatalf("error %v, want one naming %s", err, tt.key)
 			}
 		})
+	}
+}
+
+// classify decides what a reporting pass does with a call's error.
+func TestClassify(t *testing.T) {
+	apiErr := func(code string, status int) error {
+		return &smithyhttp.ResponseError{
+			Response: &smithyhttp.Response{Response: &http.Response{StatusCode: status}},
+			Err:      &smithy.GenericAPIError{Code: code, Message: "m"},
+		}
+	}
+	httpErr := func(status int) error {
+		return &smithyhttp.ResponseError{Response: &smithyhttp.Response{Response: &http.Response{StatusCode: status}}, Err: errors.New("no body")}
+	}
+	tests := []struct {
+		name string
+		err  error
+		want outcome
+		code string
+	}{
+		{"ok", nil, outOK, ""},
+		{"dry run", apiErr("DryRunOperation", 412), outDryRun, "DryRunOperation"},
+		{"duplicate", apiErr("DuplicateRequestException", 400), outConflict, "DuplicateRequestException"},
+		{"idempotency", apiErr("IdempotencyConflictException", 409), outConflict, "IdempotencyConflictException"},
+		{"out of bounds", apiErr("TimestampOutOfBoundsException", 400), outOutOfBounds, "TimestampOutOfBoundsException"},
+		{"throttling", apiErr("ThrottlingException", 400), outRetry, "ThrottlingException"},
+		{"internal", apiErr("InternalServiceErrorException", 500), outRetry, "InternalServiceErrorException"},
+		{"expired token", apiErr("ExpiredTokenException", 400), outRetry, "ExpiredTokenException"},
+		{"429 without a known code", apiErr("SomethingNew", 429), outRetry, "SomethingNew"},
+		{"invalid product", apiErr("InvalidProductCodeException", 400), outPermanent, "InvalidProductCodeException"},
+		{"bare 403", httpErr(403), outPermanent, "HTTP403"},
+		{"bare 503", httpErr(503), outRetry, "HTTP503"},
+		{"invalid parameters", &smithy.InvalidParamsError{Context: "MeterUsageInput"}, outPermanent, "Network"},
+		{"connection refused", errors.New("dial tcp: connection refused"), outRetry, "Network"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, code := classify(context.Background(), tt.err)
+			if got != tt.want || code != tt.code {
+				t.Fatalf("classify = %v, %q; want %v, %q", got, code, tt.want, tt.code)
+			}
+		})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if got, _ := classify(ctx, errors.New("x")); got != outCanceled {
+		t.Fatalf("classify after cancel = %v", got)
 	}
 }

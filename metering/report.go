@@ -23,6 +23,7 @@ import (
 
 	"github.com/metership/metership/internal/ctxtime"
 	"github.com/metership/metership/internal/fsutil"
+	"github.com/metership/metership/ship"
 )
 
 // Limits of the API the reporter respects.
@@ -373,34 +374,30 @@ func classify(ctx context.Context, err error) (outcome, string) {
 	if ctx.Err() != nil {
 		return outCanceled, "Canceled"
 	}
+	code := "Network"
 	var apiErr smithy.APIError
-	if errors.As(err, &apiErr) {
-		code := apiErr.ErrorCode()
-		switch code {
+	var re *smithyhttp.ResponseError
+	switch {
+	case errors.As(err, &apiErr):
+		switch code = apiErr.ErrorCode(); code {
 		case "DryRunOperation":
 			return outDryRun, code
 		case "DuplicateRequestException", "IdempotencyConflictException":
 			return outConflict, code
 		case "TimestampOutOfBoundsException":
 			return outOutOfBounds, code
-		case "ThrottlingException", "InternalServiceErrorException", "ServiceUnavailableException",
-			"RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete":
-			return outRetry, code
+		case "":
+			code = "Unknown"
 		}
-		var re *smithyhttp.ResponseError
-		if errors.As(err, &re) && re.HTTPStatusCode() >= 500 {
-			return outRetry, code
-		}
-		if code == "" {
-			return outRetry, "Unknown"
-		}
+	case errors.As(err, &re):
+		code = fmt.Sprintf("HTTP%d", re.HTTPStatusCode())
+	}
+	// What is worth retrying is the same for every AWS API: the output's
+	// rules (throttling and timeout codes, 408, 429, 5xx, network errors).
+	if ship.IsPermanent(err) {
 		return outPermanent, code
 	}
-	var re *smithyhttp.ResponseError
-	if errors.As(err, &re) && re.HTTPStatusCode() >= 400 && re.HTTPStatusCode() < 500 {
-		return outPermanent, fmt.Sprintf("HTTP%d", re.HTTPStatusCode())
-	}
-	return outRetry, "Network"
+	return outRetry, code
 }
 
 // backoff is exponential with jitter: each wait is in [d/2, d].
