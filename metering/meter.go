@@ -269,18 +269,17 @@ func New(cfg conf.Metering, opts Options) (*Meter, error) {
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("metering: %w", err)
 	}
-	met, err := newMetrics(opts.Registerer)
+	m := &Meter{
+		set:  set,
+		opts: opts,
+		log:  opts.Logger.With(zap.String("component", "metering")),
+		api:  opts.Client,
+		now:  opts.Now,
+		sum:  Summary{Quantities: map[string]int64{}},
+	}
+	m.metrics, err = newMetrics(opts.Registerer, m)
 	if err != nil {
 		return nil, fmt.Errorf("metering: register metrics: %w", err)
-	}
-	m := &Meter{
-		set:     set,
-		opts:    opts,
-		log:     opts.Logger.With(zap.String("component", "metering")),
-		metrics: met,
-		api:     opts.Client,
-		now:     opts.Now,
-		sum:     Summary{Quantities: map[string]int64{}},
 	}
 	m.scanners.New = func() any {
 		return newScanner(set.tags, set.licenseDim, set.mode == ModeBatchMeterUsage)
@@ -529,8 +528,6 @@ func (m *Meter) mergeLocked(seq uint64, sc *scanner) {
 		m.log.Debug("records with an unmapped meterApiName are not billed", zap.String("meterApiName", api), zap.Int64("records", n), zap.Uint64("segment", seq))
 	}
 	m.metrics.segmentsCounted.Inc()
-	m.metrics.recordsCounted.Add(float64(records))
-	m.metrics.recordsUnmapped.Add(float64(unmapped))
 	if badCustomer > 0 {
 		m.metrics.recordsUnbilled.WithLabelValues("customer").Add(float64(badCustomer))
 	}
@@ -541,7 +538,6 @@ func (m *Meter) mergeLocked(seq uint64, sc *scanner) {
 	m.sum.RecordsCounted += records
 	m.sum.RecordsUnmapped += unmapped
 	m.sum.RecordsRescanned += sc.rescanned
-	m.metrics.recordsRescanned.Add(float64(sc.rescanned))
 	m.sum.RecordsUnbillable += badCustomer + sc.invalid
 	m.updatePendingLocked()
 }
@@ -623,7 +619,6 @@ func (m *Meter) updatePendingLocked() {
 			}
 		}
 	}
-	m.metrics.hoursPending.Set(float64(n))
 	m.sum.Pending = n
 }
 

@@ -4,15 +4,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metrics are the metership_metering_* series.
+// metrics are the metership_metering_* series. Totals the Summary keeps
+// anyway are exported by reading it, not counted twice.
 type metrics struct {
-	hoursPending     prometheus.Gauge
-	hoursReported    prometheus.Counter
+	hoursPending     prometheus.Collector
+	hoursReported    prometheus.Collector
 	hoursCarried     *prometheus.CounterVec
-	hoursConflicted  prometheus.Counter
-	recordsCounted   prometheus.Counter
-	recordsUnmapped  prometheus.Counter
-	recordsRescanned prometheus.Counter
+	hoursConflicted  prometheus.Collector
+	recordsCounted   prometheus.Collector
+	recordsUnmapped  prometheus.Collector
+	recordsRescanned prometheus.Collector
 	recordsUnbilled  *prometheus.CounterVec
 	segmentsCounted  prometheus.Counter
 	reportLatency    prometheus.Histogram
@@ -23,23 +24,34 @@ type metrics struct {
 	ledgerWriteFails prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, mt *Meter) (*metrics, error) {
 	const ns, sub = "metership", "metering"
+	// sum reads one of the Meter's Summary totals.
+	sum := func(f func(*Summary) int64) func() float64 {
+		return func() float64 {
+			mt.mu.Lock()
+			defer mt.mu.Unlock()
+			return float64(f(&mt.sum))
+		}
+	}
 	m := &metrics{
-		hoursPending: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "hours_pending",
-			Help: "Hours (per dimension, and customer in batch mode) with usage not yet accepted by AWS Marketplace: open in the ledger or intended and unanswered."}),
-		hoursReported: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "hours_reported_total",
-			Help: "Hourly usage records accepted by AWS Marketplace."}),
+		hoursPending: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "hours_pending",
+			Help: "Hours (per dimension, and customer in batch mode) with usage not yet accepted by AWS Marketplace: open in the ledger or intended and unanswered."},
+			sum(func(s *Summary) int64 { return int64(s.Pending) })),
+		hoursReported: prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "hours_reported_total",
+			Help: "Hourly usage records accepted by AWS Marketplace."}, sum(func(s *Summary) int64 { return int64(s.HoursReported) })),
 		hoursCarried: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "hours_carried_total",
 			Help: "Hours whose usage was added to another hour: reason=window (older than the API window), late (the hour was already reported), out_of_bounds (AWS refused the timestamp)."}, []string{"reason"}),
-		hoursConflicted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "hours_conflicted_total",
-			Help: "Hours AWS already held with a different quantity (DuplicateRequestException, IdempotencyConflictException, DuplicateRecord); never re-sent."}),
-		recordsCounted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "records_counted_total",
-			Help: "Meter records counted into the ledger."}),
-		recordsUnmapped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "records_unmapped_total",
-			Help: "Meter records whose meterApiName has no metering.dimensions entry; shipped but not billed."}),
-		recordsRescanned: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "records_rescanned_total",
-			Help: "Meter records counted by parsing them again when their segment was counted, because their batch carried no aggregate of the current key shape (written with metering off, by a version before aggregates, or with other allocation_tags, license_arn or mode). Records counted as they were ingested are not included."}),
+		hoursConflicted: prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "hours_conflicted_total",
+			Help: "Hours AWS already held with a different quantity (DuplicateRequestException, IdempotencyConflictException, DuplicateRecord); never re-sent."},
+			sum(func(s *Summary) int64 { return int64(s.Conflicts) })),
+		recordsCounted: prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "records_counted_total",
+			Help: "Meter records counted into the ledger."}, sum(func(s *Summary) int64 { return s.RecordsCounted })),
+		recordsUnmapped: prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "records_unmapped_total",
+			Help: "Meter records whose meterApiName has no metering.dimensions entry; shipped but not billed."}, sum(func(s *Summary) int64 { return s.RecordsUnmapped })),
+		recordsRescanned: prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "records_rescanned_total",
+			Help: "Meter records counted by parsing them again when their segment was counted, because their batch carried no aggregate of the current key shape (written with metering off, by a version before aggregates, or with other allocation_tags, license_arn or mode). Records counted as they were ingested are not included."},
+			sum(func(s *Summary) int64 { return s.RecordsRescanned })),
 		recordsUnbilled: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "records_unbillable_total",
 			Help: "Meter records that cannot be billed: reason=value (meterValue not a non-negative number), customer (missing or invalid customer id in batch mode)."}, []string{"reason"}),
 		segmentsCounted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "segments_counted_total",

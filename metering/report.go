@@ -626,7 +626,6 @@ func (m *Meter) resolveLocked(in *intent, status, recordID, msg string) {
 	}
 	switch status {
 	case statusAccepted:
-		m.metrics.hoursReported.Inc()
 		m.metrics.lastSuccess.Set(float64(now.Unix()))
 		m.sum.HoursReported++
 		m.sum.Quantities[in.Dimension] += in.Quantity
@@ -636,7 +635,6 @@ func (m *Meter) resolveLocked(in *intent, status, recordID, msg string) {
 		m.sum.DryRun++
 		m.log.Info("dry run: usage validated, not recorded", fields...)
 	case statusConflict:
-		m.metrics.hoursConflicted.Inc()
 		m.sum.Conflicts++
 		m.log.Error("AWS Marketplace already holds a different quantity for this hour; not re-sent", append(fields, zap.String("error", msg))...)
 	case statusNotSubscribed:
