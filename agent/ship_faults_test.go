@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -43,14 +45,7 @@ func TestShipWaitsForS3DownAtStart(t *testing.T) {
 	cfg := s3Config(t, srv, "", filepath.Join(dir, "buf"), "")
 	srv.Stop()
 
-	cmd := agentCmd(srv, "ship", "-c", cfg, input)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	cmd, out, done := startAgent(t, srv, nil, "ship", "-c", cfg, input)
 	select {
 	case err := <-done:
 		t.Fatalf("ship finished while S3 was down (%v):\n%s", err, out.String())
@@ -160,6 +155,22 @@ func TestMeteredShipSurvivesKill9(t *testing.T) {
 	}
 }
 
+// startAgent starts the agent with stdin and returns it, its combined
+// output (read it once done has answered) and its exit.
+func startAgent(t *testing.T, srv *s3server.Server, stdin io.Reader, args ...string) (*exec.Cmd, *bytes.Buffer, <-chan error) {
+	t.Helper()
+	cmd := agentCmd(srv, args...)
+	cmd.Stdin = stdin
+	out := &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	return cmd, out, done
+}
+
 // endlessLines is stdin that never ends: meter records as fast as they
 // are read.
 type endlessLines struct{ n int }
@@ -181,15 +192,7 @@ func TestShipTimeoutStopsReading(t *testing.T) {
 	dir := t.TempDir()
 	// Nothing listens on port 1: every upload fails and the buffer fills.
 	cfg := s3Config(t, srv, "http://127.0.0.1:1", filepath.Join(dir, "buf"), "")
-	cmd := agentCmd(srv, "ship", "-c", cfg, "--timeout", "2s", "-")
-	cmd.Stdin = &endlessLines{}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	cmd, out, done := startAgent(t, srv, &endlessLines{}, "ship", "-c", cfg, "--timeout", "2s", "-")
 	select {
 	case err := <-done:
 		if err == nil {
