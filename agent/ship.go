@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -124,6 +123,10 @@ func displayName(in string) string {
 	return in
 }
 
+// shipSourcePrefix starts the Source of every file ship reads; the
+// tailer's checkpoints (tail.SourcePrefix) are apart.
+const shipSourcePrefix = "ship:"
+
 // shipInput reads one input into the buffer. Files get a checkpoint keyed
 // by their identity, so re-running ship after a crash (or on the same
 // file) resumes after what is already durable instead of sending it twice.
@@ -135,6 +138,8 @@ func shipInput(ctx context.Context, p *pipeline.Pipeline, in string, stdin io.Re
 		name     = "stdin"
 		start    int64
 		size     int64 = -1
+		meta     []byte
+		stale    []string
 	)
 	if in == "-" {
 		r = stdin
@@ -151,23 +156,20 @@ func shipInput(ctx context.Context, p *pipeline.Pipeline, in string, stdin io.Re
 		if st.IsDir() {
 			return sum, errors.New("is a directory")
 		}
-		// Named like the tailer names files, under its own prefix, so a
-		// new file at an old path is never mistaken for the old one.
-		sourceID, err = tail.WholeFileSource("ship:", f, st)
-		if err != nil {
-			return sum, err
-		}
 		if abs, err := filepath.Abs(in); err == nil {
 			name = abs
 		} else {
 			name = in
 		}
-		size = st.Size()
-		for _, cp := range p.Buffer().Checkpoints() {
-			if cp.Source == sourceID {
-				start = cp.Offset
-			}
+		// The tailer's file identity, under ship's own prefix: a new file
+		// at an old path is never taken for the old one, and a file that
+		// grew resumes where the last run stopped, under the same Source.
+		cur, err := tail.ResumeFile(shipSourcePrefix, f, st, name, p.Buffer().Checkpoints())
+		if err != nil {
+			return sum, err
 		}
+		sourceID, start, meta, stale = cur.Source, cur.Offset, cur.Meta, cur.Stale
+		size = st.Size()
 		if start > 0 {
 			if _, err := f.Seek(start, io.SeekStart); err != nil {
 				return sum, err
@@ -177,24 +179,27 @@ func shipInput(ctx context.Context, p *pipeline.Pipeline, in string, stdin io.Re
 		}
 		r = f
 	}
-	if size >= 0 && start >= size {
+	if size >= 0 && start >= size && len(stale) == 0 {
 		return sum, nil
 	}
-	lr := newLineReader(r, start, int(cfg.Records.MaxLineSize))
+	lr := pipeline.NewLineReader(r, start, int(cfg.Records.MaxLineSize))
 	c, err := newCommitter(ctx, p, tag)
 	if err != nil {
 		return sum, err
 	}
 	ing := c.ingester()
+	for _, s := range stale {
+		ing.SetCheckpoint(s, -1, nil)
+	}
 	flush := func() {
 		if sourceID != "stdin" {
-			ing.SetCheckpoint(sourceID, lr.offset, []byte(name))
+			ing.SetCheckpoint(sourceID, lr.Offset(), meta)
 		}
 		c.commit(ing)
 		ing = c.ingester()
 	}
 	for ing != nil {
-		line, off, tooLong, err := lr.next()
+		line, off, tooLong, err := lr.Next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -202,14 +207,7 @@ func shipInput(ctx context.Context, p *pipeline.Pipeline, in string, stdin io.Re
 			_ = c.close()
 			return c.sum, err
 		}
-		switch {
-		case tooLong:
-			ing.Reject(line, off, name, "line exceeds records.max_line_size ("+strconv.Itoa(int(cfg.Records.MaxLineSize))+" bytes); only its first bytes are kept here")
-		case record.Blank(line):
-			// Blank lines are not records and not errors.
-		default:
-			ing.Add(line, record.Source{ID: sourceID, Offset: off}, name)
-		}
+		ing.AddLine(line, tooLong, record.Source{ID: sourceID, Offset: off}, name)
 		if ing.Full() {
 			flush()
 		}
