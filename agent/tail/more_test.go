@@ -249,8 +249,8 @@ func TestOptionsValidation(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := tl.opts
-	if o.StartAt != StartBeginning || o.RefreshInterval != time.Second || o.PollInterval != 250*time.Millisecond ||
-		o.RotateWait != 5*time.Second || o.MaxLineSize != 1<<20 || o.ReadBufferSize != 64<<10 ||
+	if len(o.Inputs) != 1 || o.Inputs[0].StartAt != StartBeginning || o.RefreshInterval != time.Second || o.PollInterval != 250*time.Millisecond ||
+		o.Inputs[0].RotateWait != 5*time.Second || o.MaxLineSize != 1<<20 || o.ReadBufferSize != 64<<10 ||
 		o.MaxChunkLines != 4096 || o.MaxChunkBytes != 1<<20 || o.FlushPartialAfter != 0 {
 		t.Fatalf("defaults %+v", o)
 	}
