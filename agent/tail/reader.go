@@ -587,9 +587,12 @@ func (r *reader) truncated(ctx context.Context, reason string) error {
 }
 
 // finish leaves a file that left the globs: its unterminated last line is
-// delivered, its checkpoint forgotten and the reader retired. If the file
-// was matched again meanwhile, the checkpoint is written back and the
-// reader goes on (false).
+// delivered, the reader retired and then its checkpoint forgotten. Whether
+// the file is left is decided (under the Tailer's lock) before anything is
+// forgotten: a file matched again by then goes on with its checkpoint
+// untouched (false), so no crash can find it without one. One matched
+// again only after the decision is reopened once the forget is durable,
+// resuming where this reader stopped and checkpointing that at once.
 func (r *reader) finish(ctx context.Context) (bool, error) {
 	if r.hasPartial() {
 		if err := r.flushPartial(ctx); err != nil {
@@ -602,18 +605,15 @@ func (r *reader) finish(ctx context.Context) (bool, error) {
 		}
 		r.stale = r.stale[1:]
 	}
-	if r.source != "" {
-		if err := r.forget(ctx, r.source); err != nil {
-			return false, err
-		}
-	}
-	if r.t.retire(r, true, r.nlink > 0) {
-		return true, nil
-	}
-	if r.source == "" {
+	if !r.t.retire(r, true, r.nlink > 0) {
 		return false, nil
 	}
-	return false, r.commit(ctx, nil, r.commitOff)
+	if r.source == "" {
+		return true, nil
+	}
+	err := r.forget(ctx, r.source)
+	r.t.forgotten(r.key)
+	return true, err
 }
 
 // lastLineStart returns the offset just past the last newline in the file,

@@ -599,3 +599,86 @@ func TestSinkFailuresRetried(t *testing.T) {
 	}
 	sink.assertConsistent(t)
 }
+
+// TestRotatedFileMatchedAgainKeepsCheckpoint is the crash-point test of a
+// rotated file handed back to the globs while the tailer leaves it: the
+// file is renamed out of the glob, and renamed back while its reader,
+// RotateWait over, delivers its unterminated last line. Its checkpoint is
+// never forgotten in between (a crash there would read it again from 0),
+// the reader goes on, and a tailer started on the checkpoints reads only
+// what is new.
+func TestRotatedFileMatchedAgainKeepsCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "app.log")
+	writeFile(t, path, "l1\nl2\nl3")
+	opts := testOptions(t, filepath.Join(dir, "*.log"))
+	sink := newRecordingSink(nil)
+	var tl *Tailer
+	var source string
+	var forgotten bool
+	sink.fail = func(_ int, c *Chunk) error {
+		if c.Source == source && c.Checkpoint.Offset < 0 {
+			forgotten = true // a crash now loses the file's position
+		}
+		if len(c.Lines) == 1 && string(c.Lines[0].Data) == "l3" {
+			// The reader is leaving the file: hand it back, and wait
+			// until a scan has seen it matched.
+			if err := os.Rename(path+".1", path); err != nil {
+				return err
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for !matchedAt(tl, path) {
+				if time.Now().After(deadline) {
+					return errors.New("the file was not matched again")
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+		return nil
+	}
+	tl, stop := startTailer(t, opts, sink)
+	source = waitLines(t, sink, 2)[0].Source
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	waitLines(t, sink, 3)
+	appendFile(t, path, "\nl4\n")
+	waitLines(t, sink, 5)
+	stop()
+	sink.mu.Lock()
+	gone := forgotten
+	sink.mu.Unlock()
+	if gone {
+		t.Fatal("the checkpoint of a file matched again was forgotten (a crash then reads it from 0)")
+	}
+	if got := data(sink.snapshot()); !slices.Equal(got, []string{"l1", "l2", "l3", "", "l4"}) {
+		t.Fatalf("lines %q", got)
+	}
+	cp, ok := sink.checkpoint(source)
+	if !ok || cp.Offset != int64(len("l1\nl2\nl3\nl4\n")) {
+		t.Fatalf("checkpoint %+v (found %v), want the whole file", cp, ok)
+	}
+	sink.assertConsistent(t)
+
+	// Restarted on the checkpoints: nothing is read again.
+	again := newRecordingSink(sink.saved())
+	opts = testOptions(t, filepath.Join(dir, "*.log"))
+	opts.Checkpoints = sink.saved()
+	tl2, _ := startTailer(t, opts, again)
+	waitFor(t, "the file to be followed", func() bool { return len(tl2.Stats()) == 1 && tl2.Stats()[0].Offset == cp.Offset })
+	appendFile(t, path, "l5\n")
+	if got := data(waitLines(t, again, 1)); !slices.Equal(got, []string{"l5"}) {
+		t.Fatalf("after a restart: lines %q, want only l5", got)
+	}
+}
+
+// matchedAt reports whether tl follows a file at path that is matched by
+// its globs (not marked rotated).
+func matchedAt(tl *Tailer, path string) bool {
+	for _, f := range tl.Stats() {
+		if f.Path == path && f.RotatedAt.IsZero() {
+			return true
+		}
+	}
+	return false
+}

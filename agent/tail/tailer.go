@@ -28,6 +28,10 @@ var ErrRunning = errors.New("tail: Run called more than once")
 // that file (its inode was reused).
 var errNotRotated = errors.New("tail: not the rotated file")
 
+// errFinishing says a file's previous reader is still forgetting its
+// checkpoint: the file is opened by a later scan, once that is durable.
+var errFinishing = errors.New("tail: file being left")
+
 // maxRetired bounds the files remembered after their reader stopped.
 const maxRetired = 1024
 
@@ -136,6 +140,10 @@ type retiredFile struct {
 	offset int64
 	fp     fingerprint
 	at     time.Time
+	// forgetting is set while the reader that left the file forgets its
+	// checkpoint, forgot once it has: a reader resuming the file must
+	// then checkpoint its position at once.
+	forgetting, forgot bool
 }
 
 // restoredCheckpoint is a checkpoint from Options.Checkpoints, decoded.
@@ -429,7 +437,7 @@ func (t *Tailer) open(ctx context.Context, path string, input int, rotated bool)
 	if err := t.plan(r, fi.Size(), rotated); err != nil {
 		t.mu.Unlock()
 		_ = f.Close()
-		if !errors.Is(err, errNotRotated) {
+		if !errors.Is(err, errNotRotated) && !errors.Is(err, errFinishing) {
 			t.warnOnce(path, "cannot read file", err)
 		}
 		return fileKey{}, false
@@ -475,6 +483,9 @@ func (t *Tailer) warnOnce(path, msg string, err error) {
 // t.mu held.
 func (t *Tailer) plan(r *reader, size int64, recovering bool) error {
 	if ret, ok := t.retired[r.key]; ok {
+		if ret.forgetting {
+			return errFinishing
+		}
 		delete(t.retired, r.key)
 		fp := ret.fp
 		ok, err := fp.verify(r.f, size, r.fpScratch[:])
@@ -483,6 +494,7 @@ func (t *Tailer) plan(r *reader, size int64, recovering bool) error {
 		}
 		if ok && size >= ret.offset {
 			r.resume(ret.source, ret.offset, fp)
+			r.announce = ret.forgot && ret.source != ""
 			return nil
 		}
 	}
@@ -662,9 +674,20 @@ func (t *Tailer) retire(r *reader, finished, keep bool) bool {
 			}
 			delete(t.retired, oldest)
 		}
-		t.retired[r.key] = retiredFile{source: r.source, offset: r.commitOff, fp: r.fp, at: time.Now()}
+		t.retired[r.key] = retiredFile{source: r.source, offset: r.commitOff, fp: r.fp, at: time.Now(), forgetting: finished && r.source != ""}
 	}
 	return true
+}
+
+// forgotten records that the reader that left the file key has forgotten
+// its checkpoint (or given up doing so): a scan may open the file again.
+func (t *Tailer) forgotten(key fileKey) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if ret, ok := t.retired[key]; ok && ret.forgetting {
+		ret.forgetting, ret.forgot = false, true
+		t.retired[key] = ret
+	}
 }
 
 // Stats returns the state of every followed file, sorted by path.
