@@ -27,7 +27,6 @@ import (
 	"github.com/metership/metership/engine"
 	"github.com/metership/metership/internal/ctxtime"
 	"github.com/metership/metership/pipeline"
-	"github.com/metership/metership/record"
 )
 
 // cmdRun is the long-running agent: tail the configured sources into the
@@ -175,7 +174,7 @@ func newTailer(cfg conf.Config, p *pipeline.Pipeline, restored []buffer.Checkpoi
 		tags[i] = src.Tag
 		refresh = min(refresh, src.RefreshInterval.D())
 	}
-	sink, err := newTailSink(p, tags, m)
+	sink, err := tail.NewPipelineSink(p, tags, m)
 	if err != nil {
 		return nil, err
 	}
@@ -200,91 +199,6 @@ func newTailer(cfg conf.Config, p *pipeline.Pipeline, restored []buffer.Checkpoi
 		Logger:        log,
 		Metrics:       m,
 	}, sink)
-}
-
-// tailSink turns tailed chunks into durable batches. Consume runs on one
-// goroutine per file, so each call borrows its own Ingester.
-type tailSink struct {
-	p       *pipeline.Pipeline
-	tags    []string // by tail.Chunk.Input
-	pool    sync.Pool
-	metrics *tail.Metrics
-}
-
-func newTailSink(p *pipeline.Pipeline, tags []string, m *tail.Metrics) (*tailSink, error) {
-	s := &tailSink{p: p, tags: tags, metrics: m}
-	// Fail at start, not at the first line, if the ingester cannot be built.
-	in, err := s.newIngester()
-	if err != nil {
-		return nil, err
-	}
-	s.pool.Put(in)
-	return s, nil
-}
-
-// Consume commits the chunk's lines and its checkpoint: as one batch, or,
-// when the batch becomes Full first (dead letters escape to up to six
-// bytes a byte), as several, each with the checkpoint just past its last
-// line. Lines go through the pipeline's line policy (AddLine).
-func (s *tailSink) Consume(ctx context.Context, c *tail.Chunk) error {
-	in, err := s.ingester()
-	if err != nil {
-		return err
-	}
-	defer s.pool.Put(in)
-	in.SetTag(s.tags[c.Input])
-	lines := c.Lines
-	for i := range lines {
-		l := &lines[i]
-		in.AddLine(l.Data, l.TooLong, record.Source{ID: c.Source, Offset: l.Offset}, c.Path)
-		if i+1 < len(lines) && in.Full() {
-			in.SetCheckpoint(c.Checkpoint.Source, lines[i+1].Offset, c.Checkpoint.Meta)
-			if err := s.commit(ctx, in, c); err != nil {
-				return err
-			}
-			// Durable: the tailer's retry of this chunk, if a later piece
-			// fails, must not send these lines again.
-			c.Lines = lines[i+1:]
-		}
-	}
-	in.SetCheckpoint(c.Checkpoint.Source, c.Checkpoint.Offset, c.Checkpoint.Meta)
-	return s.commit(ctx, in, c)
-}
-
-// commit makes the batch durable. A full buffer is back-pressure: the
-// batch is held until an upload frees room (a blind retry by the reader
-// would resume up to its RetryMax late, and would re-send pieces of the
-// chunk already durable). On error the tailer keeps its position (the
-// buffer's checkpoint is the last durable piece's) and re-sends the rest.
-func (s *tailSink) commit(ctx context.Context, in *pipeline.Ingester, c *tail.Chunk) error {
-	err := in.Commit()
-	if errors.Is(err, buffer.ErrFull) {
-		s.metrics.SinkFull.Add(1)
-		err = in.CommitWait(ctx)
-	}
-	if err != nil {
-		in.Discard()
-		return fmt.Errorf("%s: %w", c.Path, err)
-	}
-	return nil
-}
-
-func (s *tailSink) ingester() (*pipeline.Ingester, error) {
-	if in, _ := s.pool.Get().(*pipeline.Ingester); in != nil {
-		return in, nil
-	}
-	return s.newIngester()
-}
-
-// newIngester makes an Ingester whose waits for buffer space count as the
-// tail readers' back-pressure.
-func (s *tailSink) newIngester() (*pipeline.Ingester, error) {
-	in, err := s.p.NewIngester("")
-	if err != nil {
-		return nil, err
-	}
-	in.OnPause(func(d time.Duration) { s.metrics.BackPressureNanos.Add(int64(d)) })
-	return in, nil
 }
 
 // checkpointGrace is how long a restored tail checkpoint may stay

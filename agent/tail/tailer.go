@@ -77,7 +77,10 @@ type Chunk struct {
 
 // Sink receives chunks. Consume returns nil only once the chunk's lines
 // and checkpoint are durable; the tailer then advances. On any error the
-// tailer keeps its position and retries the same chunk with backoff:
+// tailer keeps its position and retries the same chunk with backoff (a
+// Sink that made its first lines durable, with a checkpoint just past
+// them, before failing removes them from c.Lines, so the retry does not
+// send them again):
 // buffer.ErrFull is back-pressure, not failure, and nothing is dropped.
 // Consume is called from one goroutine per file, concurrently across
 // files, and must honour ctx.
