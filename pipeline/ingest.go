@@ -139,7 +139,11 @@ func (in *Ingester) reject(line []byte, offset int64, sourceName string, err err
 		// buffer.max_size, and say that the line was shortened.
 		overhead := len(record.AppendDeadLetter(in.scratch[:0], sourceName, offset, nil, reason)) + 128
 		keep := escapedPrefix(line, limit-overhead)
-		reason = fmt.Sprintf("%s (line shortened to its first %d bytes to fit buffer.max_size)", reason, keep)
+		if err == in.tooLong {
+			reason = fmt.Sprintf("line exceeds records.max_line_size (%d bytes); only its first %d bytes are kept here, to fit buffer.max_size", in.maxLine, keep)
+		} else {
+			reason = fmt.Sprintf("%s (line shortened to its first %d bytes to fit buffer.max_size)", reason, keep)
+		}
 		in.scratch = record.AppendDeadLetter(in.scratch[:0], sourceName, offset, line[:keep], reason)
 	}
 	in.batch.AddDeadLetter(in.p.now().UnixMilli(), in.scratch)
