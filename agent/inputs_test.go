@@ -80,6 +80,11 @@ func TestRunOverlappingGlobs(t *testing.T) {
 	if n := strings.Count(agent.out.String(), "following file"); n != 1 {
 		t.Fatalf("app.log followed %d times, want once\n%s", n, agent.out.String())
 	}
+	for _, l := range strings.Split(agent.out.String(), "\n") {
+		if strings.Contains(l, "following file") && strings.Count(l, `"source":`) != 1 {
+			t.Fatalf("the log line has the key source %d times: %s", strings.Count(l, `"source":`), l)
+		}
+	}
 	_, stderr, code := runAgent(t, srv, nil, "check", "-c", cfg)
 	if code != 0 {
 		t.Fatalf("check: exit %d\n%s", code, stderr)
