@@ -682,3 +682,68 @@ func matchedAt(tl *Tailer, path string) bool {
 	}
 	return false
 }
+
+// TestInputsOneReaderPerFile runs two inputs whose globs both match
+// app.log (*.log and app*): one reader follows it, under the first input;
+// renamed to app.log.1 (out of *.log, still in app*) it stays followed by
+// the same reader, is not left, and every line arrives once.
+func TestInputsOneReaderPerFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "app.log")
+	writeFile(t, path, "a1\na2\n")
+	opts := testOptions(t)
+	opts.Inputs = []Input{
+		{Name: "logs", Paths: []string{filepath.Join(dir, "*.log")}},
+		{Name: "app", Paths: []string{filepath.Join(dir, "app*")}, StartAt: StartEnd},
+	}
+	sink := &inputSink{recordingSink: newRecordingSink(nil)}
+	tl, _ := startTailer(t, opts, sink)
+	waitLines(t, sink.recordingSink, 2)
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the reader to follow app.log.1", func() bool {
+		st := tl.Stats()
+		return len(st) == 1 && st[0].Path == path+".1"
+	})
+	appendFile(t, path+".1", "a3\n")
+	got := waitLines(t, sink.recordingSink, 3)
+	if d := data(got); !slices.Equal(d, []string{"a1", "a2", "a3"}) {
+		t.Fatalf("lines %q", d)
+	}
+	if got[2].Source != got[0].Source {
+		t.Fatalf("a3 read under %s, a1 under %s: not the same reader", got[2].Source, got[0].Source)
+	}
+	st := tl.Stats()
+	if len(st) != 1 || st[0].Path != path+".1" || !st[0].RotatedAt.IsZero() {
+		t.Fatalf("stats %+v, want app.log.1 followed and matched", st)
+	}
+	if n := opts.Metrics.Rotations.Load(); n != 0 {
+		t.Fatalf("%d files left, want none", n)
+	}
+	sink.mu.Lock()
+	inputs := slices.Clone(sink.inputs)
+	sink.mu.Unlock()
+	for _, in := range inputs {
+		if in != 0 {
+			t.Fatalf("chunks of inputs %v, want only input 0 (the first that matched)", inputs)
+		}
+	}
+	sink.assertConsistent(t)
+}
+
+// inputSink records the Input of each chunk.
+type inputSink struct {
+	*recordingSink
+	inputs []int
+}
+
+func (s *inputSink) Consume(ctx context.Context, c *Chunk) error {
+	if err := s.recordingSink.Consume(ctx, c); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.inputs = append(s.inputs, c.Input)
+	s.mu.Unlock()
+	return nil
+}
