@@ -189,13 +189,19 @@ func TestFlushRetryWhenBufferFull(t *testing.T) {
 	if rc := x.Flush(first, "usage"); rc != FLBOK {
 		t.Fatalf("first Flush = %d, want FLBOK", rc)
 	}
+	// The second chunk is committed in pieces of a batch each (the
+	// pipeline's split rule): those that fit are durable, with the chunk's
+	// progress, and a retry adds nothing while nothing more fits.
+	var accepted int64
 	for i := 0; i < 3; i++ {
 		if rc := x.Flush(second, "usage"); rc != FLBRetry {
 			t.Fatalf("Flush into a full buffer = %d, want FLBRetry", rc)
 		}
-	}
-	if n := x.Pipeline().Stats().RecordsAccepted.Load(); n != 800 {
-		t.Fatalf("%d records accepted after the retried flushes, want 800 (a retry must write nothing)", n)
+		n := x.Pipeline().Stats().RecordsAccepted.Load()
+		if i > 0 && n != accepted || n < 800 || n >= 1100 {
+			t.Fatalf("%d records accepted after retry %d (%d before), want the same each time, from 800 to 1099", n, i, accepted)
+		}
+		accepted = n
 	}
 	unblock()
 	flushUntilOK(t, x, second, "usage")

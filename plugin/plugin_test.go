@@ -10,6 +10,7 @@ import (
 	"time"
 
 	fb "github.com/metership/metership/fluentbit/fbtest"
+	"github.com/metership/metership/internal/testutil/lineends"
 	"github.com/metership/metership/internal/testutil/s3server"
 )
 
@@ -321,5 +322,32 @@ func waitShipped(t *testing.T, srv *s3server.Server, n int) {
 			t.Fatalf("%d of %d records in the bucket", got, n)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestHarnessLineEndings flushes lineends' input as Fluent Bit's tail
+// input without a parser hands it over, one {"log": text} record a line,
+// with LF endings (no '\r') and with CRLF endings (a '\r' ending each
+// text): both give the records and dead letters the tailer and ship give
+// (agent's TestLineEndingsShipAndTail).
+func TestHarnessLineEndings(t *testing.T) {
+	for _, crlf := range []bool{false, true} {
+		t.Run(map[bool]string{false: "LF", true: "CRLF"}[crlf], func(t *testing.T) {
+			h := startHarness(t)
+			h.expect("register rc=0 type=2 proxy=11 flags=0 name=metership", "register")
+			root := t.TempDir()
+			h.expect("init a rc=1", "init a %s", h.props("a.props", fileProps(t, root, map[string]string{"records_max_line_size": lineends.MaxLineSize})))
+			c := new(fb.Chunk)
+			for _, l := range lineends.Lines() {
+				if crlf {
+					l += "\r"
+				}
+				c.V1(et, fb.Map{{Key: "log", Value: l}})
+			}
+			h.expect("flush a rc=1", "flush a usage.eol %s", h.file("eol.chunk", c.Bytes()))
+			h.expect("exit a rc=1", "exit a")
+			h.expect("unregister", "unregister")
+			lineends.Check(t, fb.ReadDir(t, filepath.Join(root, "ingest")), fb.ReadDir(t, filepath.Join(root, "failed-requests")))
+		})
 	}
 }
