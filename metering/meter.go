@@ -514,8 +514,8 @@ func (m *Meter) mergeLocked(seq uint64, sc *scanner) {
 		tooOld = floorHour(now.Add(-m.set.maxCarry)) - hourSeconds
 	}
 	type oldUsage struct {
-		first, last     int64
-		nanos, records  int64
+		first, last    int64
+		nanos, records int64
 	}
 	old := map[seriesKey]*oldUsage{}
 	for i := range sc.entries {
