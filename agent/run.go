@@ -57,7 +57,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	rt, err := engine.Start(inputCtx, cfg, engine.Options{Logger: log, Registerer: reg})
+	// Metering keeps hours open until every source has read what its
+	// files held at the start (metering.catch_up_timeout at most).
+	rt, err := engine.Start(inputCtx, cfg, engine.Options{Logger: log, Registerer: reg, CatchUpSources: len(cfg.Sources)})
 	if err != nil {
 		log.Error("cannot start", zap.Error(err))
 		return exitFailure
@@ -79,7 +81,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	restored := rt.Pipeline().Buffer().Checkpoints()
 	tailers := make([]*tail.Tailer, 0, len(cfg.Sources))
 	for i, src := range cfg.Sources {
-		t, err := newTailer(cfg, src, rt.Pipeline(), restored, log.With(zap.Int("source", i)), tailMetrics)
+		t, err := newTailer(cfg, src, rt.Pipeline(), restored, log.With(zap.Int("source", i)), tailMetrics, rt.SourceCaughtUp)
 		if err != nil {
 			log.Error("cannot start source", zap.Int("source", i), zap.Error(err))
 			stopInputs()
@@ -136,7 +138,10 @@ wait:
 		}
 	}
 	// Order: stop reading (every line read is already durable), then
-	// drain and report within the shutdown timeout, then stop HTTP.
+	// drain and report (with metering.report_on_stop, the hour in
+	// progress too) within the shutdown timeout, then stop HTTP. Every
+	// wait honours the timeout: what is left stays in buffer.dir and the
+	// ledger, and is logged, for the next start.
 	stopInputs()
 	inputs.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Agent.ShutdownTimeout.D())
@@ -151,7 +156,7 @@ wait:
 	return code
 }
 
-func newTailer(cfg conf.Config, src conf.Source, p *pipeline.Pipeline, restored []buffer.Checkpoint, log *zap.Logger, m *tail.Metrics) (*tail.Tailer, error) {
+func newTailer(cfg conf.Config, src conf.Source, p *pipeline.Pipeline, restored []buffer.Checkpoint, log *zap.Logger, m *tail.Metrics, caughtUp func()) (*tail.Tailer, error) {
 	sink, err := newTailSink(cfg, src, p, m)
 	if err != nil {
 		return nil, err
@@ -179,6 +184,7 @@ func newTailer(cfg conf.Config, src conf.Source, p *pipeline.Pipeline, restored 
 		Checkpoints:   restored,
 		Logger:        log,
 		Metrics:       m,
+		OnCaughtUp:    caughtUp,
 	}, sink)
 }
 

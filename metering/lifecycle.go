@@ -68,6 +68,6 @@ func (m *Meter) LogHeld() {
 		m.log.Warn("usage stays in the ledger, unreported, for the next start",
 			zap.String("dimension", s.key.dimension), zap.String("customer", s.key.customer),
 			zap.Times("pending_hours", pending), zap.Int64("pending_quantity", quantity),
-			zap.Times("open_hours", open), zap.String("open_usage", formatNanos(nanos)))
+			zap.Times("open_hours", open), zap.String("open_usage", FormatQuantity(nanos)))
 	}
 }

@@ -585,7 +585,7 @@ func (m *Meter) mergeLocked(seq uint64, sc *scanner) {
 		m.log.Warn("usage older than metering.max_carry is not billed; recorded as unbilled in the ledger",
 			zap.String("dimension", k.dimension), zap.String("customer", k.customer),
 			zap.Time("from", hourTime(o.first)), zap.Time("through", hourTime(o.last)),
-			zap.Int64("records", o.records), zap.String("quantity", formatNanos(o.nanos)),
+			zap.Int64("records", o.records), zap.String("quantity", FormatQuantity(o.nanos)),
 			zap.Duration("max_carry", m.set.maxCarry), zap.Uint64("segment", seq))
 	}
 	for api, n := range unmappedAPIs {
@@ -628,8 +628,9 @@ func compareKeys(a, b seriesKey) int {
 	return cmp.Or(strings.Compare(a.dimension, b.dimension), strings.Compare(a.customer, b.customer), strings.Compare(a.license, b.license))
 }
 
-// formatNanos renders billionths of a unit as an exact decimal.
-func formatNanos(n int64) string {
+// FormatQuantity renders usage in billionths of a unit (Summary.Unbilled)
+// as an exact decimal.
+func FormatQuantity(n int64) string {
 	s := strconv.FormatInt(n/nanosPerUnit, 10)
 	if f := n % nanosPerUnit; f != 0 {
 		s += "." + strings.TrimRight(fmt.Sprintf("%09d", f), "0")

@@ -223,6 +223,10 @@ func (t *Tailer) Run(ctx context.Context) error {
 	t.recoverRotated(readCtx)
 	t.first = false
 	t.updateWatches()
+	var startup backlog
+	if t.opts.OnCaughtUp != nil {
+		startup = t.checkCaughtUp(t.startupBacklog())
+	}
 
 	ticker := time.NewTicker(t.opts.RefreshInterval)
 	defer ticker.Stop()
@@ -232,6 +236,7 @@ func (t *Tailer) Run(ctx context.Context) error {
 			return nil
 		case <-ticker.C:
 			t.scanAndWatch(readCtx)
+			startup = t.checkCaughtUp(startup)
 		case <-t.scanTimer.C:
 			t.scanArmed = false
 			t.scanAndWatch(readCtx)
