@@ -43,6 +43,12 @@ func closedBefore(now time.Time, lateness time.Duration, pendingMin int64, hasPe
 	return cut
 }
 
+// nextClose is when the next hour closes after now: the end of the hour
+// in progress at now-lateness, plus lateness.
+func nextClose(now time.Time, lateness time.Duration) time.Time {
+	return hourTime(floorHour(now.Add(-lateness)) + hourSeconds).Add(lateness)
+}
+
 // windowSafety is how much of the API's window the reporter leaves unused:
 // an intent created for the oldest reportable hour still has this long to
 // be accepted (retries, a restart) before AWS would call it too old. It

@@ -20,6 +20,10 @@ func (m *Meter) SourceCaughtUp() {
 	m.catchUpLeft--
 	if m.catchUpLeft == 0 {
 		m.log.Info("every source has read its start-up backlog; hours close again")
+		select {
+		case m.kick <- struct{}{}:
+		default:
+		}
 	}
 }
 

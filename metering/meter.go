@@ -197,6 +197,9 @@ type Meter struct {
 	// never in two calls at once. A channel, not a mutex, so that waiting
 	// for a pass in progress honours the waiter's context.
 	reportSem chan struct{}
+	// kick asks Run for a pass now (hours closed when the catch-up gate
+	// opened), without waiting for the tick.
+	kick chan struct{}
 
 	// mu guards everything below; it is never held during an API call.
 	mu  sync.Mutex
@@ -306,6 +309,7 @@ func New(cfg conf.Metering, opts Options) (*Meter, error) {
 		sum:  Summary{Quantities: map[string]int64{}, Unbilled: map[string]int64{}},
 
 		reportSem:   make(chan struct{}, 1),
+		kick:        make(chan struct{}, 1),
 		catchUpLeft: opts.CatchUpSources,
 	}
 	m.catchUpUntil = m.now().Add(set.catchUp)

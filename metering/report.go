@@ -37,20 +37,25 @@ const (
 	maxRounds       = 4
 )
 
-// Run reports every closed hour now and then every Options.Tick until ctx
-// is done, then returns nil. Failures are logged and retried on the next
-// tick; usage is never dropped.
+// Run reports every closed hour now and then every Options.Tick, and
+// just after each hour closes, until ctx is done, then returns nil.
+// Failures are logged and retried on the next pass; usage is never
+// dropped.
 func (m *Meter) Run(ctx context.Context) error {
-	t := time.NewTicker(m.opts.Tick)
+	t := time.NewTimer(m.opts.Tick)
 	defer t.Stop()
 	for {
 		if err := m.ReportClosed(ctx); err != nil && ctx.Err() == nil {
-			m.log.Error("metering: closed hours not all reported; retrying next tick", zap.Error(err))
+			m.log.Error("metering: closed hours not all reported; retrying next pass", zap.Error(err))
 		}
+		// A pass right after each close gives an hour the whole of the
+		// time it has before leaving the window, whatever the tick.
+		t.Reset(min(m.opts.Tick, nextClose(m.now(), m.set.lateness).Sub(m.now())+time.Second))
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-m.kick:
 		}
 	}
 }
