@@ -160,7 +160,7 @@ func (e *Engine) Finish(ctx context.Context, drain bool) error {
 			}
 		}
 	}
-	if e.meter != nil && (len(errs) > 0 || !drain) {
+	if e.meter != nil {
 		e.meter.meter.LogHeld()
 	}
 	e.cancel()

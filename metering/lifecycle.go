@@ -69,7 +69,7 @@ func (m *Meter) LogHeld() {
 		if len(pending) == 0 && len(open) == 0 {
 			continue
 		}
-		m.log.Warn("usage stays in the ledger, unreported, for the next start",
+		m.log.Info("usage stays in the ledger, unreported, for the next start",
 			zap.String("dimension", s.key.dimension), zap.String("customer", s.key.customer),
 			zap.Times("pending_hours", pending), zap.Int64("pending_quantity", quantity),
 			zap.Times("open_hours", open), zap.String("open_usage", FormatQuantity(nanos)))
