@@ -362,3 +362,49 @@ func TestShipMaxCarry(t *testing.T) {
 		t.Fatalf("%d records shipped to S3, want 3", n)
 	}
 }
+
+// TestShipTimeoutWhileThrottled: every call is answered
+// ThrottlingException. `ship --timeout` gives up at its deadline, also
+// when the ledger holds an hour left by an earlier ship that the
+// reporting loop is retrying, and says INCOMPLETE; once Marketplace
+// answers, the next ship reports what was left, exactly once.
+func TestShipTimeoutWhileThrottled(t *testing.T) {
+	srv := s3server.Start(t)
+	emu := emulator.New(emulator.DefaultConfig())
+	hs := httptest.NewServer(emu)
+	defer hs.Close()
+	emu.InjectFaults(emulator.Faults{Throttle: 1 << 30})
+	now := hourLeft(2 * time.Minute)
+	closed := now.Truncate(time.Hour).Add(-time.Hour)
+	dir := t.TempDir()
+	input := filepath.Join(dir, "usage.ndjson")
+	if err := os.WriteFile(input, []byte(meterLines("c1", "api-calls", 3, closed.Add(time.Minute), closed.Add(2*time.Minute))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := s3Config(t, srv, "", filepath.Join(dir, "buf"), strings.ReplaceAll(meterUsageMode, "EMULATOR", hs.URL))
+	const bound = 20 * time.Second // --timeout 3s, plus slack for a loaded machine
+	for range 2 {
+		start := time.Now()
+		stdout, stderr, code := runAgent(t, srv, strings.NewReader(""), "ship", "--timeout", "3s", "-c", cfg, input)
+		if took := time.Since(start); took > bound {
+			t.Fatalf("ship --timeout 3s took %s\n%s\n%s", took, stdout, stderr)
+		}
+		if code == 0 || !strings.Contains(stdout, "INCOMPLETE") {
+			t.Fatalf("ship exit %d, want INCOMPLETE while throttled\n%s\n%s", code, stdout, stderr)
+		}
+		mustContain(t, stderr, "usage stays in the ledger")
+	}
+	if n := len(emu.State().Records); n != 0 {
+		t.Fatalf("%d records accepted while throttled", n)
+	}
+	emu.InjectFaults(emulator.Faults{})
+	stdout, stderr, code := runAgent(t, srv, strings.NewReader(""), "ship", "-c", cfg, "-")
+	if code != 0 {
+		t.Fatalf("ship exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	st := emu.State()
+	noDuplicates(t, st)
+	if want := map[string]int64{"api_calls " + closed.Format("15:04"): 6}; fmt.Sprint(reported(st)) != fmt.Sprint(want) {
+		t.Fatalf("reported %v, want %v", reported(st), want)
+	}
+}

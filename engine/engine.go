@@ -161,7 +161,7 @@ func (e *Engine) Finish(ctx context.Context, drain bool) error {
 		}
 	}
 	if e.meter != nil {
-		e.meter.meter.LogHeld()
+		e.meter.meter.LogHeld(len(errs) > 0)
 	}
 	e.cancel()
 	e.wg.Wait()

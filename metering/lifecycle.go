@@ -45,8 +45,13 @@ func (m *Meter) catchingUpLocked(now time.Time) bool {
 // LogHeld logs, one line per series, the usage the ledger still holds
 // unreported: pending intents (sent again by the next pass or start) and
 // hours not yet closed. A stopping agent calls it last, so what the next
-// start will report is in its log.
-func (m *Meter) LogHeld() {
+// start will report is in its log: at Warn when its last report failed
+// (throttling, an outage, the shutdown deadline), else at Info.
+func (m *Meter) LogHeld(failed bool) {
+	logf := m.log.Info
+	if failed {
+		logf = m.log.Warn
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, s := range m.led.sortedSeries() {
@@ -69,7 +74,7 @@ func (m *Meter) LogHeld() {
 		if len(pending) == 0 && len(open) == 0 {
 			continue
 		}
-		m.log.Info("usage stays in the ledger, unreported, for the next start",
+		logf("usage stays in the ledger, unreported, for the next start",
 			zap.String("dimension", s.key.dimension), zap.String("customer", s.key.customer),
 			zap.Times("pending_hours", pending), zap.Int64("pending_quantity", quantity),
 			zap.Times("open_hours", open), zap.String("open_usage", FormatQuantity(nanos)))

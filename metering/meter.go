@@ -313,6 +313,9 @@ func New(cfg conf.Metering, opts Options) (*Meter, error) {
 		catchUpLeft: opts.CatchUpSources,
 	}
 	m.catchUpUntil = m.now().Add(set.catchUp)
+	if set.catchUp <= 0 {
+		m.catchUpLeft = 0 // catch_up_timeout 0: hours never wait for sources
+	}
 	m.metrics, err = newMetrics(opts.Registerer, m)
 	if err != nil {
 		return nil, fmt.Errorf("metering: register metrics: %w", err)
