@@ -56,7 +56,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	rt, err := engine.Start(inputCtx, cfg, engine.Options{Logger: log, Registerer: reg})
+	// Metering keeps hours open until every source has read what its
+	// files held at the start (metering.catch_up_timeout at most).
+	rt, err := engine.Start(inputCtx, cfg, engine.Options{Logger: log, Registerer: reg, CatchUpSources: min(len(cfg.Sources), 1)}) // one tailer reads every source
 	if err != nil {
 		log.Error("cannot start", zap.Error(err))
 		return exitFailure
@@ -77,7 +79,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	// sources' globs is read once (by the first source that matched it).
 	var tailers []*tail.Tailer
 	if len(cfg.Sources) > 0 {
-		t, err := newTailer(cfg, rt.Pipeline(), rt.Pipeline().Buffer().Checkpoints(), log, tailMetrics)
+		t, err := newTailer(cfg, rt.Pipeline(), rt.Pipeline().Buffer().Checkpoints(), log, tailMetrics, rt.SourceCaughtUp)
 		if err != nil {
 			log.Error("cannot start sources", zap.Error(err))
 			stopInputs()
@@ -137,7 +139,10 @@ wait:
 		}
 	}
 	// Order: stop reading (every line read is already durable), then
-	// drain and report within the shutdown timeout, then stop HTTP.
+	// drain and report (with metering.report_on_stop, the hour in
+	// progress too) within the shutdown timeout, then stop HTTP. Every
+	// wait honours the timeout: what is left stays in buffer.dir and the
+	// ledger, and is logged, for the next start.
 	stopInputs()
 	inputs.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Agent.ShutdownTimeout.D())
@@ -167,7 +172,7 @@ func tailInputs(sources []conf.Source) []tail.Input {
 	return inputs
 }
 
-func newTailer(cfg conf.Config, p *pipeline.Pipeline, restored []buffer.Checkpoint, log *zap.Logger, m *tail.Metrics) (*tail.Tailer, error) {
+func newTailer(cfg conf.Config, p *pipeline.Pipeline, restored []buffer.Checkpoint, log *zap.Logger, m *tail.Metrics, caughtUp func()) (*tail.Tailer, error) {
 	tags := make([]string, len(cfg.Sources))
 	refresh := cfg.Sources[0].RefreshInterval.D()
 	for i, src := range cfg.Sources {
@@ -198,6 +203,7 @@ func newTailer(cfg conf.Config, p *pipeline.Pipeline, restored []buffer.Checkpoi
 		Checkpoints:   restored,
 		Logger:        log,
 		Metrics:       m,
+		OnCaughtUp:    caughtUp,
 	}, sink)
 }
 

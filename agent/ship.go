@@ -28,6 +28,7 @@ func cmdShip(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	path := configFlag(fs)
 	timeout := fs.Duration("timeout", 0, "give up waiting for the output after this long (0: wait until it works); what is not shipped stays in buffer.dir")
 	tag := fs.String("tag", "metership", "tag of the records ($TAG in output.key_format)")
+	final := fs.Bool("final", false, "also report the metering hour in progress (and hours within metering.lateness): nothing more will be sent for them from this buffer.dir")
 	if err := fs.Parse(args); err != nil {
 		return exitConfig
 	}
@@ -51,7 +52,11 @@ func cmdShip(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 
 	start := time.Now()
-	rt, err := engine.Start(ctx, cfg, engine.Options{Logger: log})
+	report := engine.FinalClosed
+	if *final {
+		report = engine.FinalAll
+	}
+	rt, err := engine.Start(ctx, cfg, engine.Options{Logger: log, FinalReport: report})
 	if err != nil {
 		fmt.Fprintf(stderr, "metership: %v\n", err)
 		return exitFailure

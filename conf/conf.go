@@ -107,9 +107,25 @@ type Metering struct {
 	// "dimension:<name>" to take it from a record dimension.
 	LicenseARN string   `yaml:"license_arn"`
 	Lateness   Duration `yaml:"lateness"`
+	// Window is how long after its hour a usage record may still be sent:
+	// AWS refuses records 6 hours or more after the event, for MeterUsage
+	// and BatchMeterUsage alike.
 	Window     Duration `yaml:"window"`
 	ReportZero bool     `yaml:"report_zero"`
 	DryRun     bool     `yaml:"dry_run"`
+	// ReportOnStop reports every hour held, the one in progress included,
+	// when the agent stops (SIGTERM) or the plugin exits: a pod whose
+	// ledger dies with it would lose that usage otherwise. Turn it off
+	// for ledgers on persistent volumes.
+	ReportOnStop bool `yaml:"report_on_stop"`
+	// MaxCarry: usage of an hour older than this when it is counted is
+	// not billed but recorded as unbilled (ledger, metrics, logs); 0 is
+	// no limit. It keeps replayed archives from being billed today.
+	MaxCarry Duration `yaml:"max_carry"`
+	// CatchUpTimeout bounds how long, after a start, hours stay open
+	// while the sources read what their files held at the start, so a
+	// backlog's usage lands in its own hours.
+	CatchUpTimeout Duration `yaml:"catch_up_timeout"`
 }
 
 // Server configures the HTTP endpoint.
@@ -158,6 +174,10 @@ func Default() Config {
 			Mode:           "off",
 			CustomerIDType: "customer_identifier",
 			Lateness:       Duration(5 * 60e9),
+			Window:         Duration(6 * 3600e9),
+			ReportOnStop:   true,
+			MaxCarry:       Duration(24 * 3600e9),
+			CatchUpTimeout: Duration(10 * 60e9),
 		},
 		Server: Server{Listen: ":9464", UnreadyAfter: Duration(5 * 60e9)},
 		Log:    Log{Level: "info", Format: "json"},
@@ -229,11 +249,9 @@ func (c *Config) fill() {
 		c.Metering.Region = c.Output.Region
 	}
 	if c.Metering.Window == 0 {
-		if c.Metering.Mode == "batch_meter_usage" {
-			c.Metering.Window = Duration(24 * 3600e9)
-		} else {
-			c.Metering.Window = Duration(6 * 3600e9)
-		}
+		// Both APIs: records are not accepted 6 hours or more after the
+		// event.
+		c.Metering.Window = Duration(6 * 3600e9)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/metership/metership/record"
 	"github.com/metership/metership/ship"
@@ -286,6 +287,17 @@ func (c *Config) validateMetering(v *collector) {
 	}
 	if m.Window.D().Hours() < 1 || m.Window.D().Hours() > 24*7 {
 		v.add("metering.window", "%s must be between 1h and 168h", m.Window)
+	} else if m.Lateness >= 0 && m.Window.D()-time.Hour-m.Lateness.D() < MinReportSlack {
+		// Hour H closes at H+1h+lateness and is refused from H+window on:
+		// in between it must have time to be sent.
+		v.add("metering.window", "%s leaves no time to report an hour: it must exceed 1h + metering.lateness (%s) by at least %s",
+			m.Window, m.Lateness, MinReportSlack)
+	}
+	if m.MaxCarry < 0 {
+		v.add("metering.max_carry", "must not be negative (0: no limit)")
+	}
+	if m.CatchUpTimeout < 0 {
+		v.add("metering.catch_up_timeout", "must not be negative")
 	}
 	if m.Endpoint != "" {
 		if u, err := url.Parse(m.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -293,6 +305,10 @@ func (c *Config) validateMetering(v *collector) {
 		}
 	}
 }
+
+// MinReportSlack is the least time metering.window must leave between an
+// hour closing (its end plus metering.lateness) and AWS refusing it.
+const MinReportSlack = 5 * time.Minute
 
 // ValidateMetering checks a metering section as Validate does, for a
 // caller given the section alone (metering.New).

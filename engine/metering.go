@@ -3,9 +3,11 @@ package engine
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path/filepath"
+	"slices"
 	"sort"
-	"sync"
+	"strings"
 	"sync/atomic"
 
 	mm "github.com/aws/aws-sdk-go-v2/service/marketplacemetering"
@@ -48,11 +50,14 @@ func (c *lateCounter) NewBatchCount() pipeline.BatchCount {
 type meterRuntime struct {
 	log   *zap.Logger
 	meter *metering.Meter
+	// cancel stops Run's loop; done is closed when it has returned.
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // newMeterRuntime opens the ledger once the pipeline (and so the buffer,
 // which owns the agent id used in ClientTokens) exists.
-func newMeterRuntime(cfg conf.Config, p *pipeline.Pipeline, client *mm.Client, log *zap.Logger, reg prometheus.Registerer) (*meterRuntime, error) {
+func newMeterRuntime(cfg conf.Config, p *pipeline.Pipeline, client *mm.Client, log *zap.Logger, reg prometheus.Registerer, catchUpSources int) (*meterRuntime, error) {
 	m := &meterRuntime{log: log}
 	var err error
 	m.meter, err = metering.New(cfg.Metering, metering.Options{
@@ -65,6 +70,7 @@ func newMeterRuntime(cfg conf.Config, p *pipeline.Pipeline, client *mm.Client, l
 		Pending: func() (int64, bool) {
 			return p.Buffer().PendingMinTime(m.meter.Counted)
 		},
+		CatchUpSources: catchUpSources,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("metering: %w", err)
@@ -72,18 +78,37 @@ func newMeterRuntime(cfg conf.Config, p *pipeline.Pipeline, client *mm.Client, l
 	return m, nil
 }
 
-// start reports hours as they close.
-func (m *meterRuntime) start(ctx context.Context, wg *sync.WaitGroup) {
-	wg.Add(1)
+// start reports hours as they close, until stop.
+func (m *meterRuntime) start(ctx context.Context) {
+	ctx, m.cancel = context.WithCancel(ctx)
+	m.done = make(chan struct{})
 	go func() {
-		defer wg.Done()
+		defer close(m.done)
 		if err := m.meter.Run(ctx); err != nil && ctx.Err() == nil {
 			m.log.Error("metering stopped", zap.Error(err))
 		}
 	}()
 }
 
-func (m *meterRuntime) reportClosed(ctx context.Context) error { return m.meter.ReportClosed(ctx) }
+// stop ends Run's loop and waits for it: its pass in progress gives up
+// (its intents stay pending) as soon as its context is canceled.
+func (m *meterRuntime) stop() {
+	if m.cancel != nil {
+		m.cancel()
+		<-m.done
+	}
+}
+
+// report is the last reporting pass of a Finish.
+func (m *meterRuntime) report(ctx context.Context, final FinalReport) error {
+	switch final {
+	case FinalAll:
+		return m.meter.ReportFinal(ctx)
+	case FinalClosed:
+		return m.meter.ReportClosed(ctx)
+	}
+	return m.meter.ReportOnStop(ctx)
+}
 
 func (m *meterRuntime) summary() []string {
 	s := m.meter.Summary()
@@ -98,6 +123,14 @@ func (m *meterRuntime) summary() []string {
 	sort.Strings(dims)
 	for _, d := range dims {
 		lines = append(lines, fmt.Sprintf("metering quantity:  %s = %d", d, s.Quantities[d]))
+	}
+	if s.UnbilledRecords > 0 {
+		var parts []string
+		for _, d := range slices.Sorted(maps.Keys(s.Unbilled)) {
+			parts = append(parts, d+" = "+metering.FormatQuantity(s.Unbilled[d]))
+		}
+		lines = append(lines, fmt.Sprintf("metering unbilled:  %d records older than metering.max_carry, recorded in the ledger, not billed (%s)",
+			s.UnbilledRecords, strings.Join(parts, ", ")))
 	}
 	if s.RecordsUnmapped > 0 {
 		lines = append(lines, fmt.Sprintf("metering unmapped:  %d records (meterApiName not in metering.dimensions)", s.RecordsUnmapped))

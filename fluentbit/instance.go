@@ -210,7 +210,8 @@ func (x *Instance) putFlusher(f *flusher) {
 }
 
 // Exit drains the instance: no flush starts after it, the buffer is
-// sealed and uploaded (and closed metering hours reported) within
+// sealed and uploaded (and metering hours reported, with
+// metering_report_on_stop the one in progress too) within
 // agent_shutdown_timeout, and what could not be uploaded stays in
 // buffer_dir for the next start. It returns FLBOK; a second call does
 // nothing.

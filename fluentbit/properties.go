@@ -95,7 +95,13 @@ func propertyDoc(name string) string {
 	case "metering_lateness":
 		return "How long after an hour ends records may still arrive for it."
 	case "metering_window":
-		return "How far back an hour may be reported. 0: 6h for `meter_usage`, 24h for `batch_meter_usage`."
+		return "How long after its hour usage may still be reported: 6h, AWS's limit for both APIs."
+	case "metering_report_on_stop":
+		return "On exit, report every hour held, the one in progress included (turn off when buffer_dir is on a persistent volume)."
+	case "metering_max_carry":
+		return "Usage of an hour older than this when counted is recorded as unbilled, not billed now; 0: no limit."
+	case "metering_catch_up_timeout":
+		return "Not used by the plugin (how long the agent keeps hours open while its sources read their backlog)."
 	case "metering_report_zero":
 		return "Report hours with zero usage."
 	case "metering_dry_run":

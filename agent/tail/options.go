@@ -110,6 +110,12 @@ type Options struct {
 	Logger *zap.Logger
 	// Metrics, if set, is updated as the tailer works.
 	Metrics *Metrics
+	// OnCaughtUp, if set, is called once, from Run's goroutine, when
+	// everything the files found by the first scan held at that moment is
+	// durably read (a file that stops being followed counts as read). A
+	// file whose last line never gets its newline keeps it from being
+	// called: callers bound the wait.
+	OnCaughtUp func()
 }
 
 // withDefaults returns o with zero fields set to their defaults, or an

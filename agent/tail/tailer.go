@@ -237,6 +237,10 @@ func (t *Tailer) Run(ctx context.Context) error {
 	t.recoverRotated(readCtx)
 	t.first = false
 	t.updateWatches()
+	var startup backlog
+	if t.opts.OnCaughtUp != nil {
+		startup = t.checkCaughtUp(t.startupBacklog())
+	}
 
 	ticker := time.NewTicker(t.opts.RefreshInterval)
 	defer ticker.Stop()
@@ -246,6 +250,7 @@ func (t *Tailer) Run(ctx context.Context) error {
 			return nil
 		case <-ticker.C:
 			t.scanAndWatch(readCtx)
+			startup = t.checkCaughtUp(startup)
 		case <-t.scanTimer.C:
 			t.scanArmed = false
 			t.scanAndWatch(readCtx)
