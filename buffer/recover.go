@@ -54,6 +54,7 @@ func Open(opts Options) (*Buffer, error) {
 		lockFile:    lock,
 		ops:         osFileOps(),
 		changed:     make(chan struct{}),
+		failedCh:    make(chan struct{}),
 		checkpoints: checkpointMap{},
 	}
 	b.cond = sync.NewCond(&b.mu)
