@@ -133,6 +133,14 @@ wait:
 			log.Error("source failed; shutting down", zap.Error(err))
 			code = exitFailure
 			break wait
+		case <-rt.Pipeline().Buffer().Failed():
+			// A disk error the buffer could not recover from in place:
+			// exit non-zero so the supervisor restarts the agent, whose
+			// recovery at start keeps every acknowledged record.
+			_, why := rt.Pipeline().Healthy()
+			log.Error("buffer failed; exiting to be restarted", zap.String("reason", why))
+			code = exitFailure
+			break wait
 		}
 	}
 	// Order: stop reading (every line read is already durable), then
@@ -458,7 +466,11 @@ func startHTTP(listen string, p *pipeline.Pipeline, reg *prometheus.Registry, lo
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "ok")
+		ok, why := p.Healthy()
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		fmt.Fprintln(w, why)
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		ok, why := p.Ready()
