@@ -65,7 +65,22 @@ type Options struct {
 	AgentID string
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+	// Faults, when set, is called before each write, fsync and truncate
+	// of a segment file with the operation and the file's path; an error
+	// it returns fails the operation in its place. Tests only: a failed
+	// fsync cannot be had for real.
+	Faults func(op FileOp, path string) error
 }
+
+// FileOp names a segment file operation, for Options.Faults.
+type FileOp int
+
+// The segment file operations Options.Faults can fail.
+const (
+	OpWrite FileOp = iota
+	OpSync
+	OpTruncate
+)
 
 // Stats is a snapshot for metrics and readiness.
 type Stats struct {

@@ -136,6 +136,33 @@ func osFileOps() fileOps {
 	}
 }
 
+// withFaults puts Options.Faults in front of ops.
+func withFaults(ops fileOps, faults func(FileOp, string) error) fileOps {
+	if faults == nil {
+		return ops
+	}
+	return fileOps{
+		writeAt: func(f *os.File, p []byte, off int64) (int, error) {
+			if err := faults(OpWrite, f.Name()); err != nil {
+				return 0, err
+			}
+			return ops.writeAt(f, p, off)
+		},
+		sync: func(f *os.File) error {
+			if err := faults(OpSync, f.Name()); err != nil {
+				return err
+			}
+			return ops.sync(f)
+		},
+		truncate: func(f *os.File, size int64) error {
+			if err := faults(OpTruncate, f.Name()); err != nil {
+				return err
+			}
+			return ops.truncate(f, size)
+		},
+	}
+}
+
 // AgentID is the id that names this buffer's producer in object keys.
 func (b *Buffer) AgentID() string { return b.agentID }
 

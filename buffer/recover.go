@@ -52,7 +52,7 @@ func Open(opts Options) (*Buffer, error) {
 		opts:        opts,
 		dir:         opts.Dir,
 		lockFile:    lock,
-		ops:         osFileOps(),
+		ops:         withFaults(osFileOps(), opts.Faults),
 		changed:     make(chan struct{}),
 		failedCh:    make(chan struct{}),
 		checkpoints: checkpointMap{},

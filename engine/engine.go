@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/metership/metership/buffer"
 	"github.com/metership/metership/conf"
 	"github.com/metership/metership/metering"
 	"github.com/metership/metership/pipeline"
@@ -35,6 +36,8 @@ type Engine struct {
 type Options struct {
 	Logger     *zap.Logger
 	Registerer prometheus.Registerer
+	// BufferFaults is buffer.Options.Faults (tests only).
+	BufferFaults func(buffer.FileOp, string) error
 }
 
 // Start opens the buffer (recovering what a previous run left), starts
@@ -46,7 +49,7 @@ func Start(ctx context.Context, cfg conf.Config, opts Options) (*Engine, error) 
 	}
 	e := &Engine{cfg: cfg, log: log}
 	metered := cfg.Metering.Mode != "" && cfg.Metering.Mode != "off"
-	popts := pipeline.Options{Logger: log, Registerer: opts.Registerer, UnhealthyAfter: cfg.Server.UnreadyAfter.D()}
+	popts := pipeline.Options{Logger: log, Registerer: opts.Registerer, UnhealthyAfter: cfg.Server.UnreadyAfter.D(), BufferFaults: opts.BufferFaults}
 	late := &lateCounter{}
 	if metered {
 		popts.Counter = late

@@ -79,6 +79,9 @@ type Options struct {
 	// reports false; default 5m.
 	UnhealthyAfter time.Duration
 	Now            func() time.Time
+	// BufferFaults is buffer.Options.Faults (tests: disk errors that
+	// cannot be had for real).
+	BufferFaults func(buffer.FileOp, string) error
 }
 
 // Pipeline is one running instance of the core.
@@ -201,6 +204,7 @@ func New(ctx context.Context, cfg conf.Config, opts Options) (*Pipeline, error) 
 		SyncInterval: cfg.Buffer.SyncInterval.D(),
 		AgentID:      cfg.Agent.ID,
 		Now:          now,
+		Faults:       opts.BufferFaults,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("buffer.dir %s: %w", cfg.Buffer.Dir, err)
