@@ -182,6 +182,9 @@ func (b *Buffer) Dir() string { return b.dir }
 // and commit frames, a new segment's header) is not counted against the
 // limit, so the files exceed MaxSize by at most one batch's framing.
 func (b *Buffer) Write(batch *Batch) error {
+	if batch.Empty() {
+		return nil
+	}
 	err := b.write(batch)
 	if !errors.Is(err, ErrFull) && !errors.Is(err, ErrTooLarge) && !errors.Is(err, ErrClosed) {
 		b.mu.Lock()
