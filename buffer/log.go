@@ -716,14 +716,9 @@ func (b *Buffer) SealOlderThan(age time.Duration) (bool, error) {
 	return b.sealIf(func(a *activeSegment) bool { return b.opts.Now().Sub(a.firstData) >= age })
 }
 
-func (b *Buffer) sealIf(due func(*activeSegment) bool) (sealed bool, err error) {
+func (b *Buffer) sealIf(due func(*activeSegment) bool) (bool, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	defer func() {
-		if sealed || (err != nil && !errors.Is(err, ErrClosed)) {
-			b.noteDiskLocked(err)
-		}
-	}()
 	for {
 		if err := b.usableLocked(); err != nil {
 			return false, err
@@ -736,10 +731,15 @@ func (b *Buffer) sealIf(due func(*activeSegment) bool) (sealed bool, err error) 
 			b.cond.Wait()
 			continue
 		}
-		if err := b.sealLocked(); err != nil {
-			return false, err
+		err := b.sealLocked()
+		b.noteDiskLocked(err)
+		if errors.Is(err, ErrNotDurable) {
+			// The seal's fsync failed and the buffer recovered in place:
+			// what was durable is sealed, and the writers of what was cut
+			// off were told.
+			return true, nil
 		}
-		return true, nil
+		return err == nil, err
 	}
 }
 
@@ -1064,7 +1064,9 @@ func (b *Buffer) close(seal bool) error {
 	case b.failed != nil:
 		err = b.failedErrLocked()
 	case seal:
-		err = b.sealLocked()
+		if err = b.sealLocked(); errors.Is(err, ErrNotDurable) {
+			err = nil // recovered in place: what was durable is sealed
+		}
 	}
 	if b.active != nil {
 		b.active.f.Close()
