@@ -276,3 +276,26 @@ func TestWriteErrorUntruncatableRecovers(t *testing.T) {
 		t.Fatalf("records = %q, want %q", got, want)
 	}
 }
+
+// A failed write (a full disk) is reported in Stats until a Write
+// succeeds; a seal that succeeds meanwhile does not clear it, since it
+// does not show that batches fit again.
+func TestDiskErrorUntilWriteSucceeds(t *testing.T) {
+	b := openT(t, Options{Dir: t.TempDir()})
+	d := injectFaults(b)
+	mustWrite(t, b, makeBatch(1, 2, ""))
+	d.set(&d.failWrite, 1)
+	if err := b.Write(makeBatch(2, 2, "")); !errors.Is(err, syscall.EIO) || errors.Is(err, ErrNotDurable) || errors.Is(err, ErrFailed) {
+		t.Fatalf("Write = %v, want the disk error alone", err)
+	}
+	if err := b.Seal(); err != nil {
+		t.Fatal(err)
+	}
+	if st := b.Stats(); !errors.Is(st.DiskError, syscall.EIO) || st.DiskErrors != 1 || st.Recoveries != 0 {
+		t.Fatalf("Stats after a failed write and a good seal = %+v, want the write's error kept", st)
+	}
+	mustWrite(t, b, makeBatch(3, 1, ""))
+	if st := b.Stats(); st.DiskError != nil || !st.DiskErrorSince.IsZero() {
+		t.Fatalf("Stats after a good write = %+v, want no disk error", st)
+	}
+}

@@ -63,6 +63,7 @@ type Buffer struct {
 	// diskErr is the last disk error of a Write, Seal or Ack since the
 	// last one that succeeded, and diskErrSince when that run began.
 	diskErr      error
+	diskErrOp    diskOp
 	diskErrSince time.Time
 	diskErrors   uint64
 	nextSeq      uint64
@@ -188,16 +189,13 @@ func (b *Buffer) Write(batch *Batch) error {
 	err := b.write(batch)
 	if !errors.Is(err, ErrFull) && !errors.Is(err, ErrTooLarge) && !errors.Is(err, ErrClosed) {
 		b.mu.Lock()
-		b.noteDiskLocked(err)
+		b.noteDiskLocked(diskWrite, err)
 		b.mu.Unlock()
 	}
 	return err
 }
 
 func (b *Buffer) write(batch *Batch) error {
-	if batch.Empty() {
-		return nil
-	}
 	if batch.tooLarge || len(batch.tag) > MaxFrameData || checkpointsSize(batch.checkpoints) > MaxFrameData {
 		return fmt.Errorf("%w: a frame exceeds %d bytes", ErrTooLarge, MaxFrameData)
 	}
@@ -527,18 +525,32 @@ func (b *Buffer) resealLocked(a *activeSegment, durable int64) error {
 	return nil
 }
 
+// diskOp says which operation a disk error came from.
+type diskOp int
+
+const (
+	diskWrite diskOp = iota
+	diskSeal
+	diskAck
+)
+
 // noteDiskLocked records the outcome of a Write, Seal or Ack for health
-// checks: a disk error starts or continues a run of failures, success
-// ends it.
-func (b *Buffer) noteDiskLocked(err error) {
+// checks: a disk error starts or continues a run of failures; a Write
+// that succeeds ends it (the buffer takes data again), and so does a
+// success of the kind of operation that last failed. A seal or an ack
+// that succeeds does not prove that Writes do (a full disk may leave room
+// for a rename or a small state file, not for a batch).
+func (b *Buffer) noteDiskLocked(op diskOp, err error) {
 	if err == nil {
-		b.diskErr, b.diskErrSince = nil, time.Time{}
+		if b.diskErr != nil && (op == diskWrite || op == b.diskErrOp) {
+			b.diskErr, b.diskErrSince = nil, time.Time{}
+		}
 		return
 	}
 	if b.diskErr == nil {
 		b.diskErrSince = b.opts.Now()
 	}
-	b.diskErr = err
+	b.diskErr, b.diskErrOp = err, op
 	b.diskErrors++
 }
 
@@ -732,7 +744,7 @@ func (b *Buffer) sealIf(due func(*activeSegment) bool) (bool, error) {
 			continue
 		}
 		err := b.sealLocked()
-		b.noteDiskLocked(err)
+		b.noteDiskLocked(diskSeal, err)
 		if errors.Is(err, ErrNotDurable) {
 			// The seal's fsync failed and the buffer recovered in place:
 			// what was durable is sealed, and the writers of what was cut
@@ -798,7 +810,7 @@ func (b *Buffer) AckAll(segs []*Segment) error {
 			seg.acking = false
 		}
 		err = fmt.Errorf("buffer: ack segment %d: %w", segs[0].Seq, err)
-		b.noteDiskLocked(err)
+		b.noteDiskLocked(diskAck, err)
 		return err
 	}
 	for _, seg := range segs {
@@ -818,7 +830,7 @@ func (b *Buffer) AckAll(segs []*Segment) error {
 		seg.inFlight = false
 		b.diskSize -= seg.Size
 	}
-	b.noteDiskLocked(nil)
+	b.noteDiskLocked(diskAck, nil)
 	b.notifyLocked()
 	return nil
 }
@@ -866,7 +878,7 @@ func (b *Buffer) beginRemoval(segs []*Segment) error {
 		err = fmt.Errorf("buffer: remove segment %d: %w", segs[0].Seq, err)
 		b.mu.Lock()
 		undo()
-		b.noteDiskLocked(err)
+		b.noteDiskLocked(diskAck, err)
 		b.mu.Unlock()
 		return err
 	}
