@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -120,4 +121,87 @@ func TestRunDiskFull(t *testing.T) {
 		t.Fatalf("exit %d after SIGTERM\n%s", code, agent.out.String())
 	}
 	assertSeqOnce(t, srv, 500)
+}
+
+// faultBin is the agent built with -tags faultinject (faults_on.go), once.
+var faultBin = sync.OnceValues(func() (string, error) {
+	path := binPath + "-faultinject"
+	out, err := exec.Command("go", "build", "-tags", "faultinject", "-o", path, ".").CombinedOutput()
+	if err != nil {
+		return "", errors.New("go build -tags faultinject: " + err.Error() + "\n" + string(out))
+	}
+	return path, nil
+})
+
+// TestRunFsyncFaults runs the agent built with fault injection: a failed
+// fsync of the buffer is recovered from in place (the lines of the batch
+// cut off are read again, nothing is lost or doubled, the agent stays up);
+// a disk whose every fsync fails makes the agent exit 1 so its supervisor
+// restarts it, and the restarted agent ships every line exactly once.
+func TestRunFsyncFaults(t *testing.T) {
+	bin, err := faultBin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := s3server.Start(t)
+	logs, copies, buf := runDirs(t)
+	cfg, listen := runConfig(t, srv, runOptions{BufferDir: buf, Sources: tailSource(filepath.Join(logs, "*.log"))})
+	faults := filepath.Join(t.TempDir(), "faults")
+	setFaults := func(s string) {
+		if err := os.WriteFile(faults, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setFaults("")
+	cmd := agentCmd(srv, "run", "-c", cfg)
+	cmd.Path = bin
+	cmd.Env = append(cmd.Env, "METERSHIP_TEST_FSYNC_FAULTS="+faults)
+	agent := startProc(t, cmd, listen)
+	w := newSeqWriter(t, 1, filepath.Join(logs, "app.log"), copies, false)
+	w.attach(agent)
+	w.write(100, 0, 0)
+	waitUntil(t, 30*time.Second, func() string { return "the first records shipped\n" + agent.out.String() }, func() bool {
+		return agent.counter("metership_records_shipped_total") == 100
+	})
+
+	// One failed fsync: recovered in place.
+	setFaults("once")
+	w.write(100, 0, 0)
+	waitUntil(t, 30*time.Second, func() string { return "every record shipped after one failed fsync\n" + agent.out.String() }, func() bool {
+		return agent.counter("metership_records_shipped_total") == 200
+	})
+	if n := agent.counter("metership_buffer_recoveries_total"); n != 1 {
+		t.Fatalf("metership_buffer_recoveries_total = %v, want 1\n%s", n, agent.out.String())
+	}
+	if code := agent.status("/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz %d after an in-place recovery", code)
+	}
+	if code := agent.status("/readyz"); code != http.StatusOK {
+		t.Fatalf("/readyz %d once writes succeed again", code)
+	}
+
+	// Every fsync fails: the agent gives up and exits 1.
+	setFaults("always")
+	w.write(100, 0, 0)
+	select {
+	case <-agent.exited:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("agent still running on a disk whose fsyncs all fail\n%s", agent.out.String())
+	}
+	if code := agent.cmd.ProcessState.ExitCode(); code != 1 {
+		t.Fatalf("exit code %d, want 1\n%s", code, agent.out.String())
+	}
+	mustContain(t, agent.out.String(), "buffer failed; exiting to be restarted")
+
+	// The supervisor restarts it on a healthy disk.
+	setFaults("")
+	agent = startRun(t, srv, cfg, listen)
+	w.attach(agent)
+	waitUntil(t, 30*time.Second, func() string { return "every record shipped after the restart\n" + agent.out.String() }, func() bool {
+		return agent.counter("metership_records_shipped_total") >= 100 && w.offset() == w.size
+	})
+	if code := agent.stop(); code != 0 {
+		t.Fatalf("exit %d after SIGTERM\n%s", code, agent.out.String())
+	}
+	assertSeqOnce(t, srv, 300)
 }

@@ -57,7 +57,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	rt, err := engine.Start(inputCtx, cfg, engine.Options{Logger: log, Registerer: reg})
+	rt, err := engine.Start(inputCtx, cfg, withTestFaults(engine.Options{Logger: log, Registerer: reg}))
 	if err != nil {
 		log.Error("cannot start", zap.Error(err))
 		return exitFailure

@@ -299,3 +299,26 @@ func TestDiskErrorUntilWriteSucceeds(t *testing.T) {
 		t.Fatalf("Stats after a good write = %+v, want no disk error", st)
 	}
 }
+
+// A disk whose every fsync fails is not recovered from forever: after
+// maxCutsInARow cuts without a Write succeeding the buffer fails.
+func TestFsyncAlwaysFailingFails(t *testing.T) {
+	dir := t.TempDir()
+	b := openT(t, Options{Dir: dir})
+	d := injectFaults(b)
+	d.set(&d.failSync, -1)
+	for i := range maxCutsInARow {
+		if err := b.Write(makeBatch(i, 1, "")); !errors.Is(err, ErrNotDurable) {
+			t.Fatalf("Write #%d = %v, want ErrNotDurable", i, err)
+		}
+	}
+	if err := b.Write(makeBatch(9, 1, "")); !errors.Is(err, ErrFailed) {
+		t.Fatalf("Write past maxCutsInARow = %v, want ErrFailed", err)
+	}
+	<-b.Failed()
+	crash(t, b)
+	b = openT(t, Options{Dir: dir})
+	if got := recordsOf(t, b); len(got) != 0 {
+		t.Fatalf("records = %q, want none (nothing was acknowledged)", got)
+	}
+}

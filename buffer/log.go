@@ -88,7 +88,17 @@ type Buffer struct {
 	writes      uint64
 	syncs       uint64
 	recoveries  uint64
+	// cutsInARow counts in-place recoveries since the last Write that
+	// succeeded (maxCutsInARow).
+	cutsInARow int
 }
+
+// maxCutsInARow bounds in-place recoveries without a Write succeeding in
+// between: a segment with nothing durable yet is cut without an fsync, so
+// a disk whose every fsync fails would otherwise be "recovered" from
+// forever. Past it the buffer fails, so the process is restarted and its
+// supervisor shows the crash loop.
+const maxCutsInARow = 3
 
 // cut is one in-place recovery: appended positions in (keep, end] were
 // not durable and were cut off.
@@ -190,6 +200,9 @@ func (b *Buffer) Write(batch *Batch) error {
 	if !errors.Is(err, ErrFull) && !errors.Is(err, ErrTooLarge) && !errors.Is(err, ErrClosed) {
 		b.mu.Lock()
 		b.noteDiskLocked(diskWrite, err)
+		if err == nil {
+			b.cutsInARow = 0
+		}
 		b.mu.Unlock()
 	}
 	return err
@@ -479,7 +492,12 @@ func (b *Buffer) cutActiveLocked(cause error) error {
 	if keep > a.start {
 		durable = min(a.size, int64(keep-a.start))
 	}
-	if rerr := b.resealLocked(a, durable); rerr != nil {
+	b.cutsInARow++
+	rerr := b.resealLocked(a, durable)
+	if rerr == nil && b.cutsInARow > maxCutsInARow {
+		rerr = fmt.Errorf("%d disk faults in a row without a write that succeeded", b.cutsInARow)
+	}
+	if rerr != nil {
 		b.failLocked(fmt.Errorf("%w; recovering in place failed too: %w", cause, rerr))
 		b.cuts[len(b.cuts)-1].err = b.failedErrLocked()
 		return b.failedErrLocked()
