@@ -81,10 +81,12 @@
 // next Write. Every batch cut off gets an error wrapping ErrNotDurable
 // and is retried by its producer; Checkpoints never named it. A failed
 // write whose partial batch cannot be truncated away is handled the same
-// way. If the recovery's own truncate, fsync or seal fails, the disk is
-// not usable: the buffer refuses writes with ErrFailed, Failed() is
-// closed, and the process should restart (Open recovers every committed
-// batch). Under SyncInterval and SyncNever the batches since the last
+// way. If the recovery's own truncate, fsync or seal fails, or a fourth
+// fault comes before any Write succeeded again (a segment with nothing
+// durable is cut without an fsync, so a disk that fails every fsync
+// would otherwise be "recovered" from forever), the disk is not usable:
+// the buffer refuses writes with ErrFailed, Failed() is closed, and the
+// process should restart (Open recovers every committed batch). Under SyncInterval and SyncNever the batches since the last
 // fsync were already acknowledged, and a cut would lose them for certain:
 // a failed fsync fails the buffer (ErrFailed) instead, and the next Open
 // keeps whatever of them verifies. Stats reports the last disk error
