@@ -192,6 +192,12 @@ func (b *Buffer) Dir() string { return b.dir }
 // than MaxSize or holds a frame larger than MaxFrameData. Framing (the tag
 // and commit frames, a new segment's header) is not counted against the
 // limit, so the files exceed MaxSize by at most one batch's framing.
+//
+// A disk error is returned as is when nothing of the batch stays (a full
+// disk); wrapping ErrNotDurable when a failed fsync cut the batch off and
+// the buffer recovered in place; wrapping ErrFailed when it could not
+// (see "Disk faults" in the package doc). The batch is acknowledged only
+// when Write returns nil.
 func (b *Buffer) Write(batch *Batch) error {
 	if batch.Empty() {
 		return nil
