@@ -58,7 +58,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Metering keeps hours open until every source has read what its
 	// files held at the start (metering.catch_up_timeout at most).
-	rt, err := engine.Start(inputCtx, cfg, engine.Options{Logger: log, Registerer: reg, CatchUpSources: min(len(cfg.Sources), 1)}) // one tailer reads every source
+	rt, err := engine.Start(inputCtx, cfg, withTestFaults(engine.Options{Logger: log, Registerer: reg, CatchUpSources: min(len(cfg.Sources), 1)})) // one tailer reads every source
 	if err != nil {
 		log.Error("cannot start", zap.Error(err))
 		return exitFailure
@@ -134,6 +134,14 @@ wait:
 			break wait
 		case err := <-inputErrs:
 			log.Error("source failed; shutting down", zap.Error(err))
+			code = exitFailure
+			break wait
+		case <-rt.Pipeline().Buffer().Failed():
+			// A disk error the buffer could not recover from in place:
+			// exit non-zero so the supervisor restarts the agent, whose
+			// recovery at start keeps every acknowledged record.
+			_, why := rt.Pipeline().Healthy()
+			log.Error("buffer failed; exiting to be restarted", zap.String("reason", why))
 			code = exitFailure
 			break wait
 		}
@@ -363,7 +371,11 @@ func startHTTP(listen string, p *pipeline.Pipeline, reg *prometheus.Registry, lo
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "ok")
+		ok, why := p.Healthy()
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		fmt.Fprintln(w, why)
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		ok, why := p.Ready()

@@ -147,9 +147,15 @@ type runProc struct {
 // The process is killed at cleanup if the test left it running.
 func startRun(t testing.TB, srv *s3server.Server, cfg, listen string) *runProc {
 	t.Helper()
+	return startProc(t, agentCmd(srv, "run", "-c", cfg), listen)
+}
+
+// startProc starts cmd, a `metership run`, as startRun does.
+func startProc(t testing.TB, cmd *exec.Cmd, listen string) *runProc {
+	t.Helper()
 	p := &runProc{
 		t:      t,
-		cmd:    agentCmd(srv, "run", "-c", cfg),
+		cmd:    cmd,
 		out:    &lockedBuffer{},
 		base:   "http://" + listen,
 		exited: make(chan struct{}),

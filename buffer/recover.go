@@ -52,8 +52,9 @@ func Open(opts Options) (*Buffer, error) {
 		opts:        opts,
 		dir:         opts.Dir,
 		lockFile:    lock,
-		ops:         osFileOps(),
+		ops:         withFaults(osFileOps(), opts.Faults),
 		changed:     make(chan struct{}),
+		failedCh:    make(chan struct{}),
 		checkpoints: checkpointMap{},
 	}
 	b.cond = sync.NewCond(&b.mu)

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/metership/metership/buffer"
 	"github.com/metership/metership/conf"
 	"github.com/metership/metership/metering"
 	"github.com/metership/metership/pipeline"
@@ -42,6 +43,8 @@ type Options struct {
 	// they have read what their files held at the start; until then (at
 	// most metering.catch_up_timeout) no metering hour closes.
 	CatchUpSources int
+	// BufferFaults is buffer.Options.Faults (tests only).
+	BufferFaults func(buffer.FileOp, string) error
 }
 
 // FinalReport values: which metering hours Finish reports.
@@ -68,7 +71,7 @@ func Start(ctx context.Context, cfg conf.Config, opts Options) (*Engine, error) 
 	}
 	e := &Engine{cfg: cfg, log: log, final: opts.FinalReport}
 	metered := cfg.Metering.Mode != "" && cfg.Metering.Mode != "off"
-	popts := pipeline.Options{Logger: log, Registerer: opts.Registerer, UnhealthyAfter: cfg.Server.UnreadyAfter.D()}
+	popts := pipeline.Options{Logger: log, Registerer: opts.Registerer, UnhealthyAfter: cfg.Server.UnreadyAfter.D(), BufferFaults: opts.BufferFaults}
 	late := &lateCounter{}
 	if metered {
 		popts.Counter = late

@@ -81,6 +81,12 @@ type flusher struct {
 // log_format. Two instances on one buffer_dir fail with an error wrapping
 // buffer.ErrLocked.
 func NewInstance(get func(name string) string, log *zap.Logger) (*Instance, error) {
+	return newInstance(get, log, engine.Options{})
+}
+
+// newInstance is NewInstance with engine options (tests inject disk
+// faults); the logger and registerer are its own.
+func newInstance(get func(name string) string, log *zap.Logger, eopts engine.Options) (*Instance, error) {
 	cfg, problems, err := LoadConfig(get)
 	if err != nil {
 		if log == nil {
@@ -102,7 +108,8 @@ func NewInstance(get func(name string) string, log *zap.Logger) (*Instance, erro
 	if len(cfg.Sources) > 0 {
 		log.Warn("sources in config_file are ignored by the Fluent Bit plugin: Fluent Bit's inputs feed it")
 	}
-	eng, err := engine.Start(context.Background(), cfg, engine.Options{Logger: log})
+	eopts.Logger = log
+	eng, err := engine.Start(context.Background(), cfg, eopts)
 	if err != nil {
 		if errors.Is(err, buffer.ErrLocked) {
 			err = fmt.Errorf("buffer_dir %s is already used by another metership output (another [OUTPUT] in this Fluent Bit, or another process); give each output its own buffer_dir: %w", cfg.Buffer.Dir, err)

@@ -66,6 +66,24 @@ func newMetrics(reg prometheus.Registerer, p *Pipeline) *Metrics {
 		gauge("metership_buffer_bytes", "Bytes of buffer segments on disk.", func() float64 {
 			return float64(p.buf.Stats().BytesOnDisk)
 		}),
+		total("metership_buffer_disk_errors_total", "Buffer writes, seals and acks that failed with a disk error (a full disk, a failed fsync).", func() int64 {
+			return int64(p.buf.Stats().DiskErrors)
+		}),
+		total("metership_buffer_recoveries_total", "In-place recoveries of the buffer after a failed fsync: the unsynced tail cut (never acknowledged), the durable part sealed.", func() int64 {
+			return int64(p.buf.Stats().Recoveries)
+		}),
+		gauge("metership_buffer_failed", "1 once the buffer has failed after a disk error it could not recover from; the agent exits to be restarted.", func() float64 {
+			if p.buf.Stats().Failed != nil {
+				return 1
+			}
+			return 0
+		}),
+		gauge("metership_buffer_writes_failing", "1 while buffer writes fail with a disk error (cleared by the next one that succeeds).", func() float64 {
+			if p.buf.Stats().DiskError != nil {
+				return 1
+			}
+			return 0
+		}),
 	)
 	return m
 }

@@ -79,6 +79,9 @@ type Options struct {
 	// reports false; default 5m.
 	UnhealthyAfter time.Duration
 	Now            func() time.Time
+	// BufferFaults is buffer.Options.Faults (tests: disk errors that
+	// cannot be had for real).
+	BufferFaults func(buffer.FileOp, string) error
 }
 
 // Pipeline is one running instance of the core.
@@ -201,6 +204,7 @@ func New(ctx context.Context, cfg conf.Config, opts Options) (*Pipeline, error) 
 		SyncInterval: cfg.Buffer.SyncInterval.D(),
 		AgentID:      cfg.Agent.ID,
 		Now:          now,
+		Faults:       opts.BufferFaults,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("buffer.dir %s: %w", cfg.Buffer.Dir, err)
@@ -301,9 +305,19 @@ func (p *Pipeline) Stats() *Stats { return &p.stats }
 // Config returns the configuration the pipeline runs with.
 func (p *Pipeline) Config() conf.Config { return p.cfg }
 
-// Ready reports whether uploads are working: false once they have failed
-// continuously for longer than UnhealthyAfter.
+// Ready reports whether the pipeline takes and ships records: false while
+// the buffer cannot take writes (a disk error since the last write that
+// succeeded: a full disk, a failed fsync being recovered from, or a
+// failed buffer), and once uploads have failed continuously for longer
+// than UnhealthyAfter.
 func (p *Pipeline) Ready() (bool, string) {
+	if ok, why := p.Healthy(); !ok {
+		return false, why
+	}
+	if st := p.buf.Stats(); st.DiskError != nil {
+		return false, fmt.Sprintf("buffer writes failing for %s (inputs are held back, nothing acknowledged is lost): %v",
+			p.now().Sub(st.DiskErrorSince).Round(time.Second), st.DiskError)
+	}
 	since := p.failingSince.Load()
 	if since == 0 {
 		return true, "ok"
@@ -313,6 +327,17 @@ func (p *Pipeline) Ready() (bool, string) {
 		return false, fmt.Sprintf("uploads failing for %s", d.Round(time.Second))
 	}
 	return true, "ok (uploads retrying)"
+}
+
+// Healthy reports whether the pipeline can go on without a restart:
+// false once the buffer has failed for good (a disk error it could not
+// recover from in place; buffer.ErrFailed). A restart recovers every
+// acknowledged record from buffer.dir.
+func (p *Pipeline) Healthy() (bool, string) {
+	if err := p.buf.Stats().Failed; err != nil {
+		return false, fmt.Sprintf("buffer failed after a disk error, restart needed (recovery at start keeps every acknowledged record): %v", err)
+	}
+	return true, "ok"
 }
 
 // Run ships sealed segments until ctx is done: one goroutine seals the
