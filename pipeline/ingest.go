@@ -230,9 +230,17 @@ func (in *Ingester) Commit() error {
 // the moment an upload frees room). The pause is added to
 // metership_backpressure_seconds_total, and passed to the OnPause hook,
 // every second while it lasts, so a long outage shows as it happens.
+//
+// A batch cut off by a disk error the buffer recovered from in place
+// (buffer.ErrNotDurable) is written again at once: nothing of it was
+// acknowledged, and the buffer gives up (ErrFailed) rather than recover
+// forever, so this ends.
 func (in *Ingester) CommitWait(ctx context.Context) error {
 	for {
 		err := in.Commit()
+		if errors.Is(err, buffer.ErrNotDurable) && !errors.Is(err, buffer.ErrFailed) && ctx.Err() == nil {
+			continue
+		}
 		if !errors.Is(err, buffer.ErrFull) {
 			return err
 		}
