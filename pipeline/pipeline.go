@@ -270,7 +270,7 @@ func buildUploaders(ctx context.Context, cfg conf.Config, dest ship.Destination)
 // destination takes it or the pipeline shuts down.
 func (p *Pipeline) withRetry(u ship.Uploader) ship.Uploader {
 	return ship.Retry{
-		Next:    ship.Timeout{Next: u, Duration: 2 * time.Minute},
+		Next:    ship.Timeout{Next: ship.Collisions{Next: u, OnCollision: p.noteCollision}, Duration: 2 * time.Minute},
 		Initial: 200 * time.Millisecond,
 		Max:     30 * time.Second,
 		OnError: func(err error, attempt int, permanent bool, wait time.Duration) {
@@ -283,6 +283,18 @@ func (p *Pipeline) withRetry(u ship.Uploader) ship.Uploader {
 				zap.Error(err), zap.Int("attempt", attempt), zap.Bool("permanent", permanent), zap.Duration("retry_in", wait))
 		},
 	}
+}
+
+// noteCollision reports an object whose key was taken by another object
+// (typically another buffer writing with the same agent.id before instance
+// ids, or a copied buffer directory): it is written under freshKey, not
+// counted as done.
+func (p *Pipeline) noteCollision(obj *ship.Object, err error, freshKey string) {
+	if p.metrics != nil {
+		p.metrics.KeyCollisions.Inc()
+	}
+	p.log.Error("object key already holds a different object; writing this one under a fresh key",
+		zap.Error(err), zap.String("fresh_key", freshKey), zap.Int("records", obj.Records), zap.Bool("dead_letters", obj.DeadLetter))
 }
 
 func (p *Pipeline) noteUploadFailure() {
@@ -413,7 +425,7 @@ func (p *Pipeline) shipSegment(ctx context.Context, seg *buffer.Segment) error {
 		defer cnt.Close()
 		src = &countingSource{seg: seg, cnt: cnt}
 	}
-	objs, err := p.enc.Encode(p.buf.AgentID(), seg.Seq, src)
+	objs, err := p.enc.Encode(p.buf.ObjectKeyID(seg.Seq), seg.Seq, src)
 	if errors.Is(err, buffer.ErrCorrupt) {
 		return p.salvage(seg, err)
 	}

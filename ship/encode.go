@@ -73,6 +73,14 @@ type Object struct {
 	ContentEncoding string
 	// MinTime and MaxTime bound the frames' times, Unix ms.
 	MinTime, MaxTime int64
+
+	// What Key was rendered from, for CollisionKey: the format, the
+	// partition, the $UUID value and $INDEX; rekeys counts fresh keys.
+	kf        *KeyFormat
+	partition string
+	id        string
+	seq       uint64
+	rekeys    int
 }
 
 // EncoderOptions configure an Encoder. Zero values take defaults.
@@ -177,13 +185,13 @@ type groupIndex struct {
 
 // Encode reads src in one pass and returns its objects sorted by key: one
 // per record partition and one per dead-letter partition. Keys fill $UUID
-// with ObjectUUID(agentID, seq, partition) (for dead letters the partition
+// with ObjectUUID(keyID, seq, partition) (for dead letters the partition
 // name is prefixed with "\x00D", so their ids never equal a record
 // object's) and $INDEX with seq. An empty segment yields no objects.
 //
 // The bodies are freshly owned by the caller; handing the objects back with
 // Release after the upload lets the next Encode reuse their memory.
-func (e *Encoder) Encode(agentID string, seq uint64, src FrameSource) ([]Object, error) {
+func (e *Encoder) Encode(keyID string, seq uint64, src FrameSource) ([]Object, error) {
 	records := groupIndex{kf: e.key, groups: make(map[string]*group, 1)}
 	deadLetters := groupIndex{kf: e.deadLetterKey, groups: make(map[string]*group)}
 	var all []*group
@@ -236,8 +244,9 @@ func (e *Encoder) Encode(agentID string, seq uint64, src FrameSource) ([]Object,
 			// formats and could render alike; keep their ids apart.
 			kf, name = e.deadLetterKey, "\x00D"+g.partition
 		}
+		id := ObjectUUID(keyID, seq, name)
 		objs = append(objs, Object{
-			Key:             kf.Key(g.partition, ObjectUUID(agentID, seq, name), seq),
+			Key:             kf.Key(g.partition, id, seq),
 			Body:            body,
 			Records:         g.records,
 			DeadLetter:      g.deadLetter,
@@ -245,6 +254,10 @@ func (e *Encoder) Encode(agentID string, seq uint64, src FrameSource) ([]Object,
 			ContentEncoding: e.contentEncoding,
 			MinTime:         g.minT,
 			MaxTime:         g.maxT,
+			kf:              kf,
+			partition:       g.partition,
+			id:              id,
+			seq:             seq,
 		})
 	}
 	slices.SortFunc(objs, func(a, b Object) int { return strings.Compare(a.Key, b.Key) })
