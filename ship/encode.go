@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/gzip"
 
@@ -42,6 +43,18 @@ var ErrFrameType = errors.New("unexpected frame type")
 // it to the compressor; batching amortises the per-Write cost of the gzip
 // writer over many small records.
 const stagingFlush = 32 << 10
+
+// maxOpenGroups bounds the groups of one Encode that stream into their own
+// compressor at once (each holds a gzip writer and a staging buffer, a few
+// hundred KB together). The partitions first seen after that many are open
+// are set aside: their records are copied into a spill arena and encoded
+// one partition at a time after the pass, so memory stays bounded by the
+// segment's size however many partitions (days of a backfill) it holds.
+const maxOpenGroups = 8
+
+// spillChunk is the size of the spill arena's chunks; chunks, unlike one
+// growing slice, never hold twice the data while they are copied.
+const spillChunk = 256 << 10
 
 // Reuse bounds: buffers larger than these are left to the garbage collector
 // instead of being kept for the next segment.
@@ -112,6 +125,9 @@ type Encoder struct {
 	freeGzip []*gzip.Writer
 	freeBody [][]byte
 	freeStag [][]byte
+
+	// peakOpen is the most groups one Encode held open at once (tests).
+	peakOpen atomic.Int64
 }
 
 // NewEncoder validates opts and returns an Encoder.
@@ -158,6 +174,7 @@ func NewEncoder(opts EncoderOptions) (*Encoder, error) {
 type group struct {
 	deadLetter bool
 	partition  string
+	spill      int // >= 0: the group's records wait in the spill arena
 	body       bodyWriter
 	gz         *gzip.Writer // nil without compression
 	staging    []byte       // uncompressed bytes not yet given to gz
@@ -183,11 +200,99 @@ type groupIndex struct {
 	lastCK partitionCacheKey
 }
 
+// spillArena holds the records of spilled groups in frame order.
+type spillArena struct {
+	chunks [][]byte
+	recs   []spilledRecord
+	groups []*group // by spill index
+}
+
+type spilledRecord struct {
+	spill  int32 // the group's spill index
+	chunk  int32
+	off, n uint32 // within the chunk; a frame is far below 4 GiB
+	ts     int64
+}
+
+func (a *spillArena) add(g *group, ts int64, data []byte) {
+	last := len(a.chunks) - 1
+	if last < 0 || len(a.chunks[last])+len(data) > cap(a.chunks[last]) {
+		a.chunks = append(a.chunks, make([]byte, 0, max(spillChunk, len(data))))
+		last++
+	}
+	c := a.chunks[last]
+	a.recs = append(a.recs, spilledRecord{spill: int32(g.spill), chunk: int32(last), off: uint32(len(c)), n: uint32(len(data)), ts: ts})
+	a.chunks[last] = append(c, data...)
+	g.records++
+}
+
+// encodeSpilled feeds the spilled groups, one at a time, through add in the order
+// their records arrived, and returns their finished bodies by spill index.
+// A counting sort by group keeps each group's records in frame order.
+func (e *Encoder) encodeSpilled(a *spillArena) ([][]byte, error) {
+	start := make([]int, len(a.groups)+1)
+	for _, r := range a.recs {
+		start[r.spill+1]++
+	}
+	for i := 1; i < len(start); i++ {
+		start[i] += start[i-1]
+	}
+	order := make([]int32, len(a.recs))
+	next := slices.Clone(start[:len(a.groups)])
+	for i, r := range a.recs {
+		order[next[r.spill]] = int32(i)
+		next[r.spill]++
+	}
+	bodies := make([][]byte, len(a.groups))
+	for si, g := range a.groups {
+		e.openGroup(g)
+		e.notePeak(1) // the streamed groups are finished by now
+		g.records = 0
+		for _, ri := range order[start[si]:start[si+1]] {
+			r := &a.recs[ri]
+			if err := e.add(g, r.ts, a.chunks[r.chunk][r.off:r.off+r.n]); err != nil {
+				e.discard([]*group{g})
+				e.Release(bodiesAsObjects(bodies[:si]))
+				return nil, err
+			}
+		}
+		body, err := e.finish(g)
+		if err != nil {
+			e.Release(bodiesAsObjects(bodies[:si]))
+			return nil, err
+		}
+		bodies[si] = body
+	}
+	return bodies, nil
+}
+
+func bodiesAsObjects(bodies [][]byte) []Object {
+	objs := make([]Object, len(bodies))
+	for i, b := range bodies {
+		objs[i].Body = b
+	}
+	return objs
+}
+
+func (e *Encoder) notePeak(open int) {
+	for {
+		cur := e.peakOpen.Load()
+		if int64(open) <= cur || e.peakOpen.CompareAndSwap(cur, int64(open)) {
+			return
+		}
+	}
+}
+
 // Encode reads src in one pass and returns its objects sorted by key: one
 // per record partition and one per dead-letter partition. Keys fill $UUID
 // with ObjectUUID(keyID, seq, partition) (for dead letters the partition
 // name is prefixed with "\x00D", so their ids never equal a record
 // object's) and $INDEX with seq. An empty segment yields no objects.
+//
+// At most maxOpenGroups partitions are compressed while the segment is
+// read; the records of any further partitions are copied aside and
+// compressed after the pass, one partition at a time. Either way an
+// object's body is the same function of its records.
 //
 // The bodies are freshly owned by the caller; handing the objects back with
 // Release after the upload lets the next Encode reuse their memory.
@@ -195,6 +300,8 @@ func (e *Encoder) Encode(keyID string, seq uint64, src FrameSource) ([]Object, e
 	records := groupIndex{kf: e.key, groups: make(map[string]*group, 1)}
 	deadLetters := groupIndex{kf: e.deadLetterKey, groups: make(map[string]*group)}
 	var all []*group
+	var spill spillArena
+	open := 0
 	err := src.Frames(func(f buffer.Frame) error {
 		var gi *groupIndex
 		switch f.Type {
@@ -213,7 +320,15 @@ func (e *Encoder) Encode(keyID string, seq uint64, src FrameSource) ([]Object, e
 			p := gi.kf.Partition(f.Time, f.Tag)
 			g = gi.groups[p]
 			if g == nil {
-				g = e.newGroup(p, gi == &deadLetters)
+				g = &group{deadLetter: gi == &deadLetters, partition: p, spill: -1}
+				if open < maxOpenGroups {
+					e.openGroup(g)
+					open++
+					e.notePeak(open)
+				} else {
+					g.spill = len(spill.groups)
+					spill.groups = append(spill.groups, g)
+				}
 				gi.groups[p] = g
 				all = append(all, g)
 			}
@@ -224,6 +339,10 @@ func (e *Encoder) Encode(keyID string, seq uint64, src FrameSource) ([]Object, e
 			}
 			gi.lastCK = ck
 		}
+		if g.spill >= 0 {
+			spill.add(g, f.Time, f.Data)
+			return nil
+		}
 		return e.add(g, f.Time, f.Data)
 	})
 	if err != nil {
@@ -232,40 +351,59 @@ func (e *Encoder) Encode(keyID string, seq uint64, src FrameSource) ([]Object, e
 	}
 	objs := make([]Object, 0, len(all))
 	for i, g := range all {
+		if g.spill >= 0 {
+			continue
+		}
 		body, err := e.finish(g)
 		if err != nil {
 			e.discard(all[i+1:])
 			e.Release(objs)
 			return nil, fmt.Errorf("ship: encode segment %d: %w", seq, err)
 		}
-		kf, name := e.key, g.partition
-		if g.deadLetter {
-			// Dead-letter and record partitions come from different
-			// formats and could render alike; keep their ids apart.
-			kf, name = e.deadLetterKey, "\x00D"+g.partition
+		objs = append(objs, e.object(g, body, keyID, seq))
+	}
+	if len(spill.groups) > 0 {
+		bodies, err := e.encodeSpilled(&spill)
+		if err != nil {
+			e.Release(objs)
+			return nil, fmt.Errorf("ship: encode segment %d: %w", seq, err)
 		}
-		id := ObjectUUID(keyID, seq, name)
-		objs = append(objs, Object{
-			Key:             kf.Key(g.partition, id, seq),
-			Body:            body,
-			Records:         g.records,
-			DeadLetter:      g.deadLetter,
-			ContentType:     e.contentType,
-			ContentEncoding: e.contentEncoding,
-			MinTime:         g.minT,
-			MaxTime:         g.maxT,
-			kf:              kf,
-			partition:       g.partition,
-			id:              id,
-			seq:             seq,
-		})
+		for si, g := range spill.groups {
+			objs = append(objs, e.object(g, bodies[si], keyID, seq))
+		}
 	}
 	slices.SortFunc(objs, func(a, b Object) int { return strings.Compare(a.Key, b.Key) })
 	return objs, nil
 }
 
-func (e *Encoder) newGroup(partition string, deadLetter bool) *group {
-	g := &group{deadLetter: deadLetter, partition: partition}
+// object names a finished group's body.
+func (e *Encoder) object(g *group, body []byte, keyID string, seq uint64) Object {
+	kf, name := e.key, g.partition
+	if g.deadLetter {
+		// Dead-letter and record partitions come from different
+		// formats and could render alike; keep their ids apart.
+		kf, name = e.deadLetterKey, "\x00D"+g.partition
+	}
+	id := ObjectUUID(keyID, seq, name)
+	return Object{
+		Key:             kf.Key(g.partition, id, seq),
+		Body:            body,
+		Records:         g.records,
+		DeadLetter:      g.deadLetter,
+		ContentType:     e.contentType,
+		ContentEncoding: e.contentEncoding,
+		MinTime:         g.minT,
+		MaxTime:         g.maxT,
+		kf:              kf,
+		partition:       g.partition,
+		id:              id,
+		seq:             seq,
+	}
+}
+
+// openGroup gives g a body and, when compressing, a staging buffer and a
+// compressor, from the free lists where possible.
+func (e *Encoder) openGroup(g *group) {
 	e.mu.Lock()
 	g.body.b = pop(&e.freeBody)
 	if e.gzipLevel != 0 {
@@ -284,7 +422,6 @@ func (e *Encoder) newGroup(partition string, deadLetter bool) *group {
 			g.gz.Reset(&g.body)
 		}
 	}
-	return g
 }
 
 // add appends one frame's data to its group.
