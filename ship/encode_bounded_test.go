@@ -19,7 +19,7 @@ func TestEncodeManyPartitionsBounded(t *testing.T) {
 	day0 := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
 	rng := rand.New(rand.NewPCG(1, 2))
 	var seg segment
-	want := map[string][]string{}    // date -> records in segment order
+	want := map[string][]string{}     // date -> records in segment order
 	wantDead := map[string][]string{} // date -> dead letters
 	for i := range records {
 		at := day0 + int64(rng.IntN(days))*86_400_000 + int64(rng.IntN(86_400_000))
