@@ -1,8 +1,10 @@
 package ship
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -45,12 +47,14 @@ var ErrFrameType = errors.New("unexpected frame type")
 const stagingFlush = 32 << 10
 
 // maxOpenGroups bounds the groups of one Encode that stream into their own
-// compressor at once (each holds a gzip writer and a staging buffer, a few
-// hundred KB together). The partitions first seen after that many are open
-// are set aside: their records are copied into a spill arena and encoded
-// one partition at a time after the pass, so memory stays bounded by the
-// segment's size however many partitions (days of a backfill) it holds.
-const maxOpenGroups = 8
+// compressor at once (each holds a gzip writer, ~800 KB at level 1, and a
+// staging buffer), so memory does not grow with the number of key
+// partitions in a segment (days of a backfill). When a segment's frames
+// reach another partition with that many open, the least recently used
+// group is finished early; frames of a finished partition that come later
+// are copied into a spill arena and appended to its object after the
+// pass. Time-ordered input (a backfill) never spills.
+const maxOpenGroups = 4
 
 // spillChunk is the size of the spill arena's chunks; chunks, unlike one
 // growing slice, never hold twice the data while they are copied.
@@ -174,7 +178,10 @@ func NewEncoder(opts EncoderOptions) (*Encoder, error) {
 type group struct {
 	deadLetter bool
 	partition  string
-	spill      int // >= 0: the group's records wait in the spill arena
+	used       int64  // frame number of the group's last frame, for LRU
+	closed     bool   // finished early (evicted): its body so far is in done
+	done       []byte // the body of a closed group
+	spill      int    // >= 0: index of a closed group's later frames in the spill arena
 	body       bodyWriter
 	gz         *gzip.Writer // nil without compression
 	staging    []byte       // uncompressed bytes not yet given to gz
@@ -200,7 +207,8 @@ type groupIndex struct {
 	lastCK partitionCacheKey
 }
 
-// spillArena holds the records of spilled groups in frame order.
+// spillArena holds the frames that reached groups after they were
+// closed, in frame order.
 type spillArena struct {
 	chunks [][]byte
 	recs   []spilledRecord
@@ -215,6 +223,10 @@ type spilledRecord struct {
 }
 
 func (a *spillArena) add(g *group, ts int64, data []byte) {
+	if g.spill < 0 {
+		g.spill = len(a.groups)
+		a.groups = append(a.groups, g)
+	}
 	last := len(a.chunks) - 1
 	if last < 0 || len(a.chunks[last])+len(data) > cap(a.chunks[last]) {
 		a.chunks = append(a.chunks, make([]byte, 0, max(spillChunk, len(data))))
@@ -223,13 +235,66 @@ func (a *spillArena) add(g *group, ts int64, data []byte) {
 	c := a.chunks[last]
 	a.recs = append(a.recs, spilledRecord{spill: int32(g.spill), chunk: int32(last), off: uint32(len(c)), n: uint32(len(data)), ts: ts})
 	a.chunks[last] = append(c, data...)
-	g.records++
 }
 
-// encodeSpilled feeds the spilled groups, one at a time, through add in the order
-// their records arrived, and returns their finished bodies by spill index.
-// A counting sort by group keeps each group's records in frame order.
-func (e *Encoder) encodeSpilled(a *spillArena) ([][]byte, error) {
+// evict finishes the least recently used open group: its body so far goes
+// to done, and its later frames, if any, to the spill arena.
+func (e *Encoder) evict(open []*group) ([]*group, error) {
+	lru := 0
+	for i, g := range open {
+		if g.used < open[lru].used {
+			lru = i
+		}
+	}
+	g := open[lru]
+	open = slices.Delete(open, lru, lru+1)
+	body, err := e.finish(g)
+	if err != nil {
+		return open, err
+	}
+	g.closed, g.done = true, body
+	return open, nil
+}
+
+// reopen rebuilds a closed group's stream so that its spilled frames can
+// follow: a fresh compressor gets the content of done (gunzipped; a JSON
+// array without its closing bracket), then add continues after it.
+func (e *Encoder) reopen(g *group, zr **gzip.Reader) error {
+	raw := g.done
+	if e.gzipLevel != 0 {
+		var err error
+		if *zr == nil {
+			*zr, err = gzip.NewReader(bytes.NewReader(g.done))
+		} else {
+			err = (*zr).Reset(bytes.NewReader(g.done))
+		}
+		if err == nil {
+			raw, err = io.ReadAll(*zr)
+		}
+		if err != nil {
+			return fmt.Errorf("reopen %s: %w", g.partition, err)
+		}
+	}
+	if e.jsonArray {
+		raw = raw[:len(raw)-1]
+	}
+	e.openGroup(g)
+	if g.gz != nil {
+		if _, err := g.gz.Write(raw); err != nil {
+			return fmt.Errorf("gzip: %w", err)
+		}
+	} else {
+		g.body.b = append(g.body.b, raw...)
+	}
+	e.Release([]Object{{Body: g.done}})
+	g.done, g.closed = nil, false
+	return nil
+}
+
+// encodeSpilled appends to each closed group that has spilled frames
+// those frames, in the order they arrived, one group at a time. A
+// counting sort by group keeps each group's frames in order.
+func (e *Encoder) encodeSpilled(a *spillArena) error {
 	start := make([]int, len(a.groups)+1)
 	for _, r := range a.recs {
 		start[r.spill+1]++
@@ -243,35 +308,27 @@ func (e *Encoder) encodeSpilled(a *spillArena) ([][]byte, error) {
 		order[next[r.spill]] = int32(i)
 		next[r.spill]++
 	}
-	bodies := make([][]byte, len(a.groups))
+	var zr *gzip.Reader
 	for si, g := range a.groups {
-		e.openGroup(g)
+		if err := e.reopen(g, &zr); err != nil {
+			e.discard([]*group{g})
+			return err
+		}
 		e.notePeak(1) // the streamed groups are finished by now
-		g.records = 0
 		for _, ri := range order[start[si]:start[si+1]] {
 			r := &a.recs[ri]
 			if err := e.add(g, r.ts, a.chunks[r.chunk][r.off:r.off+r.n]); err != nil {
 				e.discard([]*group{g})
-				e.Release(bodiesAsObjects(bodies[:si]))
-				return nil, err
+				return err
 			}
 		}
 		body, err := e.finish(g)
 		if err != nil {
-			e.Release(bodiesAsObjects(bodies[:si]))
-			return nil, err
+			return err
 		}
-		bodies[si] = body
+		g.closed, g.done = true, body
 	}
-	return bodies, nil
-}
-
-func bodiesAsObjects(bodies [][]byte) []Object {
-	objs := make([]Object, len(bodies))
-	for i, b := range bodies {
-		objs[i].Body = b
-	}
-	return objs
+	return nil
 }
 
 func (e *Encoder) notePeak(open int) {
@@ -289,19 +346,29 @@ func (e *Encoder) notePeak(open int) {
 // name is prefixed with "\x00D", so their ids never equal a record
 // object's) and $INDEX with seq. An empty segment yields no objects.
 //
-// At most maxOpenGroups partitions are compressed while the segment is
-// read; the records of any further partitions are copied aside and
-// compressed after the pass, one partition at a time. Either way an
-// object's body is the same function of its records.
+// At most maxOpenGroups partitions are compressed at once (see there), so
+// memory is bounded by the segment's size however many partitions it
+// holds. The objects are the same for the same segment, bytes included.
 //
 // The bodies are freshly owned by the caller; handing the objects back with
 // Release after the upload lets the next Encode reuse their memory.
 func (e *Encoder) Encode(keyID string, seq uint64, src FrameSource) ([]Object, error) {
 	records := groupIndex{kf: e.key, groups: make(map[string]*group, 1)}
 	deadLetters := groupIndex{kf: e.deadLetterKey, groups: make(map[string]*group)}
-	var all []*group
+	var all, open []*group
 	var spill spillArena
-	open := 0
+	var frames int64
+	fail := func(err error) ([]Object, error) {
+		for _, g := range all {
+			if g.closed {
+				e.Release([]Object{{Body: g.done}})
+				g.done = nil
+			} else {
+				e.recycle(g, true)
+			}
+		}
+		return nil, fmt.Errorf("ship: encode segment %d: %w", seq, err)
+	}
 	err := src.Frames(func(f buffer.Frame) error {
 		var gi *groupIndex
 		switch f.Type {
@@ -320,15 +387,16 @@ func (e *Encoder) Encode(keyID string, seq uint64, src FrameSource) ([]Object, e
 			p := gi.kf.Partition(f.Time, f.Tag)
 			g = gi.groups[p]
 			if g == nil {
-				g = &group{deadLetter: gi == &deadLetters, partition: p, spill: -1}
-				if open < maxOpenGroups {
-					e.openGroup(g)
-					open++
-					e.notePeak(open)
-				} else {
-					g.spill = len(spill.groups)
-					spill.groups = append(spill.groups, g)
+				if len(open) == maxOpenGroups {
+					var err error
+					if open, err = e.evict(open); err != nil {
+						return err
+					}
 				}
+				g = &group{deadLetter: gi == &deadLetters, partition: p, spill: -1}
+				e.openGroup(g)
+				open = append(open, g)
+				e.notePeak(len(open))
 				gi.groups[p] = g
 				all = append(all, g)
 			}
@@ -339,38 +407,31 @@ func (e *Encoder) Encode(keyID string, seq uint64, src FrameSource) ([]Object, e
 			}
 			gi.lastCK = ck
 		}
-		if g.spill >= 0 {
+		if g.closed {
 			spill.add(g, f.Time, f.Data)
 			return nil
 		}
+		frames++
+		g.used = frames
 		return e.add(g, f.Time, f.Data)
 	})
 	if err != nil {
-		e.discard(all)
-		return nil, fmt.Errorf("ship: encode segment %d: %w", seq, err)
+		return fail(err)
 	}
-	objs := make([]Object, 0, len(all))
-	for i, g := range all {
-		if g.spill >= 0 {
-			continue
+	for len(open) > 0 {
+		if open, err = e.evict(open); err != nil {
+			return fail(err)
 		}
-		body, err := e.finish(g)
-		if err != nil {
-			e.discard(all[i+1:])
-			e.Release(objs)
-			return nil, fmt.Errorf("ship: encode segment %d: %w", seq, err)
-		}
-		objs = append(objs, e.object(g, body, keyID, seq))
 	}
 	if len(spill.groups) > 0 {
-		bodies, err := e.encodeSpilled(&spill)
-		if err != nil {
-			e.Release(objs)
-			return nil, fmt.Errorf("ship: encode segment %d: %w", seq, err)
+		if err := e.encodeSpilled(&spill); err != nil {
+			return fail(err)
 		}
-		for si, g := range spill.groups {
-			objs = append(objs, e.object(g, bodies[si], keyID, seq))
-		}
+	}
+	objs := make([]Object, len(all))
+	for i, g := range all {
+		objs[i] = e.object(g, g.done, keyID, seq)
+		g.done = nil
 	}
 	slices.SortFunc(objs, func(a, b Object) int { return strings.Compare(a.Key, b.Key) })
 	return objs, nil
