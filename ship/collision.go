@@ -34,6 +34,28 @@ const maxRekeys = 4
 // writes it under a fresh key.
 var ErrKeyCollision = errors.New("object key holds another object")
 
+// ErrUnverified is wrapped by the error an uploader returns when the key
+// exists (412) but the object there cannot be read to compare it: the
+// credentials may write but not read (s3:GetObject denied), as in some
+// cross-account buckets. The Collisions stage then counts the object as
+// done, as before collision checks existed, and reports it: keys are
+// unique per buffer directory, so this is a re-upload unless a directory
+// was copied.
+var ErrUnverified = errors.New("existing object could not be compared")
+
+// UnverifiedError names the key and why its object could not be read.
+type UnverifiedError struct {
+	Key string
+	Err error
+}
+
+func (e *UnverifiedError) Error() string {
+	return fmt.Sprintf("%s %s: %v", ErrUnverified, e.Key, e.Err)
+}
+
+// Unwrap returns ErrUnverified and the cause.
+func (e *UnverifiedError) Unwrap() []error { return []error{ErrUnverified, e.Err} }
+
 // CollisionError names the key that collided and why its content differs.
 type CollisionError struct {
 	Key    string
@@ -58,12 +80,21 @@ type Collisions struct {
 	// OnCollision, when set, is called for each collision with the error
 	// and the key the object moves to.
 	OnCollision func(obj *Object, err error, freshKey string)
+	// OnUnverified, when set, is called when the object at the key could
+	// not be read to compare it (ErrUnverified); the put counts as done.
+	OnUnverified func(obj *Object, err error)
 }
 
 // Put calls Next, moving obj to a fresh key after each collision.
 func (c Collisions) Put(ctx context.Context, obj *Object) error {
 	for {
 		err := c.Next.Put(ctx, obj)
+		if errors.Is(err, ErrUnverified) {
+			if c.OnUnverified != nil {
+				c.OnUnverified(obj, err)
+			}
+			return nil
+		}
 		if err == nil || !errors.Is(err, ErrKeyCollision) {
 			return err
 		}

@@ -85,7 +85,8 @@ type S3Options struct {
 // upload for large bodies, so a re-upload of an existing key is a no-op.
 // Each object carries the SHA-256 of its body in its user metadata
 // (MetaSHA256); on 412 a HEAD compares it (or the ETag, or at worst the
-// decoded bodies) to tell a re-upload from a key collision.
+// decoded bodies) to tell a re-upload from a key collision. That needs
+// s3:GetObject; without it the 412 is reported as ErrUnverified.
 //
 // The SDK's own retries are disabled: retrying is the Retry stage's job, and
 // one policy makes outages and counters predictable.
@@ -302,12 +303,18 @@ func (u *S3Uploader) Put(ctx context.Context, obj *Object) error {
 // *CollisionError when it is another.
 func (u *S3Uploader) checkExisting(ctx context.Context, key string, obj *Object) error {
 	head, err := u.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(u.bucket), Key: aws.String(key)})
+	if isForbidden(err) {
+		return &UnverifiedError{Key: "s3://" + u.bucket + "/" + key, Err: err}
+	}
 	if err != nil {
 		// Gone since the 412 (deleted): the next attempt writes it.
 		return fmt.Errorf("s3 HeadObject s3://%s/%s after 412: %w", u.bucket, key, err)
 	}
 	fetch := func() ([]byte, error) {
 		out, err := u.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(u.bucket), Key: aws.String(key)})
+		if isForbidden(err) {
+			return nil, &UnverifiedError{Key: "s3://" + u.bucket + "/" + key, Err: err}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("s3 GetObject s3://%s/%s after 412: %w", u.bucket, key, err)
 		}
@@ -428,6 +435,12 @@ func isPreconditionFailed(err error) bool {
 	}
 	var re *awshttp.ResponseError
 	return errors.As(err, &re) && re.HTTPStatusCode() == http.StatusPreconditionFailed
+}
+
+// isForbidden reports a 403: the credentials may not read the object.
+func isForbidden(err error) bool {
+	var re *awshttp.ResponseError
+	return err != nil && errors.As(err, &re) && re.HTTPStatusCode() == http.StatusForbidden
 }
 
 func optString(s string) *string {

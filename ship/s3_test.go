@@ -194,6 +194,29 @@ func TestS3KeyCollision(t *testing.T) {
 	}
 }
 
+// TestS3UnverifiedWhenReadDenied: credentials that may write but not read
+// (HEAD answered 403) cannot compare the object at a taken key; the
+// Collisions stage reports that and counts the put as done, as before.
+func TestS3UnverifiedWhenReadDenied(t *testing.T) {
+	srv := s3server.Start(t)
+	proxy := faultproxy.Start(t, srv.Endpoint())
+	u := newS3(t, srv, proxy.URL(), nil)
+	first := &Object{Key: "06-07-2022/k.gz", Body: []byte("first body")}
+	if err := u.Put(testCtx(t), first); err != nil {
+		t.Fatal(err)
+	}
+	proxy.FailAfter(1, 1, http.StatusForbidden) // the PUT's 412 passes; the HEAD is denied
+	other := &Object{Key: first.Key, Body: []byte("other body")}
+	var unverified int
+	stage := Collisions{Next: u, OnUnverified: func(*Object, error) { unverified++ }}
+	if err := stage.Put(testCtx(t), other); err != nil {
+		t.Fatalf("Put = %v, want nil (unverified counts as done)", err)
+	}
+	if unverified != 1 || other.Key != first.Key {
+		t.Fatalf("unverified reported %d times, key %q", unverified, other.Key)
+	}
+}
+
 // TestS3SameRecordsOtherCompression: an existing object with the same
 // records compressed differently (no metadata, another gzip level) is the
 // same object, not a collision.
