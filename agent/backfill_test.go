@@ -15,9 +15,10 @@ import (
 )
 
 // writeBackfill writes n meter records spread evenly over days UTC days
-// from 2000-01-02, in time order (a backfill of history), and returns
-// the records' signatures -> count.
-func writeBackfill(tb testing.TB, path string, n, days int) map[string]int {
+// from 2000-01-02, in time order (a backfill of history), or with
+// scattered, days in no order, and returns the records' signatures ->
+// count.
+func writeBackfill(tb testing.TB, path string, n, days int, scattered bool) map[string]int {
 	tb.Helper()
 	f, err := os.Create(path)
 	if err != nil {
@@ -29,6 +30,11 @@ func writeBackfill(tb testing.TB, path string, n, days int) map[string]int {
 	want := make(map[string]int, n)
 	for i := 0; i < n; i++ {
 		ts := start + int64(i)*step
+		if scattered {
+			// Day (i*7919) mod days, a prime stride: consecutive records
+			// land on far-apart days and each day recurs throughout.
+			ts = start + int64(i*7919%days)*86_400_000 + int64(i)
+		}
 		fmt.Fprintf(w, `{"customerId":"customer-%04d","meterApiName":"api-%d","meterValue":%d.5,"meterTimeInMillis":%d,"dimensions":{"team":"t%d"}}`+"\n",
 			i%1000, i%10, i, ts, i%5)
 		want[fmt.Sprintf("customer-%04d/%d.5/%d", i%1000, i, ts)]++
@@ -43,20 +49,26 @@ func writeBackfill(tb testing.TB, path string, n, days int) map[string]int {
 }
 
 // A backfill over many days in one `ship`: each segment holds hundreds of
-// key partitions (one per day), more than the encoder keeps open at once,
-// so most are grouped in its bounded second pass. Every record must
-// arrive once, in the object of its own day.
+// key partitions (one per day), far more than the encoder keeps open at
+// once; in time order each is finished early, scattered most also recur
+// and are appended to after the pass. Every record must arrive once, in
+// an object of its own day.
 func TestShipBackfillManyDays(t *testing.T) {
+	// 64 KiB segments (s3Config) hold ~450 records: in time order ~225
+	// days each; scattered, most of the days, each recurring.
+	t.Run("ordered", func(t *testing.T) { testBackfill(t, 3000, 1500, false) })
+	t.Run("scattered", func(t *testing.T) { testBackfill(t, 1200, 300, true) })
+}
+
+func testBackfill(t *testing.T, records, days int, scattered bool) {
 	srv := s3server.Start(t)
 	dir := t.TempDir()
 	input := filepath.Join(dir, "backfill.ndjson")
-	const records, days = 3000, 1500
-	want := writeBackfill(t, input, records, days)
-	// 64 KiB segments (s3Config) hold ~450 records: ~225 days each.
+	want := writeBackfill(t, input, records, days, scattered)
 	shipInto(t, srv, filepath.Join(dir, "buf"), input)
 
 	got := readBucket(t, srv)
-	if len(got.records) != days {
+	if !scattered && len(got.records) != days {
 		t.Errorf("%d record objects, want one per day: %d", len(got.records), days)
 	}
 	byID := checkRecordObjects(t, got) // each record in the object of its day
@@ -84,7 +96,7 @@ func BenchmarkShipBackfill(b *testing.B) {
 	dir := b.TempDir()
 	input := filepath.Join(dir, "backfill.ndjson")
 	const records, days = 90_000, 9_000
-	writeBackfill(b, input, records, days)
+	writeBackfill(b, input, records, days, false)
 	st, err := os.Stat(input)
 	if err != nil {
 		b.Fatal(err)
