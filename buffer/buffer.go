@@ -60,8 +60,10 @@ type Options struct {
 	SegmentSize  int64         // seal the active segment at this size; default 8 MiB
 	Sync         SyncPolicy    // default SyncAlways
 	SyncInterval time.Duration // for SyncInterval; default 1s
-	// AgentID names this buffer's producer in object keys. Empty: a random
-	// id generated on first Open and persisted in the directory.
+	// AgentID names this buffer's producer (logs, metering). Empty: a
+	// random id generated on first Open and persisted in the directory.
+	// Object keys derive from Buffer.InstanceID instead, which this does
+	// not override.
 	AgentID string
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time

@@ -22,7 +22,8 @@
 //
 //	Dir/
 //	  LOCK                          flock'd while a Buffer has the directory open
-//	  meta                          {"version":1,"agent_id":"...","next_seq":N}
+//	  meta                          {"version":1,"agent_id":"...","next_seq":N,
+//	                                 "instance_id":"<uuid>","instance_keys_from":K}
 //	  state                         durable checkpoints as of segment asOf
 //	  00000000000000000041.seg      sealed: waiting for Next / Ack
 //	  00000000000000000042.open     the active segment (at most one)
@@ -32,8 +33,11 @@
 // of the directory. Segment sequences only grow: next_seq is persisted
 // before a segment with that sequence is created, so a sequence is never
 // used twice, even after every segment was acked and deleted (object keys
-// derive from agent id + sequence; a reused key would be refused by
-// If-None-Match and the new segment's records lost).
+// derive from instance id + sequence; a reused key would be refused by
+// If-None-Match). instance_id is generated once per directory and never
+// changed by Options.AgentID, so buffers sharing an agent id still write
+// distinct keys; segments below instance_keys_from predate it and keep
+// their agent-id keys (Buffer.ObjectKeyID).
 //
 // # Segment file
 //

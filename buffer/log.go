@@ -28,6 +28,7 @@ type Buffer struct {
 	lockFile *os.File
 	ops      fileOps
 	agentID  string
+	instance instanceMeta // files.go: InstanceID, ObjectKeyID
 	report   RecoveryReport
 	readBufs sync.Pool
 
@@ -174,7 +175,9 @@ func withFaults(ops fileOps, faults func(FileOp, string) error) fileOps {
 	}
 }
 
-// AgentID is the id that names this buffer's producer in object keys.
+// AgentID is the configured agent id, or the one generated for this
+// directory when none is configured. Several buffers may share it; see
+// InstanceID for an id unique to the directory.
 func (b *Buffer) AgentID() string { return b.agentID }
 
 // Dir is the buffer's directory.
@@ -593,7 +596,7 @@ func (b *Buffer) notifyLocked() {
 // twice, even after every segment was acked and deleted.
 func (b *Buffer) createActiveLocked() error {
 	seq := b.nextSeq
-	if err := writeMeta(b.dir, meta{Version: 1, AgentID: b.agentID, NextSeq: seq + 1}); err != nil {
+	if err := writeMeta(b.dir, b.metaFor(seq+1)); err != nil {
 		return err
 	}
 	b.nextSeq = seq + 1

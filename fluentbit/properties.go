@@ -13,7 +13,7 @@ func propertyDoc(name string) string {
 	case conf.PropertyConfigFile:
 		return "A metership YAML file loaded first; the other properties override it. Its `sources:` are ignored."
 	case "agent_id":
-		return "Names this output in object keys and metering ClientTokens. Empty: a random id kept in `buffer_dir`."
+		return "Names this output in logs and metering ClientTokens. Empty: a random id kept in `buffer_dir`. Object keys derive from `buffer_dir`'s own instance id, so outputs sharing an `agent_id` do not share keys."
 	case "agent_shutdown_timeout":
 		return "How long Fluent Bit's exit may take to seal, upload and report; what is left stays on disk for the next start. Keep it below Fluent Bit's `Grace` and the pod's termination grace period."
 	case "records_format":

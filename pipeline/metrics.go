@@ -18,6 +18,9 @@ type Metrics struct {
 	// SegmentsDamaged counts sealed segments found damaged on disk while
 	// shipping (Pipeline.salvage).
 	SegmentsDamaged prometheus.Counter
+	// KeyCollisions counts objects whose key held a different object
+	// (Pipeline.noteCollision).
+	KeyCollisions prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, p *Pipeline) *Metrics {
@@ -29,6 +32,7 @@ func newMetrics(reg prometheus.Registerer, p *Pipeline) *Metrics {
 		UploadsOK:       prometheus.NewCounter(prometheus.CounterOpts{Name: "metership_uploads_total", Help: "Objects uploaded (or found already uploaded)."}),
 		UploadsFailed:   prometheus.NewCounter(prometheus.CounterOpts{Name: "metership_upload_failures_total", Help: "Failed upload attempts (retried)."}),
 		SegmentsDamaged: prometheus.NewCounter(prometheus.CounterOpts{Name: "metership_buffer_segments_damaged_total", Help: "Sealed segments found damaged on disk while shipping: a copy is set aside as *.bad and the intact part shipped."}),
+		KeyCollisions:   prometheus.NewCounter(prometheus.CounterOpts{Name: "metership_upload_key_collisions_total", Help: "Objects whose key already held a different object; each was written under a fresh key."}),
 		UploadLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "metership_upload_duration_seconds",
 			Help:    "Time to upload one object, retries included.",
@@ -46,7 +50,7 @@ func newMetrics(reg prometheus.Registerer, p *Pipeline) *Metrics {
 	}
 	st := &p.stats
 	reg.MustRegister(m.RecordsRejected, m.BytesBuffered, m.BatchesFull, m.BackPressure,
-		m.UploadsOK, m.UploadsFailed, m.UploadLatency, m.SegmentsDamaged,
+		m.UploadsOK, m.UploadsFailed, m.UploadLatency, m.SegmentsDamaged, m.KeyCollisions,
 		total("metership_records_accepted_total", "Records made durable in the buffer.", st.RecordsAccepted.Load),
 		total("metership_objects_written_total", "Record objects written to the output.", st.ObjectsWritten.Load),
 		total("metership_object_bytes_total", "Encoded bytes written to the output.", st.ObjectBytes.Load),

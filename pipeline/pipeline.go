@@ -274,7 +274,7 @@ func buildUploaders(ctx context.Context, cfg conf.Config, dest ship.Destination)
 // destination takes it or the pipeline shuts down.
 func (p *Pipeline) withRetry(u ship.Uploader) ship.Uploader {
 	return ship.Retry{
-		Next:    ship.Timeout{Next: u, Duration: 2 * time.Minute},
+		Next:    ship.Timeout{Next: ship.Collisions{Next: u, OnCollision: p.noteCollision, OnUnverified: p.noteUnverified}, Duration: 2 * time.Minute},
 		Initial: 200 * time.Millisecond,
 		Max:     30 * time.Second,
 		OnError: func(err error, attempt int, permanent bool, wait time.Duration) {
@@ -287,6 +287,25 @@ func (p *Pipeline) withRetry(u ship.Uploader) ship.Uploader {
 				zap.Error(err), zap.Int("attempt", attempt), zap.Bool("permanent", permanent), zap.Duration("retry_in", wait))
 		},
 	}
+}
+
+// noteCollision reports an object whose key was taken by another object
+// (typically another buffer writing with the same agent.id before instance
+// ids, or a copied buffer directory): it is written under freshKey, not
+// counted as done.
+func (p *Pipeline) noteCollision(obj *ship.Object, err error, freshKey string) {
+	if p.metrics != nil {
+		p.metrics.KeyCollisions.Inc()
+	}
+	p.log.Error("object key already holds a different object; writing this one under a fresh key",
+		zap.Error(err), zap.String("fresh_key", freshKey), zap.Int("records", obj.Records), zap.Bool("dead_letters", obj.DeadLetter))
+}
+
+// noteUnverified reports a 412 whose object could not be read to compare
+// it (no s3:GetObject): counted as done, as keys are unique per buffer.
+func (p *Pipeline) noteUnverified(obj *ship.Object, err error) {
+	p.log.Warn("object key exists and could not be read to rule out a key collision; counted as done (grant s3:GetObject to check)",
+		zap.Error(err), zap.Int("records", obj.Records))
 }
 
 func (p *Pipeline) noteUploadFailure() {
@@ -438,7 +457,7 @@ func (p *Pipeline) shipSegment(ctx context.Context, seg *buffer.Segment) error {
 		defer cnt.Close()
 		src = &countingSource{seg: seg, cnt: cnt}
 	}
-	objs, err := p.enc.Encode(p.buf.AgentID(), seg.Seq, src)
+	objs, err := p.enc.Encode(p.buf.ObjectKeyID(seg.Seq), seg.Seq, src)
 	if errors.Is(err, buffer.ErrCorrupt) {
 		return p.salvage(seg, err)
 	}
