@@ -311,3 +311,19 @@ func (c Config) YAML() string {
 	}
 	return string(b)
 }
+
+// MarshalYAML renders the jobs section with its secrets (API keys, the
+// SMTP password) redacted: `metership check` prints the effective
+// configuration, and keys must never reach a terminal or a log.
+func (j Jobs) MarshalYAML() (any, error) {
+	type plain Jobs
+	out := plain(j)
+	out.APIKeys = make([]string, len(j.APIKeys))
+	for i := range out.APIKeys {
+		out.APIKeys[i] = "<redacted>"
+	}
+	if out.SMTP.Password != "" {
+		out.SMTP.Password = "<redacted>"
+	}
+	return out, nil
+}
