@@ -82,7 +82,7 @@ func (p *Plan) SQL() string {
 			if i > 0 {
 				b.WriteString(", ")
 			}
-			b.WriteString(strconv.FormatInt(t.Unix(), 10))
+			b.WriteString("(" + strconv.FormatInt(t.Unix(), 10) + ")")
 		}
 		b.WriteString(") AS v(bucket)\n),\ngrid AS (\n  SELECT buckets.bucket, ")
 		for i, c := range cols {
