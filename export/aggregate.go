@@ -21,7 +21,7 @@ import (
 type Plan struct {
 	Meters           []string            `json:"meterApiNames"`
 	GroupBy          []string            `json:"groupBy"`
-	Filter           map[string][]string `json:"filter"`
+	Filter           map[string][]string `json:"filter,omitempty"`
 	Bucket           string              `json:"aggregationBucket"`
 	StartTimeSeconds int64               `json:"startTimeInSeconds"`
 	EndTimeSeconds   int64               `json:"endTimeInSeconds"`
@@ -38,12 +38,19 @@ func NewPlan(j *Job, now time.Time) (*Plan, error) {
 		return nil, err
 	}
 	return &Plan{
-		Meters: j.MeterAPINames, GroupBy: j.GroupBy, Filter: j.Filter,
+		Meters: orEmpty(j.MeterAPINames), GroupBy: orEmpty(j.GroupBy), Filter: j.Filter,
 		Bucket:           j.AggregationBucket,
 		StartTimeSeconds: w.Start.Unix(), EndTimeSeconds: w.End.Unix(),
 		Start: w.Start.Format(time.RFC3339), End: w.End.Format(time.RFC3339),
 		Rescale: j.RescaleFunction, Sparse: j.IsSparse(),
 	}, nil
+}
+
+func orEmpty(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 // Window is the plan's window.

@@ -221,6 +221,13 @@ func (j *Job) normalize() {
 	for k, vals := range j.Filter {
 		j.Filter[k] = sortedUnique(vals)
 	}
+	// Defaults are written out, so the normalized job shows what runs.
+	if j.Enabled == nil {
+		j.Enabled = ptr(true)
+	}
+	if j.Sparse == nil {
+		j.Sparse = ptr(true)
+	}
 	if j.RescaleFunction != nil {
 		j.RescaleFunction.Function = strings.ToLower(strings.TrimSpace(j.RescaleFunction.Function))
 	}
@@ -410,3 +417,5 @@ func ParseAgo(s string) (time.Duration, error) {
 	unit := map[string]time.Duration{"d": 24 * time.Hour, "h": time.Hour, "m": time.Minute}[m[2]]
 	return time.Duration(n) * unit, nil
 }
+
+func ptr[T any](v T) *T { return &v }

@@ -295,6 +295,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false) // SQL has < and >: keep it readable
 	_ = enc.Encode(v)
 }
 

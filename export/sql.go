@@ -31,7 +31,7 @@ func TableDDL(source ship.Destination) string {
 		loc += source.Prefix + "/"
 	}
 	if source.Scheme == ship.SchemeFile {
-		loc = "file://" + source.Dir + "/"
+		loc = source.String() + "/"
 	}
 	return "CREATE EXTERNAL TABLE IF NOT EXISTS " + SQLTable + " (\n" +
 		"  customerId string,\n" +
