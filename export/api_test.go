@@ -196,9 +196,9 @@ func TestCRUD(t *testing.T) {
 		t.Fatalf("stale put: %d %s", st, raw)
 	}
 	var chk struct {
-		Job  export.Job
-		Plan export.Plan
-		Key  string
+		Job   export.Job
+		Plan  export.Plan
+		Key   string
 		Query struct{ Table, SQL string }
 	}
 	if st, raw := e.do("POST", "/jobs/check", with("aggregationBucket", "week", "range", "ago(3d)", "s3Url", "s3://bucket/exports"), &chk); st != 200 {
