@@ -142,9 +142,11 @@ func sourcePrefixes(keyFormat string, w Window) ([]string, error) {
 	}
 	var out []string
 	if subHour(keyFormat) {
-		t0 := time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC)
-		t1 := time.Date(2012, 11, 22, 13, 44, 55, 0, time.UTC)
-		out = []string{commonPrefix(render(t0), render(t1))}
+		// Times that differ in the first character of every conversion.
+		p := render(time.Date(1999, 2, 3, 4, 5, 6, 0, time.UTC))
+		p = commonPrefix(p, render(time.Date(2012, 11, 22, 13, 44, 55, 0, time.UTC)))
+		p = commonPrefix(p, render(time.Date(2024, 7, 15, 22, 31, 17, 0, time.UTC)))
+		out = []string{p}
 	} else {
 		seen := map[string]bool{}
 		for t := w.Start.Truncate(time.Hour); t.Before(w.End); t = t.Add(time.Hour) {
@@ -171,17 +173,19 @@ func sourcePrefixes(keyFormat string, w Window) ([]string, error) {
 // the format rendered with two hostnames and two tags, cut where the
 // renders differ or at the $UUID/$INDEX marker.
 func partitionPrefixer(keyFormat string) (func(time.Time) string, error) {
-	k1, err := ship.CompileKeyFormat("", keyFormat, "host-a")
+	// The stand-ins differ in their first character, so the common
+	// prefix ends where the real host name or tag would begin.
+	k1, err := ship.CompileKeyFormat("", keyFormat, "A")
 	if err != nil {
 		return nil, err
 	}
-	k2, err := ship.CompileKeyFormat("", keyFormat, "host-b")
+	k2, err := ship.CompileKeyFormat("", keyFormat, "B")
 	if err != nil {
 		return nil, err
 	}
 	return func(t time.Time) string {
 		ms := t.UnixMilli()
-		p := commonPrefix(k1.Partition(ms, "tag-a"), k2.Partition(ms, "tag-b"))
+		p := commonPrefix(k1.Partition(ms, "A"), k2.Partition(ms, "B"))
 		if i := strings.IndexByte(p, 0); i >= 0 {
 			p = p[:i]
 		}
