@@ -168,3 +168,42 @@ func (m *mailbox) sent() []string {
 	defer m.mu.Unlock()
 	return append([]string(nil), m.msgs...)
 }
+
+// TestFailedCronRetriesOnNextSchedule: a failed cron firing is retried
+// (same window) at the next firing, then the missed firing follows.
+func TestFailedCronRetriesOnNextSchedule(t *testing.T) {
+	e := newEnv(t, fileConfig(t), t0, exportOptions())
+	dir := t.TempDir()
+	blocker := filepath.Join(dir, "out")
+	writeFile(t, blocker, []byte("x")) // a file where the export's directory goes
+	j := e.create(map[string]any{"jobName": "Flaky", "s3Url": "file://" + blocker, "format": "csv",
+		"aggregationBucket": "hour", "range": "ago(1h)", "cron": "0 * * * *"})
+	at := func(h int) time.Time { return time.Date(2026, 11, 20, h, 0, 0, 0, time.UTC) }
+	e.clock.Set(at(11))
+	if n := e.tick(); n != 1 {
+		t.Fatalf("11:00: %d runs", n)
+	}
+	if lr := e.get(j.ID).LastRun; lr.Result != export.ResultFailure || lr.ScheduledTime != at(11).Unix() {
+		t.Fatalf("11:00 run: %+v", lr)
+	}
+	e.clock.Set(at(11).Add(30 * time.Minute))
+	if n := e.tick(); n != 0 {
+		t.Fatalf("11:30: %d runs, want 0 (retry waits for the next firing)", n)
+	}
+	if err := os.Remove(blocker); err != nil { // the destination is fixed
+		t.Fatal(err)
+	}
+	e.clock.Set(at(12))
+	if n := e.tick(); n != 1 {
+		t.Fatalf("12:00: %d runs", n)
+	}
+	if lr := e.get(j.ID).LastRun; lr.Result != export.ResultSuccess || lr.ScheduledTime != at(11).Unix() {
+		t.Fatalf("12:00 retry: %+v", lr)
+	}
+	if n := e.tick(); n != 1 {
+		t.Fatalf("12:00 catch-up: %d runs", n)
+	}
+	if lr := e.get(j.ID).LastRun; lr.Result != export.ResultSuccess || lr.ScheduledTime != at(12).Unix() {
+		t.Fatalf("12:00 firing: %+v", lr)
+	}
+}

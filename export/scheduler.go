@@ -21,7 +21,8 @@ const DefaultRetryAfter = time.Minute
 //
 //   - cron: due at each firing after the last run's firing (or after the
 //     job's last update); missed firings are caught up one per tick, each
-//     exporting its own window.
+//     exporting its own window. A failed firing is retried at the next
+//     firing, before the firings after it.
 //   - scheduledTimeInSeconds: due once at that time; a failure is retried
 //     after RetryAfter until a run succeeds.
 //   - neither: due once, as of the job's last update (an update re-runs it).
@@ -57,6 +58,12 @@ func (s *Scheduler) Due(j *Job, last *Run, now time.Time) (time.Time, bool) {
 		base := updated
 		if last != nil && !time.Unix(last.ScheduledTime, 0).Before(updated) {
 			base = time.Unix(last.ScheduledTime, 0).UTC()
+			if last.Result == ResultFailure {
+				// Retry the failed firing's window at the next firing;
+				// the firings after it follow, one a tick, so no
+				// window is skipped.
+				return base, !sched.Next(base).After(now)
+			}
 		}
 		at := sched.Next(base)
 		return at, !at.After(now)
