@@ -144,9 +144,6 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "id", "assigned by the server; to change a job, PUT /jobs with its id")
 		return
 	}
-	if s.nameTaken(w, r, j) {
-		return
-	}
 	now := s.now().UnixMilli()
 	j.ID = uuid.NewString()
 	j.CreateTime, j.UpdateTime = now, now
@@ -156,24 +153,6 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 	}
 	s.kick()
 	writeJSON(w, http.StatusCreated, JobView{Job: j})
-}
-
-// nameTaken answers 409 when another job has j's name. Across servers
-// on one s3:// store two creates racing with one name can both pass this
-// check; the ids stay distinct and either can be renamed or deleted.
-func (s *Server) nameTaken(w http.ResponseWriter, r *http.Request, j *Job) bool {
-	jobs, err := s.Store.List(r.Context())
-	if err != nil {
-		s.fail(w, err)
-		return true
-	}
-	for _, o := range jobs {
-		if o.JobName == j.JobName && o.ID != j.ID {
-			writeError(w, http.StatusConflict, "jobName", fmt.Sprintf("%q is taken by job %s", j.JobName, o.ID))
-			return true
-		}
-	}
-	return false
 }
 
 // update replaces a job. A body carrying updateTime is applied only if
@@ -196,9 +175,6 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request) {
 	}
 	if j.UpdateTime != 0 && j.UpdateTime != cur.UpdateTime {
 		writeError(w, http.StatusConflict, "updateTime", fmt.Sprintf("the job was updated at %d since this version (%d); GET it and apply the change again", cur.UpdateTime, j.UpdateTime))
-		return
-	}
-	if j.JobName != cur.JobName && s.nameTaken(w, r, j) {
 		return
 	}
 	j.CreateTime = cur.CreateTime
@@ -262,7 +238,10 @@ func Check(j *Job, source ship.Destination, now time.Time) (*CheckResult, error)
 }
 
 func (s *Server) fail(w http.ResponseWriter, err error) {
+	var taken *NameTakenError
 	switch {
+	case errors.As(err, &taken):
+		writeError(w, http.StatusConflict, "jobName", taken.Error())
 	case errors.Is(err, ErrNotFound):
 		writeError(w, http.StatusNotFound, "id", "no such job")
 	case errors.Is(err, ErrConflict):

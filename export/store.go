@@ -34,10 +34,18 @@ var (
 	ErrConflict = errors.New("job was changed concurrently")
 )
 
+// NameTakenError: another job has the name.
+type NameTakenError struct{ Name, ID string }
+
+func (e *NameTakenError) Error() string {
+	return fmt.Sprintf("%q is taken by job %s", e.Name, e.ID)
+}
+
 // Store keeps jobs and each job's last run. Version strings make updates
 // conditional: Update succeeds only when the stored job is still the
 // version the caller read, so two servers updating one job never lose an
-// update (the second gets ErrConflict and retries on fresh data).
+// update (the second gets ErrConflict and retries on fresh data). Names
+// are unique: Create and a renaming Update return *NameTakenError.
 type Store interface {
 	List(ctx context.Context) ([]*Job, error)
 	Get(ctx context.Context, id string) (job *Job, version string, err error)
@@ -165,6 +173,9 @@ func (s *FileStore) Create(ctx context.Context, j *Job) error {
 	if _, err := os.Stat(s.path("jobs", j.ID)); err == nil {
 		return ErrExists
 	}
+	if err := s.nameFree(j); err != nil {
+		return err
+	}
 	return fsutil.WriteFileAtomic(filepath.Join(s.dir, "jobs"), j.ID+".json", b, 0o644, nil)
 }
 
@@ -183,7 +194,32 @@ func (s *FileStore) Update(ctx context.Context, j *Job, ver string) error {
 	if cur != ver {
 		return ErrConflict
 	}
+	if err := s.nameFree(j); err != nil {
+		return err
+	}
 	return fsutil.WriteFileAtomic(filepath.Join(s.dir, "jobs"), j.ID+".json", b, 0o644, nil)
+}
+
+// nameFree checks, under mu, that no other job has j's name.
+func (s *FileStore) nameFree(j *Job) error {
+	ents, err := os.ReadDir(filepath.Join(s.dir, "jobs"))
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		id, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok || id == j.ID || !validID(id) {
+			continue
+		}
+		o, _, err := s.get(id)
+		if err != nil {
+			continue
+		}
+		if o.JobName == j.JobName {
+			return &NameTakenError{Name: j.JobName, ID: id}
+		}
+	}
+	return nil
 }
 
 // Delete removes a job and its run record.
@@ -315,10 +351,72 @@ func (s *S3Store) getObject(ctx context.Context, key string) ([]byte, string, er
 	return b, aws.ToString(out.ETag), nil
 }
 
-// Create stores a new job with If-None-Match: *.
+// nameKey is where a name's claim lives (names/<hash>.json, holding the
+// id of the job with that name).
+func (s *S3Store) nameKey(name string) string {
+	h := sha256.Sum256([]byte(name))
+	return s.key("names", hex.EncodeToString(h[:16]))
+}
+
+// claim makes job id the owner of name: the claim object is created with
+// If-None-Match: *, so of two servers creating one name only one gets
+// it. A claim whose job is gone or renamed is stale and taken over with
+// If-Match on its ETag. Claims are never deleted: a stale one costs a
+// few bytes, and deleting could race with a server taking it over.
+func (s *S3Store) claim(ctx context.Context, name, id string) error {
+	key := s.nameKey(name)
+	body := []byte(`{"id":"` + id + `"}`)
+	put := func(cond func(*s3.PutObjectInput)) error {
+		in := &s3.PutObjectInput{Bucket: &s.bucket, Key: &key, Body: bytes.NewReader(body), ContentType: aws.String("application/json")}
+		cond(in)
+		_, err := s.client.PutObject(ctx, in)
+		return err
+	}
+	for range 5 {
+		err := put(func(in *s3.PutObjectInput) { in.IfNoneMatch = aws.String("*") })
+		if err == nil {
+			return nil
+		}
+		if !isPrecondition(err) {
+			return fmt.Errorf("jobs store: claim name: %w", err)
+		}
+		b, etag, err := s.getObject(ctx, key)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		var c struct{ ID string }
+		_ = json.Unmarshal(b, &c)
+		if c.ID == id {
+			return nil
+		}
+		owner, _, err := s.Get(ctx, c.ID)
+		switch {
+		case err == nil && owner.JobName == name:
+			return &NameTakenError{Name: name, ID: c.ID}
+		case err != nil && !errors.Is(err, ErrNotFound):
+			return err
+		}
+		err = put(func(in *s3.PutObjectInput) { in.IfMatch = aws.String(etag) })
+		if err == nil {
+			return nil
+		}
+		if !isPrecondition(err) {
+			return fmt.Errorf("jobs store: claim name: %w", err)
+		}
+	}
+	return ErrConflict
+}
+
+// Create claims the job's name, then stores it with If-None-Match: *.
 func (s *S3Store) Create(ctx context.Context, j *Job) error {
 	b, err := encodeJob(j)
 	if err != nil {
+		return err
+	}
+	if err := s.claim(ctx, j.JobName, j.ID); err != nil {
 		return err
 	}
 	key := s.key("jobs", j.ID)
@@ -335,10 +433,14 @@ func (s *S3Store) Create(ctx context.Context, j *Job) error {
 	return nil
 }
 
-// Update replaces a job with If-Match: version.
+// Update claims the job's name (a no-op when unchanged) and replaces
+// the job with If-Match: version.
 func (s *S3Store) Update(ctx context.Context, j *Job, ver string) error {
 	b, err := encodeJob(j)
 	if err != nil {
+		return err
+	}
+	if err := s.claim(ctx, j.JobName, j.ID); err != nil {
 		return err
 	}
 	key := s.key("jobs", j.ID)
@@ -393,6 +495,9 @@ func (s *S3Store) PutRun(ctx context.Context, id string, r *Run) error {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return err
+	}
+	if _, _, err := s.Get(ctx, id); errors.Is(err, ErrNotFound) {
+		return nil // deleted while it ran: keep no orphan record
 	}
 	key := s.key("runs", id)
 	_, err = s.client.PutObject(ctx, &s3.PutObjectInput{Bucket: &s.bucket, Key: &key, Body: bytes.NewReader(b), ContentType: aws.String("application/json")})

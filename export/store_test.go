@@ -107,3 +107,57 @@ func TestS3StoreConditional(t *testing.T) {
 		t.Fatalf("after delete: %v", err)
 	}
 }
+
+// TestUniqueNamesTwoServers: eight creates of one name, spread over two
+// servers on one s3:// store, make exactly one job; a renamed job's old
+// name is free again and its new one taken.
+func TestUniqueNamesTwoServers(t *testing.T) {
+	srv := s3server.Start(t)
+	cfg := s3Config(t, srv, "s3://"+srv.Bucket()+"/jobstore")
+	a := newEnv(t, cfg, t0, exportOptions())
+	b := newEnv(t, cfg, t0, exportOptions())
+	var wg sync.WaitGroup
+	statuses := make(chan int, 8)
+	for c := range 8 {
+		e := a
+		if c%2 == 1 {
+			e = b
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, _ := doKey(t, e.http.URL, testKey, "POST", "/jobs", with("jobName", "Same name"), nil)
+			statuses <- st
+		}()
+	}
+	wg.Wait()
+	close(statuses)
+	created := 0
+	for st := range statuses {
+		switch st {
+		case http.StatusCreated:
+			created++
+		case http.StatusConflict:
+		default:
+			t.Fatalf("status %d", st)
+		}
+	}
+	var list []jobView
+	a.do("GET", "/jobs", nil, &list)
+	if created != 1 || len(list) != 1 {
+		t.Fatalf("%d created, %d jobs, want 1", created, len(list))
+	}
+	// Rename: the old name is free, the new one taken.
+	body := map[string]any{}
+	a.do("GET", "/jobs/"+list[0].ID, nil, &body)
+	body["jobName"] = "New name"
+	if st, raw := b.do("PUT", "/jobs", body, nil); st != http.StatusOK {
+		t.Fatalf("rename: %d %s", st, raw)
+	}
+	if st, raw := a.do("POST", "/jobs", with("jobName", "Same name"), nil); st != http.StatusCreated {
+		t.Fatalf("old name after rename: %d %s", st, raw)
+	}
+	if st, raw := a.do("POST", "/jobs", with("jobName", "New name"), nil); st != http.StatusConflict {
+		t.Fatalf("new name: %d %s", st, raw)
+	}
+}
