@@ -60,6 +60,8 @@ func TestValidation(t *testing.T) {
 		{"range unit", with("range", "ago(7w)"), 400, []string{"range"}},
 		{"range too long", with("range", "ago(2000d)"), 400, []string{"range"}},
 		{"endTimeOffset", with("endTimeOffset", "ago(x)"), 400, []string{"endTimeOffset"}},
+		{"endTimeOffset past range", with("endTimeOffset", "ago(8d)"), 400, []string{"endTimeOffset"}},
+		{"groupBy record field", with("groupBy", []string{"meterValue"}), 400, []string{"groupBy[0]"}},
 		{"cron and scheduled", with("cron", "0 * * * *", "scheduledTimeInSeconds", 1790000000), 400, []string{"cron", "scheduledTimeInSeconds"}},
 		{"bad cron", with("cron", "61 * * * *"), 400, []string{"cron"}},
 		{"cron 4 fields", with("cron", "* * * *"), 400, []string{"cron"}},

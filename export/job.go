@@ -293,8 +293,10 @@ func (j *Job) validate(v *ValidationError) {
 		v.add("range", "%q is longer than 5 years", j.Range)
 	}
 	if j.EndTimeOffset != "" {
-		if _, err := ParseAgo(j.EndTimeOffset); err != nil {
+		if off, err := ParseAgo(j.EndTimeOffset); err != nil {
 			v.add("endTimeOffset", "%v", err)
+		} else if rng, err := ParseAgo(j.Range); err == nil && off >= rng {
+			v.add("endTimeOffset", "%s must be shorter than range %s, or the window is empty", j.EndTimeOffset, j.Range)
 		}
 	}
 	if j.Cron != "" && j.ScheduledTimeInSeconds != 0 {
@@ -330,6 +332,8 @@ func (j *Job) validate(v *ValidationError) {
 			v.add(fmt.Sprintf("groupBy[%d]", i), "%q is not a dimension name", g)
 		case g == "time" || g == "meterApiName" || g == "value":
 			v.add(fmt.Sprintf("groupBy[%d]", i), "%q is always a column; group by dimensions or customerId", g)
+		case g == "meterValue" || g == "meterTimeInMillis" || g == "uniqueId" || g == "dimensions" || strings.HasPrefix(g, "export_"):
+			v.add(fmt.Sprintf("groupBy[%d]", i), "%q is a record field or reserved; group by dimensions or customerId", g)
 		case seen[g]:
 			v.add(fmt.Sprintf("groupBy[%d]", i), "%q listed twice", g)
 		}

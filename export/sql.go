@@ -57,7 +57,7 @@ func (p *Plan) SQL() string {
 	for _, g := range p.GroupBy {
 		cols = append(cols, ident(g))
 	}
-	b.WriteString("WITH filtered AS (\n  SELECT CAST(to_unixtime(date_trunc(" + quote(p.Bucket) + ", from_unixtime(meterTimeInMillis / 1000))) AS bigint) AS bucket,\n    meterApiName")
+	b.WriteString("WITH filtered AS (\n  SELECT CAST(to_unixtime(date_trunc(" + quote(p.Bucket) + ", from_unixtime(meterTimeInMillis / 1000))) AS bigint) AS export_bucket,\n    meterApiName")
 	for _, g := range p.GroupBy {
 		fmt.Fprintf(&b, ",\n    %s AS %s", dimExpr(g), ident(g))
 	}
@@ -74,37 +74,37 @@ func (p *Plan) SQL() string {
 	for _, k := range keys {
 		fmt.Fprintf(&b, "\n    AND %s IN (%s)", rawDimExpr(k), quoteList(p.Filter[k]))
 	}
-	b.WriteString("\n),\nsums AS (\n  SELECT bucket, " + strings.Join(cols, ", ") + ", sum(meterValue) AS total\n  FROM filtered\n  GROUP BY bucket, " + strings.Join(cols, ", ") + "\n)")
-	value := "total"
+	b.WriteString("\n),\nsums AS (\n  SELECT export_bucket, " + strings.Join(cols, ", ") + ", sum(meterValue) AS export_total\n  FROM filtered\n  GROUP BY export_bucket, " + strings.Join(cols, ", ") + "\n)")
+	value := "export_total"
 	if !p.Sparse {
-		b.WriteString(",\ngroups AS (\n  SELECT DISTINCT " + strings.Join(cols, ", ") + " FROM sums\n),\nbuckets AS (\n  SELECT bucket FROM (VALUES ")
+		b.WriteString(",\ngroups AS (\n  SELECT DISTINCT " + strings.Join(cols, ", ") + " FROM sums\n),\nbuckets AS (\n  SELECT export_bucket FROM (VALUES ")
 		for i, t := range p.Window().Buckets(p.Bucket) {
 			if i > 0 {
 				b.WriteString(", ")
 			}
 			b.WriteString("(" + strconv.FormatInt(t.Unix(), 10) + ")")
 		}
-		b.WriteString(") AS v(bucket)\n),\ngrid AS (\n  SELECT buckets.bucket, ")
+		b.WriteString(") AS v(export_bucket)\n),\ngrid AS (\n  SELECT buckets.export_bucket, ")
 		for i, c := range cols {
 			if i > 0 {
 				b.WriteString(", ")
 			}
 			b.WriteString("groups." + c)
 		}
-		b.WriteString(", coalesce(sums.total, CAST(0 AS decimal(38,9))) AS total\n  FROM buckets CROSS JOIN groups\n  LEFT JOIN sums ON sums.bucket = buckets.bucket")
+		b.WriteString(", coalesce(sums.export_total, CAST(0 AS decimal(38,9))) AS export_total\n  FROM buckets CROSS JOIN groups\n  LEFT JOIN sums ON sums.export_bucket = buckets.export_bucket")
 		for _, c := range cols {
 			fmt.Fprintf(&b, " AND sums.%s = groups.%s", c, c)
 		}
 		b.WriteString("\n)")
 	}
 	if p.Rescale != nil {
-		value = "CAST(total * " + p.Rescale.sqlLiteral() + " AS decimal(38,9))"
+		value = "CAST(export_total * " + p.Rescale.sqlLiteral() + " AS decimal(38,9))"
 	}
 	from := "sums"
 	if !p.Sparse {
 		from = "grid"
 	}
-	b.WriteString("\nSELECT format_datetime(from_unixtime(bucket), 'yyyy-MM-dd''T''HH:mm:ss''Z''') AS \"time\", " + strings.Join(cols, ", ") + ", " + value + " AS value\nFROM " + from + "\nORDER BY bucket, " + strings.Join(cols, ", "))
+	b.WriteString("\nSELECT format_datetime(from_unixtime(export_bucket), 'yyyy-MM-dd''T''HH:mm:ss''Z''') AS \"time\", " + strings.Join(cols, ", ") + ", " + value + " AS value\nFROM " + from + "\nORDER BY export_bucket, " + strings.Join(cols, ", "))
 	return b.String()
 }
 

@@ -110,7 +110,7 @@ log: {level: warn}
 	cases := []map[string]any{
 		{"aggregationBucket": "hour", "groupBy": []string{"customerId", "region"}},
 		{"aggregationBucket": "day", "groupBy": []string{"customerId", "region"}, "sparse": false, "filter": map[string][]string{"region": {"eu", "us"}}},
-		{"aggregationBucket": "week", "groupBy": []string{"region"}, "rescaleFunction": map[string]any{"function": "multiply", "coefficient": 0.001}},
+		{"aggregationBucket": "week", "groupBy": []string{"region", "bucket"}, "rescaleFunction": map[string]any{"function": "multiply", "coefficient": 0.001}},
 		{"aggregationBucket": "month", "groupBy": []string{"customerId"}, "sparse": false, "meterApiNames": []string{"storage_gb"},
 			"rescaleFunction": map[string]any{"function": "multiply", "coefficient": 2.5}},
 		{"aggregationBucket": "day", "filter": map[string][]string{"customerId": {"cust-a", "cust-b"}}, "minimizeFresh": true},
