@@ -261,10 +261,10 @@ var (
 	namePattern    = regexp.MustCompile(`^[^\x00-\x1f"\\]{1,200}$`)
 )
 
-// Formats, buckets and rescale functions a job may name.
+// The formats and buckets a job may name.
 var (
-	Formats = []string{"csv", "json", "ndjson"}
-	Buckets = []string{"hour", "day", "week", "month"}
+	formatNames = []string{"csv", "json", "ndjson"}
+	bucketNames = []string{"hour", "day", "week", "month"}
 )
 
 // maxRange bounds ago(...): the scheduler and the sparse rows enumerate
@@ -283,8 +283,8 @@ func (j *Job) validate(v *ValidationError) {
 	} else if _, err := ParseLocation(j.S3URL); err != nil {
 		v.add("s3Url", "%v", err)
 	}
-	checkEnum(v, "format", j.Format, Formats)
-	checkEnum(v, "aggregationBucket", j.AggregationBucket, Buckets)
+	checkEnum(v, "format", j.Format, formatNames)
+	checkEnum(v, "aggregationBucket", j.AggregationBucket, bucketNames)
 	if j.Range == "" {
 		v.add("range", "required, e.g. ago(7d)")
 	} else if d, err := ParseAgo(j.Range); err != nil {
