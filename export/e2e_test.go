@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"math/big"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -417,4 +419,50 @@ func compareRows(t *testing.T, name string, got, want []outRow) {
 			return
 		}
 	}
+}
+
+// TestExportReadsJSONArraysUncompressed: objects shipped with
+// output.format json and compression none (a plain JSON array each) to a
+// file:// output are read back like gzipped NDJSON.
+func TestExportReadsJSONArraysUncompressed(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := conf.Parse([]byte(fmt.Sprintf(`
+agent: {id: json-agent}
+buffer: {dir: %s/buf, segment_size: 64KiB, flush_interval: 100ms}
+output: {url: "file://%s/out/ingest/amberdata", format: json, compression: none, key_format: "%%Y/%%m/%%d/$UUID.json"}
+jobs: {api_keys: [%q], store: "file://%s/jobs"}
+log: {level: warn}
+`, dir, dir, testKey, dir)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(false); err != nil {
+		t.Fatal(err)
+	}
+	recs := genRecords(1500)
+	shipRecords(t, cfg, recs)
+	shipped, _ := filepath.Glob(filepath.Join(dir, "out", "ingest", "amberdata", "2026", "*", "*", "*.json"))
+	if len(shipped) == 0 {
+		t.Fatal("nothing shipped")
+	}
+	if first, err := os.ReadFile(shipped[0]); err != nil || len(first) == 0 || first[0] != '[' {
+		t.Fatalf("%s is not a plain JSON array: %.20q %v", shipped[0], first, err)
+	}
+	e := newEnv(t, cfg, e2eNow, exportOptions())
+	j := e.create(map[string]any{"jobName": "From JSON", "s3Url": "file://" + dir + "/exports", "format": "ndjson",
+		"aggregationBucket": "day", "range": "ago(5d)", "groupBy": []string{"customerId", "region"},
+		"meterApiNames": []string{"api_calls", "storage_gb"}, "sparse": false})
+	if n := e.tick(); n != 1 {
+		t.Fatalf("ran %d", n)
+	}
+	lr := e.get(j.ID).LastRun
+	if lr == nil || lr.Result != export.ResultSuccess || lr.Objects == 0 {
+		t.Fatalf("lastRun %+v", lr)
+	}
+	body, err := os.ReadFile(filepath.Join(dir, "exports", filepath.FromSlash(lr.Key)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := expectSpec{bucket: "day", rangeD: 5 * 24 * time.Hour, sparse: false, meters: []string{"api_calls", "storage_gb"}}
+	compareRows(t, "From JSON", parseOutput(t, "ndjson", body), expectedRows(recs, spec, e2eNow))
 }
