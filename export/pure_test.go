@@ -2,6 +2,8 @@ package export
 
 import (
 	"bytes"
+	"encoding/json"
+	"errors"
 	"math/big"
 	"strings"
 	"testing"
@@ -125,5 +127,41 @@ func FuzzScan(f *testing.F) {
 				t.Fatalf("dimension %d differs", i)
 			}
 		}
+	})
+}
+
+// FuzzDecodeJob: any body either fails with field errors or gives a job
+// that survives a round trip unchanged (normalization is idempotent) and
+// has a window and SQL.
+func FuzzDecodeJob(f *testing.F) {
+	f.Add([]byte(`{"jobName":"a","s3Url":"b-bucket/p","format":"csv","aggregationBucket":"day","range":"ago(7d)"}`))
+	f.Add([]byte(`{"jobName":"a b","s3Url":"s3://bkt/x","format":"json","aggregationBucket":"week","range":"ago(3h)","groupBy":["customerId","r"],"filter":{"r":["x","x"]},"rescaleFunction":{"function":"multiply","coefficient":1e-3},"sparse":false}`))
+	f.Add([]byte(`{"jobName":"x","cron":"*/5 * * * *","scheduledTimeInSeconds":5}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		j, err := DecodeJob(body)
+		if err != nil {
+			var verr *ValidationError
+			if !errors.As(err, &verr) || len(verr.Errors) == 0 {
+				t.Fatalf("error without fields: %v", err)
+			}
+			return
+		}
+		b, err := json.Marshal(j)
+		if err != nil {
+			t.Fatal(err)
+		}
+		j2, err := DecodeJob(b)
+		if err != nil {
+			t.Fatalf("round trip of %s: %v", b, err)
+		}
+		b2, _ := json.Marshal(j2)
+		if !bytes.Equal(b, b2) {
+			t.Fatalf("not idempotent:\n%s\n%s", b, b2)
+		}
+		plan, err := NewPlan(j, time.Date(2026, 5, 5, 5, 5, 5, 0, time.UTC))
+		if err != nil {
+			t.Fatalf("valid job without a window: %v", err)
+		}
+		_ = plan.SQL()
 	})
 }
