@@ -25,6 +25,7 @@ type Config struct {
 	Buffer   Buffer   `yaml:"buffer"`
 	Output   Output   `yaml:"output"`
 	Metering Metering `yaml:"metering"`
+	Jobs     Jobs     `yaml:"jobs"`
 	Server   Server   `yaml:"server"`
 	Log      Log      `yaml:"log"`
 }
@@ -128,6 +129,46 @@ type Metering struct {
 	CatchUpTimeout Duration `yaml:"catch_up_timeout"`
 }
 
+// Jobs configures the export Jobs API (`metership jobs serve`).
+type Jobs struct {
+	// Listen is the Jobs API's HTTP address.
+	Listen string `yaml:"listen"`
+	// APIKeys are the accepted X-API-Key values.
+	APIKeys []string `yaml:"api_keys"`
+	// Store is where jobs and their last runs are kept: file:///dir (one
+	// server) or s3://bucket/prefix (several servers, conditional writes).
+	Store string `yaml:"store"`
+	// SMTP, when Host is set, mails each run's result to the job's email.
+	SMTP JobsSMTP `yaml:"smtp"`
+	// S3 overrides output's S3 settings for s3Urls without a scheme and
+	// for an s3:// store; empty fields fall back to output's.
+	S3 JobsS3 `yaml:"s3"`
+	// Tick is how often the scheduler looks for due jobs.
+	Tick Duration `yaml:"tick"`
+}
+
+// JobsSMTP is the mail server export results are sent through.
+type JobsSMTP struct {
+	Host     string `yaml:"host"`
+	Port     int    `yaml:"port"`
+	From     string `yaml:"from"`
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	// StartTLS upgrades the connection when the server offers it; required
+	// (not just preferred) when Username is set, so passwords never travel
+	// in the clear.
+	StartTLS bool `yaml:"starttls"`
+}
+
+// JobsS3 is the S3 service export jobs write to when it is not output's.
+type JobsS3 struct {
+	Region         string `yaml:"region"`
+	Endpoint       string `yaml:"endpoint"`
+	ForcePathStyle *bool  `yaml:"force_path_style"`
+	RoleARN        string `yaml:"role_arn"`
+	ExternalID     string `yaml:"external_id"`
+}
+
 // Server configures the HTTP endpoint.
 type Server struct {
 	Listen string `yaml:"listen"`
@@ -179,6 +220,7 @@ func Default() Config {
 			MaxCarry:       Duration(24 * 3600e9),
 			CatchUpTimeout: Duration(10 * 60e9),
 		},
+		Jobs:   Jobs{Listen: ":9465", Store: "file://./jobs", SMTP: JobsSMTP{Port: 587}, Tick: Duration(10e9)},
 		Server: Server{Listen: ":9464", UnreadyAfter: Duration(5 * 60e9)},
 		Log:    Log{Level: "info", Format: "json"},
 	}
@@ -286,4 +328,20 @@ func (c Config) YAML() string {
 		return fmt.Sprintf("# cannot render config: %v\n", err)
 	}
 	return string(b)
+}
+
+// MarshalYAML renders the jobs section with its secrets (API keys, the
+// SMTP password) redacted: `metership check` prints the effective
+// configuration, and keys must never reach a terminal or a log.
+func (j Jobs) MarshalYAML() (any, error) {
+	type plain Jobs
+	out := plain(j)
+	out.APIKeys = make([]string, len(j.APIKeys))
+	for i := range out.APIKeys {
+		out.APIKeys[i] = "<redacted>"
+	}
+	if out.SMTP.Password != "" {
+		out.SMTP.Password = "<redacted>"
+	}
+	return out, nil
 }

@@ -16,6 +16,10 @@ run -bench 'BenchmarkScan|BenchmarkCountAtIngest' ./metering
 run -bench 'BenchmarkFlush' ./fluentbit
 run -bench 'BenchmarkHarnessFlush' -benchtime 300x ./plugin
 run -bench 'BenchmarkTail' ./agent/tail
+# #12's target: an export over 10,000,000 shipped records (~1.4 GB of
+# gzipped NDJSON) read back and aggregated: records/s per core and peak
+# RSS (METERSHIP_BENCH_RECORDS changes the count).
+run -bench 'BenchmarkExport' -benchtime 1x -timeout 30m ./export
 # 1,000,000 records (~140 MB) end to end; METERSHIP_BENCH_RECORDS changes
 # the count, METERSHIP_BENCH_SYNC=never shows what fsync costs.
 run -bench 'BenchmarkShipEndToEnd' -benchtime 1x -count 3 -timeout 30m ./agent
