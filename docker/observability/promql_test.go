@@ -304,7 +304,11 @@ func (e exposition) check(expr parser.Expr, legend string) []string {
 			names := namesUnder(n.Expr)
 			for _, l := range n.Grouping {
 				if !hasLabel(names, l) {
-					problems = append(problems, fmt.Sprintf("%s (%s) names label %q, which none of %v has", n.Op, strings.Join(n.Grouping, ", "), l, names))
+					clause := "by"
+					if n.Without {
+						clause = "without"
+					}
+					problems = append(problems, fmt.Sprintf("%s %s (%s) names label %q, which none of %v has", n.Op, clause, strings.Join(n.Grouping, ", "), l, names))
 				}
 			}
 		case *parser.BinaryExpr:
