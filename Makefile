@@ -35,7 +35,7 @@ test-sql:
 # running agent and jobs server expose: its own module, so the agent does
 # not depend on Prometheus itself.
 test-observability:
-	cd docker/observability && $(GO) test -count=1 -timeout 5m ./...
+	cd docker/observability && $(GO) vet ./... && $(GO) test -count=1 -timeout 5m ./...
 
 # docker/observability/prometheusrule.yaml: the groups of alerts.yaml in a
 # Kubernetes PrometheusRule (a test fails when they differ).
