@@ -359,11 +359,22 @@ metering:
 		return n >= 1
 	})
 
+	readme, err := os.ReadFile(readmeFile)
+	if err != nil {
+		t.Fatal(err)
+	}
 	e := exposition{}
 	for _, p := range []*proc{agent, jobs} {
 		mfs, err := p.scrape()
 		if err != nil {
 			t.Fatal(err)
+		}
+		// The README's metrics table lists every family, with its type.
+		for name, mf := range mfs {
+			row := fmt.Sprintf("| `%s` | %s |", name, strings.ToLower(mf.GetType().String()))
+			if strings.HasPrefix(name, "metership_") && !bytes.Contains(readme, []byte(row)) {
+				t.Errorf("README's Monitoring / Metrics table has no row %q", row)
+			}
 		}
 		if _, ok := mfs["metership_build_info"]; !ok {
 			t.Errorf("%s serves no metership_build_info", strings.Join(p.cmd.Args[1:], " "))
