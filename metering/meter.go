@@ -91,6 +91,9 @@ type Options struct {
 	CallTimeout time.Duration
 	// Tick is how often Run reports closed hours; default 1m.
 	Tick time.Duration
+	// Shared, in batch_meter_usage mode, takes closed hours' usage instead
+	// of this agent reporting it (metering.state_url; see shared.go).
+	Shared SharedState
 
 	// reportWorkers bounds concurrent MeterUsage calls; default 4 (tests
 	// that count calls around a crash use 1).
@@ -237,6 +240,9 @@ func New(cfg conf.Metering, opts Options) (*Meter, error) {
 	}
 	if opts.Client == nil {
 		return nil, fmt.Errorf("%w: Options.Client is nil", ErrInvalidConfig)
+	}
+	if opts.Shared != nil && set.mode != ModeBatchMeterUsage {
+		return nil, fmt.Errorf("%w: metering.state_url: only used with metering.mode %s", ErrInvalidConfig, ModeBatchMeterUsage)
 	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()

@@ -63,6 +63,9 @@ func (m *Meter) Run(ctx context.Context) error {
 func (m *Meter) ReportClosed(ctx context.Context) error {
 	m.reportMu.Lock()
 	defer m.reportMu.Unlock()
+	if m.opts.Shared != nil {
+		return m.reportShared(ctx)
+	}
 	deadline := time.Now().Add(m.opts.MaxRetryElapsed)
 	for range maxRounds {
 		pending, err := m.plan()
@@ -178,6 +181,11 @@ func (m *Meter) plan() ([]*intent, error) {
 			}
 		}
 		for _, h := range slices.Sorted(maps.Keys(hours)) {
+			if m.opts.Shared != nil {
+				m.handOffLocked(s, h, now)
+				changed = true
+				continue
+			}
 			m.createIntentLocked(s, h, now)
 			changed = true
 		}
