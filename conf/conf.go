@@ -110,6 +110,12 @@ type Metering struct {
 	Window     Duration `yaml:"window"`
 	ReportZero bool     `yaml:"report_zero"`
 	DryRun     bool     `yaml:"dry_run"`
+	// StateURL (s3://bucket/prefix or file:///dir), batch mode: where
+	// replicas of one product merge their hourly usage; empty: this
+	// agent reports alone. MergeGrace: how long a claim waits for live
+	// replicas' partials.
+	StateURL   string   `yaml:"state_url"`
+	MergeGrace Duration `yaml:"merge_grace"`
 }
 
 // Server configures the HTTP endpoint.
@@ -158,6 +164,7 @@ func Default() Config {
 			Mode:           "off",
 			CustomerIDType: "customer_identifier",
 			Lateness:       Duration(5 * 60e9),
+			MergeGrace:     Duration(10 * 60e9),
 		},
 		Server: Server{Listen: ":9464", UnreadyAfter: Duration(5 * 60e9)},
 		Log:    Log{Level: "info", Format: "json"},
