@@ -54,7 +54,7 @@ func cmdShip(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 
 	start := time.Now()
-	rt, err := engine.Start(ctx, cfg, engine.Options{Logger: log})
+	rt, err := engine.Start(ctx, cfg, engine.Options{Logger: log, SettleShared: true})
 	if err != nil {
 		fmt.Fprintf(stderr, "metership: %v\n", err)
 		return exitFailure

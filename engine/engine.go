@@ -29,12 +29,17 @@ type Engine struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	runErr error
+	settle bool
 }
 
 // Options are the non-config inputs of Start.
 type Options struct {
 	Logger     *zap.Logger
 	Registerer prometheus.Registerer
+	// SettleShared: Finish waits (bounded by its ctx) until the hours this
+	// replica closed are claimed and its partials merged or carried
+	// (metering.state_url; `ship`).
+	SettleShared bool
 }
 
 // Start opens the buffer (recovering what a previous run left), starts
@@ -44,7 +49,7 @@ func Start(ctx context.Context, cfg conf.Config, opts Options) (*Engine, error) 
 	if log == nil {
 		log = zap.NewNop()
 	}
-	e := &Engine{cfg: cfg, log: log}
+	e := &Engine{cfg: cfg, log: log, settle: opts.SettleShared}
 	metered := cfg.Metering.Mode != "" && cfg.Metering.Mode != "off"
 	popts := pipeline.Options{Logger: log, Registerer: opts.Registerer, UnhealthyAfter: cfg.Server.UnreadyAfter.D()}
 	late := &lateCounter{}
@@ -119,6 +124,8 @@ func (e *Engine) Finish(ctx context.Context, drain bool) error {
 		if e.meter != nil {
 			if err := e.meter.reportClosed(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("metering: %w", err))
+			} else if err := e.meter.shared.finish(ctx, e.settle); err != nil {
+				errs = append(errs, fmt.Errorf("metering: %w", err))
 			}
 		}
 	}
@@ -129,6 +136,9 @@ func (e *Engine) Finish(ctx context.Context, drain bool) error {
 	}
 	if err := e.pipe.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("closing buffer: %w", err))
+	}
+	if e.meter != nil {
+		e.meter.shared.close()
 	}
 	return errors.Join(errs...)
 }

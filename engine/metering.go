@@ -48,6 +48,8 @@ func (c *lateCounter) NewBatchCount() pipeline.BatchCount {
 type meterRuntime struct {
 	log   *zap.Logger
 	meter *metering.Meter
+	// shared is the replicas' protocol when metering.state_url is set.
+	shared *sharedRuntime
 }
 
 // newMeterRuntime opens the ledger once the pipeline (and so the buffer,
@@ -55,7 +57,15 @@ type meterRuntime struct {
 func newMeterRuntime(cfg conf.Config, p *pipeline.Pipeline, client *mm.Client, log *zap.Logger, reg prometheus.Registerer) (*meterRuntime, error) {
 	m := &meterRuntime{log: log}
 	var err error
+	var sharedState metering.SharedState
+	if cfg.Metering.StateURL != "" {
+		if m.shared, err = newSharedRuntime(cfg, p.Buffer().AgentID(), client, log); err != nil {
+			return nil, err
+		}
+		sharedState = m.shared.agent
+	}
 	m.meter, err = metering.New(cfg.Metering, metering.Options{
+		Shared:     sharedState,
 		Dir:        filepath.Join(cfg.Buffer.Dir, "metering"),
 		InstanceID: p.Buffer().AgentID(),
 		Client:     client,
@@ -67,6 +77,7 @@ func newMeterRuntime(cfg conf.Config, p *pipeline.Pipeline, client *mm.Client, l
 		},
 	})
 	if err != nil {
+		m.shared.close()
 		return nil, fmt.Errorf("metering: %w", err)
 	}
 	return m, nil
@@ -81,6 +92,7 @@ func (m *meterRuntime) start(ctx context.Context, wg *sync.WaitGroup) {
 			m.log.Error("metering stopped", zap.Error(err))
 		}
 	}()
+	m.shared.start(ctx, wg)
 }
 
 func (m *meterRuntime) reportClosed(ctx context.Context) error { return m.meter.ReportClosed(ctx) }

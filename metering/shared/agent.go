@@ -163,7 +163,7 @@ func (a *Agent) crash(point string) {
 
 // Hand takes closed-hour usage from the ledger (metering.SharedState). A
 // usage goes into the partial of its hour, or, when this agent's partial
-// of that hour is already written, into its first hour without one.
+// of that hour is already written, into its next open hour.
 func (a *Agent) Hand(_ context.Context, closedBefore time.Time, usage []metering.HourUsage) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -173,11 +173,7 @@ func (a *Agent) Hand(_ context.Context, closedBefore time.Time, usage []metering
 			continue
 		}
 		h := u.Hour.UTC().Truncate(time.Hour)
-		target := h
-		if target.Before(a.j.NextHour) {
-			target = a.j.NextHour
-		}
-		a.j.addOpen(target, []Entry{{Series: Series{Customer: u.Customer, License: u.License, Dimension: u.Dimension}, Buckets: u.Buckets}})
+		a.j.addOpen(a.j.target(h), []Entry{{Series: Series{Customer: u.Customer, License: u.License, Dimension: u.Dimension}, Buckets: u.Buckets}})
 		a.j.Taken[u.ID] = h
 		changed = true
 	}
@@ -244,6 +240,11 @@ func (a *Agent) Settled() bool {
 	if a.j.NextHour.Before(a.j.Cut) {
 		return false
 	}
+	for name := range a.j.Open {
+		if h, ok := parseHour(name); ok && h.Before(a.j.Cut) {
+			return false
+		}
+	}
 	for _, w := range a.j.Written {
 		if w.State == stateWritten {
 			return false
@@ -291,78 +292,104 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 }
 
 // writePartials writes this agent's partial of every hour it closed and
-// has not written yet, in hour order. An empty hour is written too (so
-// claimers need not wait for it) unless that hour is claimed already.
+// has not written yet, in hour order: hours with usage it never wrote
+// (a new agent's backlog), then each hour from NextHour up to the cut. An
+// empty hour is written too (so claimers need not wait for it) unless it
+// is claimed already.
 func (a *Agent) writePartials(ctx context.Context) error {
+	a.mu.Lock()
+	var backfill []time.Time
+	for name := range a.j.Open {
+		if h, ok := parseHour(name); ok && h.Before(a.j.NextHour) && h.Before(a.j.Cut) {
+			backfill = append(backfill, h)
+		}
+	}
+	a.mu.Unlock()
+	sort.Slice(backfill, func(i, j int) bool { return backfill[i].Before(backfill[j]) })
+	for _, h := range backfill {
+		if err := a.writePartial(ctx, h, false); err != nil {
+			return err
+		}
+	}
 	for {
 		a.mu.Lock()
 		h, cut := a.j.NextHour, a.j.Cut
+		a.mu.Unlock()
 		if !h.Before(cut) {
-			a.mu.Unlock()
 			return nil
 		}
-		entries := slices.Clone(a.j.Open[hourName(h)])
-		carried := slices.Clone(a.j.CarriedFrom[hourName(h)])
-		a.mu.Unlock()
+		if err := a.writePartial(ctx, h, true); err != nil {
+			return err
+		}
+	}
+}
 
-		p := Partial{Format: partialFormat, Product: a.cfg.Product, Agent: a.cfg.Agent, Hour: h,
-			Written: a.cfg.Now().UTC(), Entries: entries, CarriedFrom: carried}
-		if p.Entries == nil {
-			p.Entries = []Entry{}
+// writePartial writes the partial of hour h; frontier: h is NextHour,
+// which then moves on.
+func (a *Agent) writePartial(ctx context.Context, h time.Time, frontier bool) error {
+	a.mu.Lock()
+	entries := slices.Clone(a.j.Open[hourName(h)])
+	carried := slices.Clone(a.j.CarriedFrom[hourName(h)])
+	a.mu.Unlock()
+
+	p := Partial{Format: partialFormat, Product: a.cfg.Product, Agent: a.cfg.Agent, Hour: h,
+		Written: a.cfg.Now().UTC(), Entries: entries, CarriedFrom: carried}
+	if p.Entries == nil {
+		p.Entries = []Entry{}
+	}
+	key := partialKey(a.cfg.Product, h, a.cfg.Agent)
+	var sum string
+	var written []Entry
+	skip := false
+	if len(entries) == 0 && len(carried) == 0 {
+		if _, err := a.cfg.Store.Get(ctx, claimKey(a.cfg.Product, h)); err == nil {
+			skip = true
+		} else if !errors.Is(err, ErrNotFound) {
+			return err
 		}
-		key := partialKey(a.cfg.Product, h, a.cfg.Agent)
-		var sum string
-		var written []Entry
-		skip := false
-		if len(entries) == 0 && len(carried) == 0 {
-			if _, err := a.cfg.Store.Get(ctx, claimKey(a.cfg.Product, h)); err == nil {
-				skip = true
-			} else if !errors.Is(err, ErrNotFound) {
-				return err
-			}
-		}
-		if !skip {
-			body := encode(p)
-			created, err := a.cfg.Store.Create(ctx, key, body)
-			if err != nil {
-				return err
-			}
-			a.crash("partial-created")
-			sum, written = sha(body), entries
-			if !created {
-				// Written before a crash lost the journal's record of it,
-				// perhaps with less usage than the journal now has for the
-				// hour: what it lacks goes to the next hour.
-				old, err := a.cfg.Store.Get(ctx, key)
-				if err != nil {
-					return err
-				}
-				op, err := decode[Partial](old, partialFormat)
-				if err != nil {
-					return fmt.Errorf("shared: %s: %w", key, err)
-				}
-				sum, written = sha(old), op.Entries
-			}
-		}
-		a.mu.Lock()
-		if rest := subtractEntries(a.j.Open[hourName(h)], written); len(rest) > 0 {
-			a.j.addOpen(h.Add(time.Hour), rest)
-		}
-		delete(a.j.Open, hourName(h))
-		delete(a.j.CarriedFrom, hourName(h))
-		if !skip {
-			a.j.Written = append(a.j.Written, &writtenPartial{Hour: h, SHA256: sum, State: stateWritten, Entries: written})
-		}
-		a.j.NextHour = h.Add(time.Hour)
-		err := a.j.save(a.cfg.Dir)
-		a.mu.Unlock()
+	}
+	if !skip {
+		body := encode(p)
+		created, err := a.cfg.Store.Create(ctx, key, body)
 		if err != nil {
 			return err
 		}
-		if !skip {
-			a.log.Debug("partial written", zap.Time("hour", h), zap.Int("series", len(written)))
+		a.crash("partial-created")
+		sum, written = sha(body), entries
+		if !created {
+			// Written before a crash lost the journal's record of it,
+			// perhaps with less usage than the journal now has for the
+			// hour: what it lacks goes to a later partial.
+			old, err := a.cfg.Store.Get(ctx, key)
+			if err != nil {
+				return err
+			}
+			op, err := decode[Partial](old, partialFormat)
+			if err != nil {
+				return fmt.Errorf("shared: %s: %w", key, err)
+			}
+			sum, written = sha(old), op.Entries
 		}
 	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	rest := subtractEntries(a.j.Open[hourName(h)], written)
+	delete(a.j.Open, hourName(h))
+	delete(a.j.CarriedFrom, hourName(h))
+	if !skip {
+		a.j.Written = append(a.j.Written, &writtenPartial{Hour: h, SHA256: sum, State: stateWritten, Entries: written})
+	}
+	if frontier {
+		a.j.NextHour = h.Add(time.Hour)
+	}
+	a.j.addOpen(a.j.target(h.Add(time.Hour)), rest)
+	if err := a.j.save(a.cfg.Dir); err != nil {
+		return err
+	}
+	if !skip {
+		a.log.Debug("partial written", zap.Time("hour", h), zap.Int("series", len(written)))
+	}
+	return nil
 }
 
 // claimList is what one listing of the product's claims found.

@@ -113,6 +113,17 @@ func (j *journal) save(dir string) error {
 	return nil
 }
 
+// target is where usage of hour h goes: h itself unless this agent wrote
+// its partial of h already, then the next hour it will write.
+func (j *journal) target(h time.Time) time.Time {
+	for _, w := range j.Written {
+		if w.Hour.Equal(h) {
+			return j.NextHour
+		}
+	}
+	return h
+}
+
 // addOpen adds entries to open hour h.
 func (j *journal) addOpen(h time.Time, entries []Entry) {
 	if len(entries) == 0 {

@@ -1,0 +1,81 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"time"
+
+	mm "github.com/aws/aws-sdk-go-v2/service/marketplacemetering"
+	"go.uber.org/zap"
+
+	"github.com/metership/metership/conf"
+	"github.com/metership/metership/metering/shared"
+	"github.com/metership/metership/ship"
+)
+
+// sharedRuntime runs the replicas' protocol (metering.state_url): the
+// ledger hands closed hours to agent, which writes partials, claims and
+// sends. All its methods accept a nil receiver (state_url unset).
+type sharedRuntime struct {
+	log   *zap.Logger
+	store shared.Store
+	agent *shared.Agent
+}
+
+// SharedS3Options are the S3 settings of the state store: the output's
+// (endpoint, path style, region, credentials, role), as ship builds them.
+func SharedS3Options(cfg conf.Config) ship.S3Options {
+	o := cfg.Output
+	return ship.S3Options{Region: o.Region, Endpoint: o.Endpoint, ForcePathStyle: o.ForcePathStyle, RoleARN: o.RoleARN, ExternalID: o.ExternalID}
+}
+
+// SharedConfig is the shared.Config of an agent with this config.
+func SharedConfig(cfg conf.Config, store shared.Store, agentID string, client *mm.Client, log *zap.Logger) shared.Config {
+	m := cfg.Metering
+	return shared.Config{
+		Store: store, Dir: filepath.Join(cfg.Buffer.Dir, "metering"), Agent: agentID, Product: m.ProductCode,
+		AccountIDs: m.CustomerIDType == "aws_account_id", Allocate: len(m.AllocationTags) > 0,
+		Window: m.Window.D(), Lateness: m.Lateness.D(), MergeGrace: m.MergeGrace.D(), DryRun: m.DryRun,
+		Client: client, Logger: log.Named("metering-shared"),
+	}
+}
+
+func newSharedRuntime(cfg conf.Config, agentID string, client *mm.Client, log *zap.Logger) (*sharedRuntime, error) {
+	store, err := shared.Open(context.Background(), cfg.Metering.StateURL, SharedS3Options(cfg))
+	if err != nil {
+		return nil, fmt.Errorf("metering: %w", err)
+	}
+	agent, err := shared.New(SharedConfig(cfg, store, agentID, client, log))
+	if err != nil {
+		_ = store.Close()
+		return nil, fmt.Errorf("metering: %w", err)
+	}
+	return &sharedRuntime{log: log, store: store, agent: agent}, nil
+}
+
+func (s *sharedRuntime) start(ctx context.Context, wg *sync.WaitGroup) {
+	if s == nil {
+		return
+	}
+	wg.Go(func() { _ = s.agent.Run(ctx) })
+}
+
+// finish writes what the last reporting pass handed over; with settle it
+// waits until this replica's closed hours are settled.
+func (s *sharedRuntime) finish(ctx context.Context, settle bool) error {
+	if s == nil {
+		return nil
+	}
+	if settle {
+		return s.agent.Wait(ctx, time.Second)
+	}
+	return s.agent.Step(ctx)
+}
+
+func (s *sharedRuntime) close() {
+	if s != nil {
+		_ = s.store.Close()
+	}
+}
