@@ -341,8 +341,14 @@ func (a *Agent) writePartial(ctx context.Context, h time.Time, frontier bool) er
 	var sum string
 	var written []Entry
 	skip := false
+	a.mu.Lock()
+	laterClaimed := a.latest.After(h)
+	a.mu.Unlock()
 	if len(entries) == 0 && len(carried) == 0 {
-		if _, err := a.cfg.Store.Get(ctx, claimKey(a.cfg.Product, h)); err == nil {
+		// Nothing to say about an hour claimed already (or never to be).
+		if laterClaimed {
+			skip = true
+		} else if _, err := a.cfg.Store.Get(ctx, claimKey(a.cfg.Product, h)); err == nil {
 			skip = true
 		} else if !errors.Is(err, ErrNotFound) {
 			return err

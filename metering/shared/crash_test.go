@@ -1,0 +1,5 @@
+//go:build unix
+
+package shared
+
+func runChild() int { return 3 }
