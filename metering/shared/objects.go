@@ -35,7 +35,7 @@ func claimKey(product string, h time.Time) string {
 func resultKey(product string, h time.Time) string {
 	return claimPrefix(product) + h.UTC().Format(hourLayout) + ".result.json"
 }
-func heartbeatPrefix() string           { return "agents/" }
+func heartbeatPrefix() string          { return "agents/" }
 func heartbeatKey(agent string) string { return heartbeatPrefix() + agent + ".json" }
 
 // parseHour reads the hour of a claim or partial-directory key element.
