@@ -103,6 +103,7 @@ type Agent struct {
 	mu        sync.Mutex
 	j         *journal
 	beatAt    time.Time
+	beatState string // what the last heartbeat said of NextHour, Cut, Open
 	latest    time.Time // latest claim hour seen
 	sawClaims bool
 }
@@ -216,6 +217,9 @@ func (a *Agent) Step(ctx context.Context) error {
 	if err := a.writePartials(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	if err := a.heartbeat(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	claims, err := a.listClaims(ctx)
 	if err != nil {
 		return errors.Join(append(errs, err)...)
@@ -275,9 +279,17 @@ func (a *Agent) Wait(ctx context.Context, every time.Duration) error {
 func (a *Agent) heartbeat(ctx context.Context) error {
 	now := a.cfg.Now()
 	a.mu.Lock()
-	due := now.Sub(a.beatAt) >= a.cfg.Tick || a.beatAt.IsZero()
 	hb := Heartbeat{Format: heartbeatFormat, Agent: a.cfg.Agent, Product: a.cfg.Product,
-		Started: a.j.Started, LastSeen: now.UTC(), OldestOpen: a.j.NextHour}
+		Started: a.j.Started, LastSeen: now.UTC(), OldestOpen: a.j.NextHour, ClosedBefore: a.j.Cut}
+	for name := range a.j.Open {
+		if h, ok := parseHour(name); ok && h.Before(a.j.NextHour) {
+			hb.OpenHours = append(hb.OpenHours, h)
+		}
+	}
+	sort.Slice(hb.OpenHours, func(i, j int) bool { return hb.OpenHours[i].Before(hb.OpenHours[j]) })
+	state := fmt.Sprint(hb.OldestOpen, hb.ClosedBefore, hb.OpenHours)
+	// Due every tick, and at once when what claimers wait on changed.
+	due := now.Sub(a.beatAt) >= a.cfg.Tick || a.beatAt.IsZero() || state != a.beatState
 	a.mu.Unlock()
 	if !due {
 		return nil
@@ -286,7 +298,7 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 		return err
 	}
 	a.mu.Lock()
-	a.beatAt = now
+	a.beatAt, a.beatState = now, state
 	a.mu.Unlock()
 	return nil
 }
@@ -566,8 +578,8 @@ func (a *Agent) tryClaim(ctx context.Context, h, now time.Time, cl claimList) (*
 }
 
 // waitingFor lists the live agents that have not written hour h's partial
-// yet and will: a heartbeat fresher than 3 ticks whose oldest open hour
-// is h or earlier.
+// yet and may: a heartbeat fresher than 3 ticks that has not closed h,
+// or has not written it (Heartbeat.mayWrite).
 func (a *Agent) waitingFor(ctx context.Context, h, now time.Time, have map[string]string) ([]string, error) {
 	objs, err := a.cfg.Store.List(ctx, heartbeatPrefix(), "")
 	if err != nil {
@@ -590,7 +602,7 @@ func (a *Agent) waitingFor(ctx context.Context, h, now time.Time, have map[strin
 		if err != nil || hb.Product != a.cfg.Product {
 			continue
 		}
-		if now.Sub(hb.LastSeen) > 3*a.cfg.Tick || hb.OldestOpen.After(h) {
+		if now.Sub(hb.LastSeen) > 3*a.cfg.Tick || !hb.mayWrite(h) {
 			continue
 		}
 		waiting = append(waiting, id)

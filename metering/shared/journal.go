@@ -69,9 +69,11 @@ func hourName(h time.Time) string { return h.UTC().Format(hourLayout) }
 func loadJournal(dir, agent, product string, now time.Time) (*journal, error) {
 	data, err := os.ReadFile(filepath.Join(dir, journalName))
 	if errors.Is(err, fs.ErrNotExist) {
+		// Cut stays zero until the ledger's first pass: until then,
+		// claimers wait for this agent (its backlog may hold any hour).
 		start := now.UTC().Truncate(time.Hour).Add(-time.Hour)
 		return &journal{Format: journalFormat, Agent: agent, Product: product, Started: now.UTC(),
-			NextHour: start, Cut: start, Taken: map[string]time.Time{}, Open: map[string][]Entry{},
+			NextHour: start, Taken: map[string]time.Time{}, Open: map[string][]Entry{},
 			CarriedFrom: map[string][]time.Time{}}, nil
 	}
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -108,8 +109,18 @@ type Heartbeat struct {
 	Started  time.Time `json:"started"`
 	LastSeen time.Time `json:"last_seen"`
 	// OldestOpen is the first hour this agent has not written a partial
-	// for yet: claimers of that hour wait for it (up to merge_grace).
-	OldestOpen time.Time `json:"oldest_open_hour"`
+	// for yet, ClosedBefore its ledger's closure cut (zero until its first
+	// reporting pass), OpenHours older hours it holds usage of and has not
+	// written: claimers of an hour this agent may still write wait for it
+	// (up to merge_grace).
+	OldestOpen   time.Time   `json:"oldest_open_hour"`
+	ClosedBefore time.Time   `json:"closed_before,omitzero"`
+	OpenHours    []time.Time `json:"open_hours,omitempty"`
+}
+
+// mayWrite reports whether the agent may still write a partial of h.
+func (hb *Heartbeat) mayWrite(h time.Time) bool {
+	return !hb.ClosedBefore.After(h) || !hb.OldestOpen.After(h) || slices.ContainsFunc(hb.OpenHours, h.Equal)
 }
 
 // PartialRef names a merged partial exactly: its agent and the SHA-256 of
