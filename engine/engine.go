@@ -98,7 +98,7 @@ func Start(ctx context.Context, cfg conf.Config, opts Options) (*Engine, error) 
 		e.runErr = e.pipe.Run(runCtx)
 	}()
 	if e.meter != nil {
-		e.meter.start(runCtx, &e.wg)
+		e.meter.start(runCtx, &e.wg, e.settle)
 	}
 	return e, nil
 }

@@ -84,7 +84,7 @@ func newMeterRuntime(cfg conf.Config, p *pipeline.Pipeline, client *mm.Client, l
 }
 
 // start reports hours as they close.
-func (m *meterRuntime) start(ctx context.Context, wg *sync.WaitGroup) {
+func (m *meterRuntime) start(ctx context.Context, wg *sync.WaitGroup, settle bool) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -92,7 +92,7 @@ func (m *meterRuntime) start(ctx context.Context, wg *sync.WaitGroup) {
 			m.log.Error("metering stopped", zap.Error(err))
 		}
 	}()
-	m.shared.start(ctx, wg)
+	m.shared.start(ctx, wg, settle)
 }
 
 func (m *meterRuntime) reportClosed(ctx context.Context) error { return m.meter.ReportClosed(ctx) }

@@ -55,8 +55,15 @@ func newSharedRuntime(cfg conf.Config, agentID string, client *mm.Client, log *z
 	return &sharedRuntime{log: log, store: store, agent: agent}, nil
 }
 
-func (s *sharedRuntime) start(ctx context.Context, wg *sync.WaitGroup) {
+// start runs the protocol; with settle (`ship`) the replica only
+// announces itself until Finish, when all its input is counted: an hour
+// it closed before reading its input would be declared early.
+func (s *sharedRuntime) start(ctx context.Context, wg *sync.WaitGroup, settle bool) {
 	if s == nil {
+		return
+	}
+	if settle {
+		wg.Go(func() { _ = s.agent.CatchUp(ctx) })
 		return
 	}
 	wg.Go(func() { _ = s.agent.Run(ctx) })

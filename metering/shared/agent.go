@@ -102,8 +102,12 @@ type Agent struct {
 	// mu guards j and the fields below.
 	mu        sync.Mutex
 	j         *journal
+	upSince   time.Time
 	beatAt    time.Time
 	beatState string // what the last heartbeat said of NextHour, Cut, Open
+	// catchingUp: the agent's input is not all read yet (CatchUp until
+	// the first Step); its heartbeat tells claimers to wait for it.
+	catchingUp bool
 	latest    time.Time // latest claim hour seen
 	sawClaims bool
 }
@@ -153,7 +157,7 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{cfg: cfg, log: cfg.Logger.With(zap.String("component", "metering-shared"), zap.String("agent", cfg.Agent)), j: j}, nil
+	return &Agent{cfg: cfg, log: cfg.Logger.With(zap.String("component", "metering-shared"), zap.String("agent", cfg.Agent)), j: j, upSince: cfg.Now().UTC()}, nil
 }
 
 func (a *Agent) crash(point string) {
@@ -188,6 +192,42 @@ func (a *Agent) Hand(_ context.Context, closedBefore time.Time, usage []metering
 	return a.j.save(a.cfg.Dir)
 }
 
+// CatchUp is for a replica that reads a backlog before it reports (a
+// `ship` of old files): until its first Step it writes only its heartbeat,
+// every Tick, saying it may still write any hour, so the others wait for
+// its partials (up to merge_grace) instead of claiming hours early. Its
+// ledger may hand usage meanwhile; nothing is published before Step.
+func (a *Agent) CatchUp(ctx context.Context) error {
+	a.mu.Lock()
+	a.catchingUp = true
+	a.mu.Unlock()
+	t := time.NewTicker(a.cfg.Tick)
+	defer t.Stop()
+	for {
+		a.stepMu.Lock()
+		a.mu.Lock()
+		on := a.catchingUp
+		a.beatAt = time.Time{}
+		a.mu.Unlock()
+		var err error
+		if on {
+			err = a.heartbeat(ctx)
+		}
+		a.stepMu.Unlock()
+		if !on {
+			return nil
+		}
+		if err != nil && ctx.Err() == nil {
+			a.log.Warn("heartbeat failed; retried next tick", zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
 // Run steps every Tick until ctx is done; errors are logged and retried.
 func (a *Agent) Run(ctx context.Context) error {
 	t := time.NewTicker(a.cfg.Tick)
@@ -210,6 +250,9 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) Step(ctx context.Context) error {
 	a.stepMu.Lock()
 	defer a.stepMu.Unlock()
+	a.mu.Lock()
+	a.catchingUp = false
+	a.mu.Unlock()
 	var errs []error
 	if err := a.heartbeat(ctx); err != nil {
 		errs = append(errs, err)
@@ -280,7 +323,10 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 	now := a.cfg.Now()
 	a.mu.Lock()
 	hb := Heartbeat{Format: heartbeatFormat, Agent: a.cfg.Agent, Product: a.cfg.Product,
-		Started: a.j.Started, LastSeen: now.UTC(), OldestOpen: a.j.NextHour, ClosedBefore: a.j.Cut}
+		Started: a.j.Started, UpSince: a.upSince, LastSeen: now.UTC(), OldestOpen: a.j.NextHour, ClosedBefore: a.j.Cut}
+	if a.catchingUp {
+		hb.ClosedBefore = time.Time{}
+	}
 	for name := range a.j.Open {
 		if h, ok := parseHour(name); ok && h.Before(a.j.NextHour) {
 			hb.OpenHours = append(hb.OpenHours, h)
@@ -528,15 +574,13 @@ func (a *Agent) tryClaim(ctx context.Context, h, now time.Time, cl claimList) (*
 		have[id] = o.Key
 		agents = append(agents, id)
 	}
-	if now.Before(closedAt.Add(a.cfg.MergeGrace)) {
-		waiting, err := a.waitingFor(ctx, h, now, have)
-		if err != nil {
-			return nil, err
-		}
-		if len(waiting) > 0 {
-			a.log.Debug("hour not claimed yet: waiting for partials", zap.Time("hour", h), zap.Strings("agents", waiting))
-			return nil, nil
-		}
+	waiting, err := a.waitingFor(ctx, h, now, closedAt, have)
+	if err != nil {
+		return nil, err
+	}
+	if len(waiting) > 0 {
+		a.log.Debug("hour not claimed yet: waiting for partials", zap.Time("hour", h), zap.Strings("agents", waiting))
+		return nil, nil
 	}
 	if r := rank(h, a.cfg.Agent, agents); a.cfg.Stagger > 0 && now.Before(closedAt.Add(time.Duration(r)*a.cfg.Stagger)) {
 		return nil, nil
@@ -578,9 +622,11 @@ func (a *Agent) tryClaim(ctx context.Context, h, now time.Time, cl claimList) (*
 }
 
 // waitingFor lists the live agents that have not written hour h's partial
-// yet and may: a heartbeat fresher than 3 ticks that has not closed h,
-// or has not written it (Heartbeat.mayWrite).
-func (a *Agent) waitingFor(ctx context.Context, h, now time.Time, have map[string]string) ([]string, error) {
+// yet and may (Heartbeat.mayWrite), with a heartbeat fresher than 3 ticks,
+// for at most merge_grace after the hour closed or the agent started,
+// whichever is later (an agent started on a backlog of old hours gets
+// its grace too).
+func (a *Agent) waitingFor(ctx context.Context, h, now, closedAt time.Time, have map[string]string) ([]string, error) {
 	objs, err := a.cfg.Store.List(ctx, heartbeatPrefix(), "")
 	if err != nil {
 		return nil, err
@@ -602,12 +648,19 @@ func (a *Agent) waitingFor(ctx context.Context, h, now time.Time, have map[strin
 		if err != nil || hb.Product != a.cfg.Product {
 			continue
 		}
-		if now.Sub(hb.LastSeen) > 3*a.cfg.Tick || !hb.mayWrite(h) {
+		if now.Sub(hb.LastSeen) > 3*a.cfg.Tick || !hb.mayWrite(h) || !now.Before(laterOf(closedAt, hb.UpSince).Add(a.cfg.MergeGrace)) {
 			continue
 		}
 		waiting = append(waiting, id)
 	}
 	return waiting, nil
+}
+
+func laterOf(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 func (a *Agent) readClaim(ctx context.Context, h time.Time) (*Claim, error) {

@@ -107,6 +107,7 @@ type Heartbeat struct {
 	Agent    string    `json:"agent"`
 	Product  string    `json:"product"`
 	Started  time.Time `json:"started"`
+	UpSince  time.Time `json:"up_since"` // this process's start
 	LastSeen time.Time `json:"last_seen"`
 	// OldestOpen is the first hour this agent has not written a partial
 	// for yet, ClosedBefore its ledger's closure cut (zero until its first
