@@ -1,0 +1,152 @@
+package main
+
+import (
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/metership/metership/internal/testutil/s3server"
+	"github.com/metership/metership/metering/emulator"
+)
+
+// replicaKey is one BatchMeterUsage record: (customer, dimension, hour).
+type replicaKey struct {
+	customer, dim string
+	hour          time.Time
+}
+
+// replicaFixtures are the usage of n replicas over the four hours before
+// now: overlapping customers, values in tenths so fractions carry, and
+// the merged tenths per key, for the model.
+func replicaFixtures(now time.Time, n int) (lines []string, tenths map[replicaKey]int64) {
+	tenths = map[replicaKey]int64{}
+	start := now.Truncate(time.Hour).Add(-4 * time.Hour)
+	for r := range n {
+		var b strings.Builder
+		i := 0
+		for ts := start.Add(time.Duration(17*r+5) * time.Second); ts.Before(now.Truncate(time.Hour)); ts = ts.Add(71 * time.Second) {
+			cust := fmt.Sprintf("cust-%d", (i+r)%4)
+			v := int64(i%7 + 1)
+			fmt.Fprintf(&b, `{"customerId":%q,"meterApiName":"api-calls","meterValue":%d.%d,"meterTimeInMillis":%d,"uniqueId":"r%d-%d"}`+"\n",
+				cust, v/10, v%10, ts.UnixMilli(), r, i)
+			tenths[replicaKey{cust, "api_calls", ts.Truncate(time.Hour)}] += v
+			i++
+		}
+		lines = append(lines, b.String())
+	}
+	return lines, tenths
+}
+
+// replicaConfig is replica id's config: its own buffer, the shared state.
+func replicaConfig(t *testing.T, srv *s3server.Server, id, bufDir, emuURL string) string {
+	t.Helper()
+	y := fmt.Sprintf(`agent:
+  id: %s
+buffer:
+  dir: %s
+  segment_size: 64KiB
+  flush_interval: 200ms
+output:
+  url: s3://%s/ingest/amberdata
+  endpoint: %s
+  force_path_style: true
+  region: us-east-1
+server:
+  listen: "127.0.0.1:0"
+log:
+  level: warn
+metering:
+  mode: batch_meter_usage
+  product_code: %s
+  endpoint: %s
+  dimensions: {api-calls: api_calls}
+  lateness: 0s
+  state_url: s3://%s/metering-state
+`, id, bufDir, srv.Bucket(), srv.Endpoint(), emulator.DemoProductCode, emuURL, srv.Bucket())
+	path := filepath.Join(t.TempDir(), id+".yaml")
+	if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// Three `metership ship` processes, run at once with metering.state_url,
+// each see part of overlapping customers' usage: AWS gets exactly one
+// record per (customer, dimension, hour), whose quantity is the merged
+// total with the carry, and no DuplicateRecord. `metering status` shows
+// each hour's three partials and its claim.
+func TestShipReplicasBillMergedTotals(t *testing.T) {
+	srv := s3server.Start(t)
+	emu := emulator.New(emulator.DefaultConfig())
+	hs := httptest.NewServer(emu)
+	defer hs.Close()
+	now := hourSafeNow()
+	lines, tenths := replicaFixtures(now, 3)
+
+	var wg sync.WaitGroup
+	cfgs := make([]string, 3)
+	for r := range 3 {
+		dir := t.TempDir()
+		input := filepath.Join(dir, "usage.ndjson")
+		if err := os.WriteFile(input, []byte(lines[r]), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfgs[r] = replicaConfig(t, srv, fmt.Sprintf("pod-%d", r), filepath.Join(dir, "buf"), hs.URL)
+		wg.Go(func() {
+			stdout, stderr, code := runAgent(t, srv, nil, "ship", "-c", cfgs[r], "--timeout", "60s", input)
+			if code != 0 {
+				t.Errorf("replica %d: ship exit %d\n%s\n%s", r, code, stdout, stderr)
+			}
+		})
+	}
+	wg.Wait()
+
+	// The model: per (customer, dimension), hours in order, the merged
+	// tenths plus the carry, integer part billed.
+	want := map[replicaKey]int64{}
+	carry := map[string]int64{}
+	for h := now.Truncate(time.Hour).Add(-4 * time.Hour); h.Before(now.Truncate(time.Hour)); h = h.Add(time.Hour) {
+		for c := range 4 {
+			k := replicaKey{fmt.Sprintf("cust-%d", c), "api_calls", h}
+			if v, ok := tenths[k]; ok {
+				total := v + carry[k.customer]
+				want[k], carry[k.customer] = total/10, total%10
+			}
+		}
+	}
+	st := emu.State()
+	if len(st.Conflicts) > 0 || st.RecordStatuses[emulator.StatusDuplicateRecord] > 0 {
+		t.Fatalf("conflicts %+v, statuses %v", st.Conflicts, st.RecordStatuses)
+	}
+	got := map[replicaKey]int64{}
+	for _, r := range st.Records {
+		k := replicaKey{r.CustomerIdentifier, r.Dimension, r.Hour.UTC()}
+		if _, dup := got[k]; dup {
+			t.Fatalf("two records accepted for %+v", k)
+		}
+		got[k] = r.Quantity
+	}
+	if len(got) != len(want) {
+		t.Errorf("%d records accepted, want %d", len(got), len(want))
+	}
+	for k, q := range want {
+		if got[k] != q {
+			t.Errorf("%s %s: billed %d, want %d", k.customer, k.hour.Format(time.RFC3339), got[k], q)
+		}
+	}
+
+	stdout, stderr, code := runAgent(t, srv, nil, "metering", "status", "-c", cfgs[0])
+	if code != 0 {
+		t.Fatalf("status exit %d\n%s", code, stderr)
+	}
+	h := now.Truncate(time.Hour).Add(-2 * time.Hour).Format("2006-01-02T15")
+	mustContain(t, stdout, h+"  partials: 3 (pod-0, pod-1, pod-2)")
+	mustContain(t, stdout, "merged 3 (pod-0, pod-1, pod-2)")
+	mustContain(t, stdout, "answers:  sent by")
+	mustContain(t, stdout, "this replica: agent pod-0")
+}
