@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -149,4 +151,80 @@ func TestShipReplicasBillMergedTotals(t *testing.T) {
 	mustContain(t, stdout, "merged 3 (pod-0, pod-1, pod-2)")
 	mustContain(t, stdout, "answers:  sent by")
 	mustContain(t, stdout, "this replica: agent pod-0")
+}
+
+// The replica that claimed the hours is SIGKILLed while its
+// BatchMeterUsage call hangs (and so is the other replica); restarted,
+// the replicas finish every hour: nothing missing, nothing twice.
+func TestShipReplicaKilledDuringReportCall(t *testing.T) {
+	srv := s3server.Start(t)
+	emu := emulator.New(emulator.DefaultConfig())
+	hs := httptest.NewServer(emu)
+	defer hs.Close()
+	now := hourSafeNow()
+	lines, tenths := replicaFixtures(now, 2)
+	emu.InjectFaults(emulator.Faults{Latency: time.Hour})
+
+	cfgs := make([]string, 2)
+	type proc struct {
+		cmd  *exec.Cmd
+		done <-chan error
+	}
+	var procs []proc
+	for r := range 2 {
+		dir := t.TempDir()
+		input := filepath.Join(dir, "usage.ndjson")
+		if err := os.WriteFile(input, []byte(lines[r]), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfgs[r] = replicaConfig(t, srv, fmt.Sprintf("pod-%d", r), filepath.Join(dir, "buf"), hs.URL)
+		cmd, _, done := startAgent(t, srv, nil, "ship", "-c", cfgs[r], "--timeout", "60s", input)
+		procs = append(procs, proc{cmd, done})
+	}
+	waitUntil(t, 30*time.Second, func() string { return "a BatchMeterUsage call in flight" }, func() bool {
+		return emu.State().Requests[emulator.OpBatchMeterUsage] > 0
+	})
+	for _, p := range procs {
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		if err := <-p.done; err == nil {
+			t.Fatal("a replica exited 0 with its report call hanging")
+		}
+	}
+	emu.InjectFaults(emulator.Faults{})
+	if n := len(emu.State().Records); n != 0 {
+		t.Fatalf("%d records accepted by a call that was cut", n)
+	}
+	for r := range 2 {
+		stdout, stderr, code := runAgent(t, srv, strings.NewReader(""), "ship", "-c", cfgs[r], "--timeout", "60s", "-")
+		if code != 0 {
+			t.Fatalf("restarted replica %d: exit %d\n%s\n%s", r, code, stdout, stderr)
+		}
+	}
+	st := emu.State()
+	if len(st.Conflicts) > 0 {
+		t.Fatalf("conflicts %+v", st.Conflicts)
+	}
+	var billed, total int64
+	seen := map[replicaKey]bool{}
+	for _, rec := range st.Records {
+		k := replicaKey{rec.CustomerIdentifier, rec.Dimension, rec.Hour.UTC()}
+		if seen[k] {
+			t.Fatalf("two records for %+v", k)
+		}
+		seen[k] = true
+		billed += rec.Quantity
+	}
+	for _, v := range tenths {
+		total += v
+	}
+	for k := range tenths {
+		if !seen[k] {
+			t.Errorf("no record for %+v", k)
+		}
+	}
+	// Every series billed floor(its total) over the hours, give or take
+	// the fractions still carried (under one unit per customer).
+	if billed > total/10 || billed < total/10-4 {
+		t.Fatalf("billed %d units of %d tenths", billed, total)
+	}
 }
