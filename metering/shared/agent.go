@@ -460,6 +460,7 @@ func (a *Agent) writePartial(ctx context.Context, h time.Time, frontier bool) er
 type claimList struct {
 	claimed map[time.Time]bool
 	results map[time.Time]bool
+	expired map[time.Time]bool
 	latest  time.Time // zero: none in the lookback
 }
 
@@ -468,7 +469,7 @@ func (a *Agent) lookbackStart() time.Time {
 }
 
 func (a *Agent) listClaims(ctx context.Context) (claimList, error) {
-	cl := claimList{claimed: map[time.Time]bool{}, results: map[time.Time]bool{}}
+	cl := claimList{claimed: map[time.Time]bool{}, results: map[time.Time]bool{}, expired: map[time.Time]bool{}}
 	prefix := claimPrefix(a.cfg.Product)
 	objs, err := a.cfg.Store.List(ctx, prefix, claimKey(a.cfg.Product, a.lookbackStart().Add(-time.Hour)))
 	if err != nil {
@@ -479,6 +480,12 @@ func (a *Agent) listClaims(ctx context.Context) (claimList, error) {
 		if hs, ok := strings.CutSuffix(name, ".result.json"); ok {
 			if h, ok := parseHour(hs); ok {
 				cl.results[h] = true
+			}
+			continue
+		}
+		if hs, ok := strings.CutSuffix(name, ".expired.json"); ok {
+			if h, ok := parseHour(hs); ok {
+				cl.expired[h] = true
 			}
 			continue
 		}
@@ -592,7 +599,22 @@ func (a *Agent) tryClaim(ctx context.Context, h, now time.Time, cl claimList) (*
 		}
 	}
 	in := decideInput{product: a.cfg.Product, hour: h, claimer: a.cfg.Agent, accountIDs: a.cfg.AccountIDs,
-		allocate: a.cfg.Allocate, window: a.cfg.Window, now: now, prev: prev}
+		allocate: a.cfg.Allocate, window: a.cfg.Window, now: now, prev: prev,
+		keepFrom: a.lookbackStart().Add(-2 * time.Hour)}
+	for _, g := range sortedHours(cl.expired) {
+		if !g.Before(h) || prev != nil && slices.ContainsFunc(prev.Absorbed, g.Equal) {
+			continue
+		}
+		body, err := a.cfg.Store.Get(ctx, expiredKey(a.cfg.Product, g))
+		if err != nil {
+			return nil, err
+		}
+		e, err := decode[Expired](body, expiredFormat)
+		if err != nil {
+			return nil, err
+		}
+		in.expired = append(in.expired, e)
+	}
 	for _, id := range slices.Sorted(maps.Keys(have)) {
 		body, err := a.cfg.Store.Get(ctx, have[id])
 		if err != nil {
@@ -717,10 +739,18 @@ func (a *Agent) send(ctx context.Context, c *Claim) error {
 	for len(queue) > 0 {
 		if !metering.WithinWindow(c.Hour, a.cfg.Now(), a.cfg.Window) {
 			// AWS would refuse them as too old: recorded, not retried.
+			// The next claim bills them, once (Claim.Absorbed); written
+			// before the result, which ends all sending of this claim.
+			e := Expired{Format: expiredFormat, Hour: c.Hour}
 			for _, r := range queue {
 				answers[r.Series] = RecordResult{Series: r.Series, Quantity: r.Quantity, Status: "Expired"}
+				e.Records = append(e.Records, Carry{Series: r.Series, Nanos: r.Quantity * metering.NanosPerUnit})
 			}
-			a.log.Error("claim past the API window before all its records were accepted", zap.Time("hour", c.Hour), zap.Int("records", len(queue)))
+			if _, err := a.cfg.Store.Create(ctx, expiredKey(a.cfg.Product, c.Hour), encode(e)); err != nil {
+				return err
+			}
+			a.log.Error("claim past the API window before all its records were accepted; the next claim bills them",
+				zap.Time("hour", c.Hour), zap.Int("records", len(queue)))
 			break
 		}
 		chunk := queue[:min(maxBatchRecords, len(queue))]

@@ -298,3 +298,45 @@ func TestFileStoreCreateOnce(t *testing.T) {
 		t.Fatalf("get missing: %v", err)
 	}
 }
+
+// A claim that AWS never answered before its hour left the window is
+// recorded Expired, and the next claim made bills its records, once.
+func TestExpiredClaimBilledByNextClaim(t *testing.T) {
+	w := newWorld(t)
+	w.clk.Set(hr(11).Add(10 * time.Minute))
+	a := w.agent("pod-a", tempDir(t, "a"))
+	w.clk.Set(hr(12).Add(6 * time.Minute))
+	w.em.InjectFaults(emulator.Faults{DisabledAPI: true})
+	if err := a.Hand(context.Background(), hr(12), []metering.HourUsage{usage(hr(11), "c1", "api_calls", 3e9, 3)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Step(context.Background()); err == nil {
+		t.Fatal("step succeeded with the API disabled")
+	}
+	readClaimT(t, a, hr(11))
+	w.em.InjectFaults(emulator.Faults{})
+	for h := 18; h <= 19; h++ { // 11:00 is out of the 6h window now
+		w.clk.Set(hr(h).Add(6 * time.Minute))
+		if err := a.Hand(context.Background(), hr(h), []metering.HourUsage{usage(hr(h-1), "c2", "api_calls", 1e9, 1)}); err != nil {
+			t.Fatal(err)
+		}
+		steps(t, 1, a)
+	}
+	c18 := readClaimT(t, a, hr(18))
+	if len(c18.Absorbed) != 1 || !c18.Absorbed[0].Equal(hr(11)) {
+		t.Fatalf("claim 18 absorbed %v", c18.Absorbed)
+	}
+	checkBilled(t, w.em, map[key]int64{
+		{hr(17), "c2", "api_calls"}: 1,
+		{hr(18), "c2", "api_calls"}: 1,
+		{hr(18), "c1", "api_calls"}: 3,
+	})
+	w.clk.Set(hr(20).Add(6 * time.Minute))
+	if err := a.Hand(context.Background(), hr(20), nil); err != nil {
+		t.Fatal(err)
+	}
+	steps(t, 1, a)
+	if c := readClaimT(t, a, hr(19)); len(c.Records) != 0 || len(c.Absorbed) != 1 {
+		t.Fatalf("claim 19 billed the expired records again: %+v", c)
+	}
+}

@@ -13,6 +13,7 @@
 //	agents/<agent>.json                                heartbeat, replaced every Tick
 //	claims/<product>/<YYYY-MM-DDTHH>.json              once per hour (If-None-Match: *)
 //	claims/<product>/<YYYY-MM-DDTHH>.result.json       once per hour (If-None-Match: *)
+//	claims/<product>/<YYYY-MM-DDTHH>.expired.json      records unanswered past the window
 //
 // and, per agent, Config.Dir/shared.json, the journal, replaced whole
 // (temp, fsync, rename, fsync dir).
@@ -64,8 +65,14 @@
 // changed (3), and sending the same claim again is idempotent at AWS (4).
 // Killing any agent at any point loses nothing and doubles nothing.
 //
-// Known limits, each logged: a claim still unanswered when its hour leaves
-// the window is recorded Expired and not billed again; two agents making
+// A claim still unanswered when its hour leaves the window (AWS
+// unreachable for hours) is recorded Expired, and the next claim made adds
+// its records to its carry, named in Claim.Absorbed along the chain so
+// they are taken once. As with the single-agent ledger, this is the one
+// place a repeat is possible: a call AWS accepted whose answer was lost,
+// followed by hours without reaching AWS, is billed again later.
+//
+// Known limits, each logged: two agents making
 // a product's very first claims for different hours at the same moment
 // can each bill one fraction (< 1 unit per series); usage of hours older
 // than the lookback (window + 1 day) handed by an agent that was down

@@ -26,6 +26,10 @@ type decideInput struct {
 	now        time.Time
 	prev       *Claim // claim of hour-1; nil for the first claim
 	partials   []loadedPartial
+	// expired are records of earlier claims that expired unanswered, not
+	// absorbed by prev's chain yet: they join the carry.
+	expired  []*Expired
+	keepFrom time.Time // Absorbed entries older than this are dropped
 }
 
 // decide merges the partials of an hour with the previous claim's carry
@@ -49,6 +53,17 @@ func decide(in decideInput) *Claim {
 		for _, cr := range in.prev.Carry {
 			carry[cr.Series] = addSat(carry[cr.Series], cr.Nanos)
 		}
+		for _, g := range in.prev.Absorbed {
+			if !g.Before(in.keepFrom) {
+				c.Absorbed = append(c.Absorbed, g)
+			}
+		}
+	}
+	for _, e := range in.expired {
+		for _, cr := range e.Records {
+			carry[cr.Series] = addSat(carry[cr.Series], cr.Nanos)
+		}
+		c.Absorbed = append(c.Absorbed, e.Hour)
 	}
 	type usage struct {
 		buckets map[string]*metering.UsageBucket

@@ -18,6 +18,7 @@ const (
 	partialFormat   = "metership-partial/1"
 	claimFormat     = "metership-claim/1"
 	resultFormat    = "metership-claim-result/1"
+	expiredFormat   = "metership-claim-expired/1"
 	heartbeatFormat = "metership-agent/1"
 	hourLayout      = "2006-01-02T15"
 )
@@ -35,6 +36,9 @@ func claimKey(product string, h time.Time) string {
 }
 func resultKey(product string, h time.Time) string {
 	return claimPrefix(product) + h.UTC().Format(hourLayout) + ".result.json"
+}
+func expiredKey(product string, h time.Time) string {
+	return claimPrefix(product) + h.UTC().Format(hourLayout) + ".expired.json"
 }
 func heartbeatPrefix() string          { return "agents/" }
 func heartbeatKey(agent string) string { return heartbeatPrefix() + agent + ".json" }
@@ -168,6 +172,20 @@ type Claim struct {
 	// PastWindow: the hour was older than the API's window when claimed;
 	// its usage is all in Carry, billed with the next claim's records.
 	PastWindow bool `json:"past_window,omitempty"`
+	// Absorbed lists the recent claims whose expired records (see
+	// Expired) this claim or an earlier one in the chain took into its
+	// carry: each is taken once.
+	Absorbed []time.Time `json:"absorbed_expired,omitempty"`
+}
+
+// Expired is claims/<product>/<hour>.expired.json: the records of a claim
+// still unanswered when its hour left the API's window. The next claim
+// made adds them to its carry (AWS's guidance: bill late usage with the
+// oldest hour still accepted).
+type Expired struct {
+	Format  string    `json:"format"`
+	Hour    time.Time `json:"hour"`
+	Records []Carry   `json:"records"` // quantity in nanos
 }
 
 // merged reports whether the claim merged agent's partial with these bytes.
