@@ -108,8 +108,8 @@ type Agent struct {
 	// catchingUp: the agent's input is not all read yet (CatchUp until
 	// the first Step); its heartbeat tells claimers to wait for it.
 	catchingUp bool
-	latest    time.Time // latest claim hour seen
-	sawClaims bool
+	latest     time.Time // latest claim hour seen
+	sawClaims  bool
 }
 
 // New opens (or creates) the agent's journal in cfg.Dir.
