@@ -104,6 +104,9 @@ func TestShipReplicasBillMergedTotals(t *testing.T) {
 			if code != 0 {
 				t.Errorf("replica %d: ship exit %d\n%s\n%s", r, code, stdout, stderr)
 			}
+			if !strings.Contains(stdout, "metering shared:   partials written ") {
+				t.Errorf("replica %d: no shared summary:\n%s", r, stdout)
+			}
 		})
 	}
 	wg.Wait()

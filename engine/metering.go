@@ -111,6 +111,7 @@ func (m *meterRuntime) summary() []string {
 	for _, d := range dims {
 		lines = append(lines, fmt.Sprintf("metering quantity:  %s = %d", d, s.Quantities[d]))
 	}
+	lines = append(lines, m.shared.summary()...)
 	if s.RecordsUnmapped > 0 {
 		lines = append(lines, fmt.Sprintf("metering unmapped:  %d records (meterApiName not in metering.dimensions)", s.RecordsUnmapped))
 	}

@@ -3,7 +3,9 @@ package engine
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -79,6 +81,20 @@ func (s *sharedRuntime) finish(ctx context.Context, settle bool) error {
 		return s.agent.Wait(ctx, time.Second)
 	}
 	return s.agent.Step(ctx)
+}
+
+// summary is the ship summary's lines for the shared protocol.
+func (s *sharedRuntime) summary() []string {
+	if s == nil {
+		return nil
+	}
+	sum := s.agent.Summary()
+	lines := []string{fmt.Sprintf("metering shared:   partials written %d (late, carried %d), hours claimed %d, records sent %d",
+		sum.PartialsWritten, sum.PartialsLate, sum.HoursClaimed, sum.RecordsSent)}
+	for _, d := range slices.Sorted(maps.Keys(sum.Quantities)) {
+		lines = append(lines, fmt.Sprintf("metering sent:     %s = %d", d, sum.Quantities[d]))
+	}
+	return lines
 }
 
 func (s *sharedRuntime) close() {

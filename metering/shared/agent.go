@@ -109,7 +109,27 @@ type Agent struct {
 	// the first Step); its heartbeat tells claimers to wait for it.
 	catchingUp bool
 	latest     time.Time // latest claim hour seen
-	sawClaims  bool
+	sum        Summary
+}
+
+// Summary is what this agent did since New, for the CLI.
+type Summary struct {
+	PartialsWritten int
+	PartialsLate    int // carried into a later partial
+	HoursClaimed    int // claims this agent made
+	// RecordsSent and Quantities count the records this agent sent that
+	// AWS accepted (another replica may have sent the same claim too).
+	RecordsSent int
+	Quantities  map[string]int64
+}
+
+// Summary returns what this agent did since New.
+func (a *Agent) Summary() Summary {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := a.sum
+	s.Quantities = maps.Clone(a.sum.Quantities)
+	return s
 }
 
 // New opens (or creates) the agent's journal in cfg.Dir.
@@ -442,6 +462,7 @@ func (a *Agent) writePartial(ctx context.Context, h time.Time, frontier bool) er
 	delete(a.j.CarriedFrom, hourName(h))
 	if !skip {
 		a.j.Written = append(a.j.Written, &writtenPartial{Hour: h, SHA256: sum, State: stateWritten, Entries: written})
+		a.sum.PartialsWritten++
 	}
 	if frontier {
 		a.j.NextHour = h.Add(time.Hour)
@@ -500,7 +521,6 @@ func (a *Agent) listClaims(ctx context.Context) (claimList, error) {
 	if cl.latest.After(a.latest) {
 		a.latest = cl.latest
 	}
-	a.sawClaims = a.sawClaims || !cl.latest.IsZero()
 	a.mu.Unlock()
 	return cl, nil
 }
@@ -639,6 +659,9 @@ func (a *Agent) tryClaim(ctx context.Context, h, now time.Time, cl claimList) (*
 	if !created {
 		return a.readClaim(ctx, h)
 	}
+	a.mu.Lock()
+	a.sum.HoursClaimed++
+	a.mu.Unlock()
 	a.log.Info("hour claimed", zap.Time("hour", h), zap.Int("partials", len(c.Partials)), zap.Int("records", len(c.Records)))
 	return c, nil
 }
@@ -789,6 +812,17 @@ func (a *Agent) send(ctx context.Context, c *Claim) error {
 		return err
 	}
 	a.crash("result-written")
+	a.mu.Lock()
+	for _, r := range res.Records {
+		if r.Status == string(types.UsageRecordResultStatusSuccess) {
+			if a.sum.Quantities == nil {
+				a.sum.Quantities = map[string]int64{}
+			}
+			a.sum.RecordsSent++
+			a.sum.Quantities[r.Dimension] += r.Quantity
+		}
+	}
+	a.mu.Unlock()
 	for _, r := range res.Records {
 		if r.Status == string(types.UsageRecordResultStatusDuplicateRecord) {
 			a.log.Error("AWS holds another quantity for this customer, dimension and hour", zap.Time("hour", c.Hour),
@@ -896,6 +930,7 @@ func (a *Agent) settleOwn(ctx context.Context, cl claimList) error {
 			a.j.addOpen(to, w.Entries)
 			a.j.CarriedFrom[hourName(to)] = append(a.j.CarriedFrom[hourName(to)], w.Hour)
 			w.State, w.CarriedTo = stateCarried, to
+			a.sum.PartialsLate++
 			a.log.Warn("partial written after its hour was claimed; its usage is carried into this agent's next open hour",
 				zap.Time("hour", w.Hour), zap.Time("to", to), zap.Int("series", len(w.Entries)))
 		}
