@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -77,6 +78,48 @@ metering:
 	return path
 }
 
+// replicaShip is a `metership ship -` replica fed through a pipe.
+type replicaShip struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   *lockedBuffer
+	done  chan error
+}
+
+// startReplicas starts one `ship` per config, reading stdin, and returns
+// once each has announced itself in the state (agents/<id>.json): a
+// replica knows only the replicas whose heartbeat it can see, and these
+// one-shot replicas must see each other before any claims an hour.
+func startReplicas(t *testing.T, srv *s3server.Server, cfgs []string) []*replicaShip {
+	t.Helper()
+	var ships []*replicaShip
+	for _, cfg := range cfgs {
+		cmd := agentCmd(srv, "ship", "-c", cfg, "--timeout", "60s", "-")
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs := &replicaShip{cmd: cmd, stdin: stdin, out: &lockedBuffer{}, done: make(chan error, 1)}
+		cmd.Stdout, cmd.Stderr = rs.out, rs.out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() { rs.done <- cmd.Wait() }()
+		t.Cleanup(func() { _ = cmd.Process.Kill() })
+		ships = append(ships, rs)
+	}
+	waitUntil(t, 30*time.Second, func() string { return "every replica's heartbeat" }, func() bool {
+		n := 0
+		for _, o := range srv.ListObjects(t) {
+			if strings.HasPrefix(o.Key, "metering-state/agents/") {
+				n++
+			}
+		}
+		return n == len(cfgs)
+	})
+	return ships
+}
+
 // Three `metership ship` processes, run at once with metering.state_url,
 // each see part of overlapping customers' usage: AWS gets exactly one
 // record per (customer, dimension, hour), whose quantity is the merged
@@ -90,26 +133,25 @@ func TestShipReplicasBillMergedTotals(t *testing.T) {
 	now := hourSafeNow()
 	lines, tenths := replicaFixtures(now, 3)
 
-	var wg sync.WaitGroup
 	cfgs := make([]string, 3)
 	for r := range 3 {
-		dir := t.TempDir()
-		input := filepath.Join(dir, "usage.ndjson")
-		if err := os.WriteFile(input, []byte(lines[r]), 0o600); err != nil {
+		cfgs[r] = replicaConfig(t, srv, fmt.Sprintf("pod-%d", r), filepath.Join(t.TempDir(), "buf"), hs.URL)
+	}
+	ships := startReplicas(t, srv, cfgs)
+	for r, rs := range ships {
+		if _, err := io.WriteString(rs.stdin, lines[r]); err != nil {
 			t.Fatal(err)
 		}
-		cfgs[r] = replicaConfig(t, srv, fmt.Sprintf("pod-%d", r), filepath.Join(dir, "buf"), hs.URL)
-		wg.Go(func() {
-			stdout, stderr, code := runAgent(t, srv, nil, "ship", "-c", cfgs[r], "--timeout", "60s", input)
-			if code != 0 {
-				t.Errorf("replica %d: ship exit %d\n%s\n%s", r, code, stdout, stderr)
-			}
-			if !strings.Contains(stdout, "metering shared:   partials written ") {
-				t.Errorf("replica %d: no shared summary:\n%s", r, stdout)
-			}
-		})
+		rs.stdin.Close()
 	}
-	wg.Wait()
+	for r, rs := range ships {
+		if err := <-rs.done; err != nil {
+			t.Fatalf("replica %d: %v\n%s", r, err, rs.out.String())
+		}
+		if !strings.Contains(rs.out.String(), "metering shared:   partials written ") {
+			t.Errorf("replica %d: no shared summary:\n%s", r, rs.out.String())
+		}
+	}
 
 	// The model: per (customer, dimension), hours in order, the merged
 	// tenths plus the carry, integer part billed.
@@ -169,27 +211,22 @@ func TestShipReplicaKilledDuringReportCall(t *testing.T) {
 	emu.InjectFaults(emulator.Faults{Latency: time.Hour})
 
 	cfgs := make([]string, 2)
-	type proc struct {
-		cmd  *exec.Cmd
-		done <-chan error
-	}
-	var procs []proc
 	for r := range 2 {
-		dir := t.TempDir()
-		input := filepath.Join(dir, "usage.ndjson")
-		if err := os.WriteFile(input, []byte(lines[r]), 0o600); err != nil {
+		cfgs[r] = replicaConfig(t, srv, fmt.Sprintf("pod-%d", r), filepath.Join(t.TempDir(), "buf"), hs.URL)
+	}
+	ships := startReplicas(t, srv, cfgs)
+	for r, rs := range ships {
+		if _, err := io.WriteString(rs.stdin, lines[r]); err != nil {
 			t.Fatal(err)
 		}
-		cfgs[r] = replicaConfig(t, srv, fmt.Sprintf("pod-%d", r), filepath.Join(dir, "buf"), hs.URL)
-		cmd, _, done := startAgent(t, srv, nil, "ship", "-c", cfgs[r], "--timeout", "60s", input)
-		procs = append(procs, proc{cmd, done})
+		rs.stdin.Close()
 	}
 	waitUntil(t, 30*time.Second, func() string { return "a BatchMeterUsage call in flight" }, func() bool {
 		return emu.State().Requests[emulator.OpBatchMeterUsage] > 0
 	})
-	for _, p := range procs {
-		_ = p.cmd.Process.Signal(syscall.SIGKILL)
-		if err := <-p.done; err == nil {
+	for _, rs := range ships {
+		_ = rs.cmd.Process.Signal(syscall.SIGKILL)
+		if err := <-rs.done; err == nil {
 			t.Fatal("a replica exited 0 with its report call hanging")
 		}
 	}
@@ -197,12 +234,18 @@ func TestShipReplicaKilledDuringReportCall(t *testing.T) {
 	if n := len(emu.State().Records); n != 0 {
 		t.Fatalf("%d records accepted by a call that was cut", n)
 	}
+	// Both restart with no new input (the claim named both partials, so
+	// all usage is in the state); the claimer sends its claims.
+	var wg sync.WaitGroup
 	for r := range 2 {
-		stdout, stderr, code := runAgent(t, srv, strings.NewReader(""), "ship", "-c", cfgs[r], "--timeout", "60s", "-")
-		if code != 0 {
-			t.Fatalf("restarted replica %d: exit %d\n%s\n%s", r, code, stdout, stderr)
-		}
+		wg.Go(func() {
+			stdout, stderr, code := runAgent(t, srv, strings.NewReader(""), "ship", "-c", cfgs[r], "--timeout", "60s", "-")
+			if code != 0 {
+				t.Errorf("restarted replica %d: exit %d\n%s\n%s", r, code, stdout, stderr)
+			}
+		})
 	}
+	wg.Wait()
 	st := emu.State()
 	if len(st.Conflicts) > 0 {
 		t.Fatalf("conflicts %+v", st.Conflicts)
@@ -228,6 +271,7 @@ func TestShipReplicaKilledDuringReportCall(t *testing.T) {
 	// Every series billed floor(its total) over the hours, give or take
 	// the fractions still carried (under one unit per customer).
 	if billed > total/10 || billed < total/10-4 {
-		t.Fatalf("billed %d units of %d tenths", billed, total)
+		out, _, _ := runAgent(t, srv, nil, "metering", "status", "-c", cfgs[0])
+		t.Fatalf("billed %d units of %d tenths\n%s", billed, total, out)
 	}
 }

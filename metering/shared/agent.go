@@ -287,10 +287,11 @@ func (a *Agent) Step(ctx context.Context) error {
 	if err != nil {
 		return errors.Join(append(errs, err)...)
 	}
-	if err := a.claimReady(ctx, claims); err != nil {
+	mine, err := a.claimReady(ctx, &claims)
+	if err != nil {
 		errs = append(errs, err)
 	}
-	if err := a.sendPending(ctx, claims); err != nil {
+	if err := a.sendPending(ctx, claims, mine); err != nil {
 		errs = append(errs, err)
 	}
 	if err := a.settleOwn(ctx, claims); err != nil {
@@ -300,7 +301,8 @@ func (a *Agent) Step(ctx context.Context) error {
 }
 
 // Settled reports whether every hour this agent closed has its partial
-// written and merged by a claim or carried into a later partial.
+// written, and merged by a claim that AWS has answered, or carried into a
+// later partial.
 func (a *Agent) Settled() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -313,7 +315,7 @@ func (a *Agent) Settled() bool {
 		}
 	}
 	for _, w := range a.j.Written {
-		if w.State == stateWritten {
+		if w.State == stateWritten || w.State == stateMerged && !w.Answered {
 			return false
 		}
 	}
@@ -321,8 +323,8 @@ func (a *Agent) Settled() bool {
 }
 
 // Wait steps until Settled or ctx is done (`ship` waits so, bounded by
-// --timeout): each closed hour it contributed to is claimed, and its
-// partial merged or carried.
+// --timeout): each closed hour it contributed to is claimed, its partial
+// merged (and the claim answered) or carried.
 func (a *Agent) Wait(ctx context.Context, every time.Duration) error {
 	for {
 		err := a.Step(ctx)
@@ -479,10 +481,11 @@ func (a *Agent) writePartial(ctx context.Context, h time.Time, frontier bool) er
 
 // claimList is what one listing of the product's claims found.
 type claimList struct {
-	claimed map[time.Time]bool
-	results map[time.Time]bool
-	expired map[time.Time]bool
-	latest  time.Time // zero: none in the lookback
+	claimed  map[time.Time]bool
+	modified map[time.Time]time.Time // when each claim was written
+	results  map[time.Time]bool
+	expired  map[time.Time]bool
+	latest   time.Time // zero: none in the lookback
 }
 
 func (a *Agent) lookbackStart() time.Time {
@@ -490,7 +493,7 @@ func (a *Agent) lookbackStart() time.Time {
 }
 
 func (a *Agent) listClaims(ctx context.Context) (claimList, error) {
-	cl := claimList{claimed: map[time.Time]bool{}, results: map[time.Time]bool{}, expired: map[time.Time]bool{}}
+	cl := claimList{claimed: map[time.Time]bool{}, modified: map[time.Time]time.Time{}, results: map[time.Time]bool{}, expired: map[time.Time]bool{}}
 	prefix := claimPrefix(a.cfg.Product)
 	objs, err := a.cfg.Store.List(ctx, prefix, claimKey(a.cfg.Product, a.lookbackStart().Add(-time.Hour)))
 	if err != nil {
@@ -512,6 +515,7 @@ func (a *Agent) listClaims(ctx context.Context) (claimList, error) {
 		}
 		if h, ok := parseHour(strings.TrimSuffix(name, ".json")); ok {
 			cl.claimed[h] = true
+			cl.modified[h] = o.Modified
 			if h.After(cl.latest) {
 				cl.latest = h
 			}
@@ -527,28 +531,35 @@ func (a *Agent) listClaims(ctx context.Context) (claimList, error) {
 
 // claimReady claims, in hour order, each unclaimed closed hour that is
 // ready, stopping at the first that is not: claims are contiguous.
-func (a *Agent) claimReady(ctx context.Context, cl claimList) error {
+//
+// It returns the claims this agent made: it sends them at once.
+func (a *Agent) claimReady(ctx context.Context, cl *claimList) (map[time.Time]*Claim, error) {
 	now := a.cfg.Now()
 	closed := now.Add(-a.cfg.Lateness).UTC().Truncate(time.Hour) // hours before it are closed
+	mine := map[time.Time]*Claim{}
 	var h time.Time
 	if !cl.latest.IsZero() {
 		h = cl.latest.Add(time.Hour)
 	} else {
 		first, ok, err := a.firstPartialHour(ctx)
 		if err != nil || !ok {
-			return err
+			return mine, err
 		}
 		h = first
 	}
 	for ; h.Before(closed); h = h.Add(time.Hour) {
-		c, err := a.tryClaim(ctx, h, now, cl)
+		c, created, err := a.tryClaim(ctx, h, now, *cl)
 		if err != nil || c == nil {
-			return err
+			return mine, err
+		}
+		if created {
+			mine[h] = c
 		}
 		cl.claimed[h] = true
+		cl.modified[h] = c.Created
 		cl.latest = h
 	}
-	return nil
+	return mine, nil
 }
 
 // firstPartialHour is the oldest hour in the lookback with partials, where
@@ -588,34 +599,47 @@ func rank(h time.Time, self string, agents []string) int {
 
 // tryClaim writes the claim of hour h if it is ready; nil when it is not
 // (yet), else the claim that stands (this agent's or another's).
-func (a *Agent) tryClaim(ctx context.Context, h, now time.Time, cl claimList) (*Claim, error) {
+func (a *Agent) tryClaim(ctx context.Context, h, now time.Time, cl claimList) (c *Claim, created bool, err error) {
 	closedAt := h.Add(time.Hour + a.cfg.Lateness)
 	objs, err := a.cfg.Store.List(ctx, partialPrefix(a.cfg.Product, h), "")
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	have := map[string]string{}
-	var agents []string
+	readyAt := closedAt // when the last partial came, at the latest
 	for _, o := range objs {
-		id := agentFromPartialKey(o.Key)
-		have[id] = o.Key
-		agents = append(agents, id)
+		have[agentFromPartialKey(o.Key)] = o.Key
+		readyAt = laterOf(readyAt, o.Modified)
 	}
-	waiting, err := a.waitingFor(ctx, h, now, closedAt, have)
+	beats, err := a.cfg.Store.List(ctx, heartbeatPrefix(), "")
 	if err != nil {
-		return nil, err
+		return nil, false, err
+	}
+	// Only the first ranked live agent goes on at once; the others only
+	// once it has had a stagger per rank, so the merge (a GET of every
+	// partial) is normally made by one agent, not by all.
+	r := rank(h, a.cfg.Agent, a.liveIDs(beats, now))
+	staggered := func(from time.Time) bool {
+		return a.cfg.Stagger > 0 && now.Before(from.Add(time.Duration(r)*a.cfg.Stagger))
+	}
+	if staggered(closedAt) {
+		return nil, false, nil
+	}
+	waiting, gaveUp, err := a.waitingFor(ctx, h, now, closedAt, have, beats)
+	if err != nil {
+		return nil, false, err
 	}
 	if len(waiting) > 0 {
 		a.log.Debug("hour not claimed yet: waiting for partials", zap.Time("hour", h), zap.Strings("agents", waiting))
-		return nil, nil
+		return nil, false, nil
 	}
-	if r := rank(h, a.cfg.Agent, agents); a.cfg.Stagger > 0 && now.Before(closedAt.Add(time.Duration(r)*a.cfg.Stagger)) {
-		return nil, nil
+	if staggered(laterOf(readyAt, gaveUp)) {
+		return nil, false, nil
 	}
 	var prev *Claim
 	if cl.claimed[h.Add(-time.Hour)] {
 		if prev, err = a.readClaim(ctx, h.Add(-time.Hour)); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
 	in := decideInput{product: a.cfg.Product, hour: h, claimer: a.cfg.Agent, accountIDs: a.cfg.AccountIDs,
@@ -627,18 +651,18 @@ func (a *Agent) tryClaim(ctx context.Context, h, now time.Time, cl claimList) (*
 		}
 		body, err := a.cfg.Store.Get(ctx, expiredKey(a.cfg.Product, g))
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		e, err := decode[Expired](body, expiredFormat)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		in.expired = append(in.expired, e)
 	}
 	for _, id := range slices.Sorted(maps.Keys(have)) {
 		body, err := a.cfg.Store.Get(ctx, have[id])
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		p, err := decode[Partial](body, partialFormat)
 		if err != nil {
@@ -649,21 +673,21 @@ func (a *Agent) tryClaim(ctx context.Context, h, now time.Time, cl claimList) (*
 		}
 		in.partials = append(in.partials, loadedPartial{ref: PartialRef{Agent: id, SHA256: sha(body)}, p: p})
 	}
-	c := decide(in)
+	c = decide(in)
 	a.crash("before-claim")
-	created, err := a.cfg.Store.Create(ctx, claimKey(a.cfg.Product, h), encode(c))
-	if err != nil {
-		return nil, err
+	if created, err = a.cfg.Store.Create(ctx, claimKey(a.cfg.Product, h), encode(c)); err != nil {
+		return nil, false, err
 	}
 	a.crash("claim-created")
 	if !created {
-		return a.readClaim(ctx, h)
+		c, err = a.readClaim(ctx, h)
+		return c, false, err
 	}
 	a.mu.Lock()
 	a.sum.HoursClaimed++
 	a.mu.Unlock()
 	a.log.Info("hour claimed", zap.Time("hour", h), zap.Int("partials", len(c.Partials)), zap.Int("records", len(c.Records)))
-	return c, nil
+	return c, true, nil
 }
 
 // waitingFor lists the live agents that have not written hour h's partial
@@ -671,13 +695,8 @@ func (a *Agent) tryClaim(ctx context.Context, h, now time.Time, cl claimList) (*
 // for at most merge_grace after the hour closed or the agent started,
 // whichever is later (an agent started on a backlog of old hours gets
 // its grace too).
-func (a *Agent) waitingFor(ctx context.Context, h, now, closedAt time.Time, have map[string]string) ([]string, error) {
-	objs, err := a.cfg.Store.List(ctx, heartbeatPrefix(), "")
-	if err != nil {
-		return nil, err
-	}
-	var waiting []string
-	for _, o := range objs {
+func (a *Agent) waitingFor(ctx context.Context, h, now, closedAt time.Time, have map[string]string, beats []Object) (waiting []string, gaveUp time.Time, err error) {
+	for _, o := range beats {
 		id := strings.TrimSuffix(strings.TrimPrefix(o.Key, heartbeatPrefix()), ".json")
 		if _, ok := have[id]; ok {
 			continue
@@ -687,18 +706,35 @@ func (a *Agent) waitingFor(ctx context.Context, h, now, closedAt time.Time, have
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, gaveUp, err
 		}
 		hb, err := decode[Heartbeat](body, heartbeatFormat)
 		if err != nil || hb.Product != a.cfg.Product {
 			continue
 		}
-		if now.Sub(hb.LastSeen) > 3*a.cfg.Tick || !hb.mayWrite(h) || !now.Before(laterOf(closedAt, hb.UpSince).Add(a.cfg.MergeGrace)) {
+		if now.Sub(hb.LastSeen) > 3*a.cfg.Tick || !hb.mayWrite(h) {
 			continue
 		}
-		waiting = append(waiting, id)
+		if until := laterOf(closedAt, hb.UpSince).Add(a.cfg.MergeGrace); now.Before(until) {
+			waiting = append(waiting, id)
+		} else {
+			gaveUp = laterOf(gaveUp, until)
+		}
 	}
-	return waiting, nil
+	return waiting, gaveUp, nil
+}
+
+// liveIDs are the agents whose heartbeat object changed in the last 3
+// ticks, and this one: the candidates of the claim and send ranking.
+func (a *Agent) liveIDs(beats []Object, now time.Time) []string {
+	ids := []string{a.cfg.Agent}
+	for _, o := range beats {
+		id := strings.TrimSuffix(strings.TrimPrefix(o.Key, heartbeatPrefix()), ".json")
+		if id != a.cfg.Agent && now.Sub(o.Modified) <= 3*a.cfg.Tick {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 func laterOf(a, b time.Time) time.Time {
@@ -718,34 +754,42 @@ func (a *Agent) readClaim(ctx context.Context, h time.Time) (*Claim, error) {
 
 // sendPending sends each claim in the lookback that has no result yet:
 // its claimer at once, the others in rank order after Stagger each.
-func (a *Agent) sendPending(ctx context.Context, cl claimList) error {
+func (a *Agent) sendPending(ctx context.Context, cl claimList, mine map[time.Time]*Claim) error {
 	var errs []error
+	var ids []string
 	for _, h := range sortedHours(cl.claimed) {
 		if cl.results[h] {
 			continue
 		}
-		c, err := a.readClaim(ctx, h)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if c.Claimer != a.cfg.Agent && a.cfg.Stagger > 0 {
-			objs, err := a.cfg.Store.List(ctx, heartbeatPrefix(), "")
-			if err != nil {
-				errs = append(errs, err)
+		c := mine[h]
+		if c == nil && a.cfg.Stagger > 0 {
+			// Another agent's claim: its claimer sends it at once; the
+			// others, in rank order, only when it has not, a stagger
+			// each, judged from the listing before reading the claim.
+			if ids == nil {
+				beats, err := a.cfg.Store.List(ctx, heartbeatPrefix(), "")
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				ids = a.liveIDs(beats, a.cfg.Now())
+			}
+			if a.cfg.Now().Before(cl.modified[h].Add(time.Duration(rank(h, a.cfg.Agent, ids)+1) * a.cfg.Stagger)) {
 				continue
 			}
-			var ids []string
-			for _, o := range objs {
-				ids = append(ids, strings.TrimSuffix(strings.TrimPrefix(o.Key, heartbeatPrefix()), ".json"))
-			}
-			if a.cfg.Now().Before(c.Created.Add(time.Duration(rank(h, a.cfg.Agent, ids)+1) * a.cfg.Stagger)) {
+		}
+		if c == nil {
+			var err error
+			if c, err = a.readClaim(ctx, h); err != nil {
+				errs = append(errs, err)
 				continue
 			}
 		}
 		if err := a.send(ctx, c); err != nil {
 			errs = append(errs, err)
+			continue
 		}
+		cl.results[h] = true // settleOwn sees the answer of this step
 	}
 	return errors.Join(errs...)
 }
@@ -905,13 +949,37 @@ func (a *Agent) settleOwn(ctx context.Context, cl claimList) error {
 	a.mu.Lock()
 	var todo []*writtenPartial
 	for _, w := range a.j.Written {
-		if w.State == stateWritten {
+		if w.State == stateWritten || w.State == stateMerged && !w.Answered {
 			todo = append(todo, w)
 		}
 	}
 	a.mu.Unlock()
 	changed := false
+	var errs []error
 	for _, w := range todo {
+		if w.State == stateMerged {
+			switch {
+			case cl.results[w.Hour]:
+				a.mu.Lock()
+				w.Answered, changed = true, true
+				a.mu.Unlock()
+			case w.Claimer == a.cfg.Agent:
+				// This agent claimed the hour and has not sent it (it
+				// was restarted): it sends now, not a stagger later.
+				c, err := a.readClaim(ctx, w.Hour)
+				if err == nil {
+					err = a.send(ctx, c)
+				}
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				a.mu.Lock()
+				w.Answered, changed = true, true
+				a.mu.Unlock()
+			}
+			continue
+		}
 		if !cl.claimed[w.Hour] && (cl.latest.IsZero() || !cl.latest.After(w.Hour)) {
 			continue // not claimed yet
 		}
@@ -924,7 +992,7 @@ func (a *Agent) settleOwn(ctx context.Context, cl claimList) error {
 		}
 		a.mu.Lock()
 		if c != nil && c.merged(a.cfg.Agent, w.SHA256) {
-			w.State = stateMerged
+			w.State, w.Claimer, w.Answered = stateMerged, c.Claimer, cl.results[w.Hour]
 		} else {
 			to := a.j.NextHour
 			a.j.addOpen(to, w.Entries)
@@ -943,10 +1011,10 @@ func (a *Agent) settleOwn(ctx context.Context, cl claimList) error {
 	if a.j.prune(a.cfg.Now()) {
 		changed = true
 	}
-	if !changed {
-		return nil
+	if changed {
+		errs = append(errs, a.j.save(a.cfg.Dir))
 	}
-	return a.j.save(a.cfg.Dir)
+	return errors.Join(errs...)
 }
 
 // sortedHours returns the keys in order.

@@ -39,6 +39,8 @@ type writtenPartial struct {
 	SHA256    string    `json:"sha256"`
 	State     string    `json:"state"`
 	CarriedTo time.Time `json:"carried_to,omitzero"`
+	Claimer   string    `json:"claimer,omitempty"`  // merged: who claimed its hour
+	Answered  bool      `json:"answered,omitempty"` // merged: the claim's result exists
 	Entries   []Entry   `json:"entries,omitempty"`
 }
 
