@@ -38,9 +38,6 @@ const (
 	// lookback bounds the claims an agent reads each step: the window
 	// plus a day, beyond which nothing can be sent or is still pending.
 	lookbackExtra = 24 * time.Hour
-	// keepTaken is how long a handed usage ID is remembered; the ledger
-	// never hands a pruned hour again.
-	keepTaken = 9 * 24 * time.Hour
 )
 
 var agentIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
@@ -193,13 +190,21 @@ func (a *Agent) Hand(_ context.Context, closedBefore time.Time, usage []metering
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	changed := false
+	// The ledger marks a hand-over's intents handed (durably) before it
+	// makes the next one, so only the last hand-over can come again
+	// (after a crash between the two writes): its IDs are all Hand keeps.
+	taken := make(map[string]time.Time, len(usage))
 	for _, u := range usage {
+		h := u.Hour.UTC().Truncate(time.Hour)
+		taken[u.ID] = h
 		if _, ok := a.j.Taken[u.ID]; ok {
 			continue
 		}
-		h := u.Hour.UTC().Truncate(time.Hour)
 		a.j.addOpen(a.j.target(h), []Entry{{Series: Series{Customer: u.Customer, License: u.License, Dimension: u.Dimension}, Buckets: u.Buckets}})
-		a.j.Taken[u.ID] = h
+		changed = true
+	}
+	if len(taken) > 0 || len(a.j.Taken) > 0 {
+		a.j.Taken = taken
 		changed = true
 	}
 	if closedBefore.After(a.j.Cut) {

@@ -24,7 +24,10 @@
 //     closed hour of a key into an intent of op "shared" holding its exact
 //     usage, written to the ledger before Hand is called and re-handed
 //     unchanged until Hand returns nil. Hand records the usage in the
-//     journal under its ID, once: a repeat after a crash is ignored. Usage
+//     journal, and the IDs of this hand-over: the ledger makes the next
+//     one only after it has durably marked this one's intents handed, so
+//     only the last can come again (a crash between Hand and that write),
+//     and its repeat is ignored. Usage
 //     goes to its own hour, or, if this agent's partial of that hour is
 //     written already, to the first hour it has not written (NextHour).
 //  2. Partials. For every hour below the ledger's closure cut, the agent

@@ -54,7 +54,8 @@ type journal struct {
 	// ledger's last closure cut (hours before it are closed here).
 	NextHour time.Time `json:"next_hour"`
 	Cut      time.Time `json:"cut"`
-	// Taken maps each handed usage ID to its hour: Hand is idempotent.
+	// Taken holds the IDs of the last hand-over (with their hours): the
+	// only one the ledger can hand again.
 	Taken map[string]time.Time `json:"taken"`
 	// Open is usage per hour not in a written partial yet.
 	Open map[string][]Entry `json:"open"`
@@ -137,7 +138,7 @@ func (j *journal) addOpen(h time.Time, entries []Entry) {
 	j.Open[name] = addEntries(j.Open[name], entries)
 }
 
-// prune forgets settled partials and taken ids old enough never to matter.
+// prune forgets settled partials old enough never to matter.
 func (j *journal) prune(now time.Time) bool {
 	changed := false
 	keep := j.Written[:0]
@@ -149,12 +150,6 @@ func (j *journal) prune(now time.Time) bool {
 		keep = append(keep, w)
 	}
 	j.Written = keep
-	for id, h := range j.Taken {
-		if now.Sub(h) > keepTaken {
-			delete(j.Taken, id)
-			changed = true
-		}
-	}
 	return changed
 }
 
