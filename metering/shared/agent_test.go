@@ -16,7 +16,17 @@ import (
 // Three replicas see overlapping customers; each hour gets exactly one
 // record per (customer, dimension), with the merged total and the carry.
 func TestThreeAgentsMergeOverlappingCustomers(t *testing.T) {
+	threeAgents(t, newWorld(t))
+}
+
+// The same with the state in a directory (file://).
+func TestThreeAgentsFileState(t *testing.T) {
 	w := newWorld(t)
+	w.state = "file://" + t.TempDir() + "/state"
+	threeAgents(t, w)
+}
+
+func threeAgents(t *testing.T, w *world) {
 	w.clk.Set(hr(8).Add(30 * time.Minute)) // the agents start in hour 8
 	ids := []string{"pod-a", "pod-b", "pod-c"}
 	var agents []*Agent
