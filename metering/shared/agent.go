@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	mm "github.com/aws/aws-sdk-go-v2/service/marketplacemetering"
 	"github.com/aws/aws-sdk-go-v2/service/marketplacemetering/types"
+	"github.com/aws/smithy-go"
 	"go.uber.org/zap"
 
 	"github.com/metership/metership/internal/ctxtime"
@@ -808,24 +809,18 @@ func (a *Agent) send(ctx context.Context, c *Claim) error {
 	answers := map[Series]RecordResult{}
 	deadline := time.Now().Add(a.cfg.MaxRetryElapsed)
 	wait := a.cfg.BackoffInitial
+	var expired []Record
+	isolate := 0 // records to send one a call: a whole call was refused
 	for len(queue) > 0 {
 		if !metering.WithinWindow(c.Hour, a.cfg.Now(), a.cfg.Window) {
-			// AWS would refuse them as too old: recorded, not retried.
-			// The next claim bills them, once (Claim.Absorbed); written
-			// before the result, which ends all sending of this claim.
-			e := Expired{Format: expiredFormat, Hour: c.Hour}
-			for _, r := range queue {
-				answers[r.Series] = RecordResult{Series: r.Series, Quantity: r.Quantity, Status: "Expired"}
-				e.Records = append(e.Records, Carry{Series: r.Series, Nanos: r.Quantity * metering.NanosPerUnit})
-			}
-			if _, err := a.cfg.Store.Create(ctx, expiredKey(a.cfg.Product, c.Hour), encode(e)); err != nil {
-				return err
-			}
-			a.log.Error("claim past the API window before all its records were accepted; the next claim bills them",
-				zap.Time("hour", c.Hour), zap.Int("records", len(queue)))
+			expired = append(expired, queue...)
 			break
 		}
-		chunk := queue[:min(maxBatchRecords, len(queue))]
+		n := maxBatchRecords
+		if isolate > 0 {
+			n = 1
+		}
+		chunk := queue[:min(n, len(queue))]
 		if a.cfg.DryRun {
 			for _, r := range chunk {
 				answers[r.Series] = RecordResult{Series: r.Series, Quantity: r.Quantity, Status: "DryRun"}
@@ -836,7 +831,10 @@ func (a *Agent) send(ctx context.Context, c *Claim) error {
 		}
 		out, err := a.callBatch(ctx, c, chunk)
 		a.crash("after-call")
-		if err == nil {
+		var apiErr smithy.APIError
+		switch {
+		case err == nil:
+			isolate = max(isolate-len(chunk), 0)
 			retry := applyResults(chunk, out, answers)
 			queue = append(retry, queue[len(chunk):]...)
 			if len(retry) == 0 {
@@ -844,14 +842,51 @@ func (a *Agent) send(ctx context.Context, c *Claim) error {
 				continue
 			}
 			err = fmt.Errorf("%d unprocessed record(s)", len(retry))
-		} else if ship.IsPermanent(err) || ctx.Err() != nil {
+		case ctx.Err() != nil || ship.IsPermanent(err) && !recordError(err):
+			// Canceled, or refused for a reason no record can fix (the
+			// API disabled, the product unknown, access denied): the
+			// claim stays unanswered, sent again next step.
 			return fmt.Errorf("shared: BatchMeterUsage for %s: %w", c.Hour.Format(hourLayout), err)
+		case errors.As(err, &apiErr) && apiErr.ErrorCode() == "TimestampOutOfBoundsException":
+			// AWS's clock says the hour is past the window.
+			expired = append(expired, chunk...)
+			queue = queue[len(chunk):]
+			continue
+		case ship.IsPermanent(err) && recordError(err):
+			if len(chunk) > 1 {
+				// One bad record fails the whole call: send them one
+				// by one so the others go through.
+				isolate = len(chunk)
+				continue
+			}
+			r := chunk[0]
+			answers[r.Series] = RecordResult{Series: r.Series, Quantity: r.Quantity, Status: "Refused: " + errorCode(err)}
+			a.log.Error("BatchMeterUsage refused a claimed record; it is not billed", zap.Time("hour", c.Hour),
+				zap.String("customer", r.Customer), zap.String("dimension", r.Dimension), zap.Int64("quantity", r.Quantity), zap.Error(err))
+			isolate = max(isolate-1, 0)
+			queue = queue[1:]
+			continue
 		}
 		d := wait/2 + rand.N(wait/2+1)
 		wait = min(2*wait, a.cfg.BackoffMax)
 		if time.Now().Add(d).After(deadline) || !ctxtime.Sleep(ctx, d) {
 			return fmt.Errorf("shared: BatchMeterUsage for %s not done: %w", c.Hour.Format(hourLayout), err)
 		}
+	}
+	if len(expired) > 0 {
+		// Recorded, not retried: the next claim made bills them, once
+		// (Claim.Absorbed). Written before the result, which ends all
+		// sending of this claim.
+		e := Expired{Format: expiredFormat, Hour: c.Hour}
+		for _, r := range expired {
+			answers[r.Series] = RecordResult{Series: r.Series, Quantity: r.Quantity, Status: "Expired"}
+			e.Records = append(e.Records, Carry{Series: r.Series, Nanos: r.Quantity * metering.NanosPerUnit})
+		}
+		if _, err := a.cfg.Store.Create(ctx, expiredKey(a.cfg.Product, c.Hour), encode(e)); err != nil {
+			return err
+		}
+		a.log.Error("claim past the API window before all its records were accepted; the next claim bills them",
+			zap.Time("hour", c.Hour), zap.Int("records", len(expired)))
 	}
 	for _, r := range c.Records {
 		res.Records = append(res.Records, answers[r.Series])
@@ -879,6 +914,26 @@ func (a *Agent) send(ctx context.Context, c *Claim) error {
 		}
 	}
 	return nil
+}
+
+// recordError reports whether err refuses a call for one of its records'
+// contents (all are validated before any is processed).
+func recordError(err error) bool {
+	switch errorCode(err) {
+	case "InvalidUsageDimensionException", "InvalidCustomerIdentifierException", "InvalidLicenseException",
+		"InvalidTagException", "InvalidUsageAllocationsException", "ValidationException":
+		return true
+	}
+	return false
+}
+
+// errorCode is the AWS error code of err, or its text.
+func errorCode(err error) string {
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode() != "" {
+		return apiErr.ErrorCode()
+	}
+	return err.Error()
 }
 
 func (a *Agent) callBatch(ctx context.Context, c *Claim, chunk []Record) (*mm.BatchMeterUsageOutput, error) {

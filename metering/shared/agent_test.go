@@ -350,3 +350,36 @@ func TestExpiredClaimBilledByNextClaim(t *testing.T) {
 		t.Fatalf("claim 19 billed the expired records again: %+v", c)
 	}
 }
+
+// A record AWS refuses (here an unknown dimension) fails its whole call:
+// the claim's records are then sent one by one, the others are billed,
+// and the refused one is recorded in the result, not retried forever.
+func TestRefusedRecordIsolated(t *testing.T) {
+	w := newWorld(t)
+	w.clk.Set(hr(11).Add(10 * time.Minute))
+	a := w.agent("pod-a", tempDir(t, "a"))
+	w.clk.Set(hr(12).Add(6 * time.Minute))
+	us := []metering.HourUsage{usage(hr(11), "c1", "api_calls", 2e9, 1), usage(hr(11), "c2", "bogus", 1e9, 1), usage(hr(11), "c3", "api_calls", 4e9, 1)}
+	if err := a.Hand(context.Background(), hr(12), us); err != nil {
+		t.Fatal(err)
+	}
+	steps(t, 2, a)
+	checkBilled(t, w.em, map[key]int64{{hr(11), "c1", "api_calls"}: 2, {hr(11), "c3", "api_calls"}: 4})
+	body, err := a.cfg.Store.Get(context.Background(), resultKey(testProduct, hr(11)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := decode[Result](body, resultFormat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refused []string
+	for _, r := range res.Records {
+		if r.Status != "Success" {
+			refused = append(refused, r.Customer+" "+r.Status)
+		}
+	}
+	if len(refused) != 1 || refused[0] != "c2 Refused: InvalidUsageDimensionException" {
+		t.Fatalf("result: %v", refused)
+	}
+}
