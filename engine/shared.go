@@ -33,8 +33,8 @@ func SharedS3Options(cfg conf.Config) ship.S3Options {
 	return ship.S3Options{Region: o.Region, Endpoint: o.Endpoint, ForcePathStyle: o.ForcePathStyle, RoleARN: o.RoleARN, ExternalID: o.ExternalID}
 }
 
-// SharedConfig is the shared.Config of an agent with this config.
-func SharedConfig(cfg conf.Config, store shared.Store, agentID string, client *mm.Client, log *zap.Logger) shared.Config {
+// sharedConfig is the shared.Config of an agent with this config.
+func sharedConfig(cfg conf.Config, store shared.Store, agentID string, client *mm.Client, log *zap.Logger) shared.Config {
 	m := cfg.Metering
 	return shared.Config{
 		Store: store, Dir: filepath.Join(cfg.Buffer.Dir, "metering"), Agent: agentID, Product: m.ProductCode,
@@ -49,7 +49,7 @@ func newSharedRuntime(cfg conf.Config, agentID string, client *mm.Client, log *z
 	if err != nil {
 		return nil, fmt.Errorf("metering: %w", err)
 	}
-	agent, err := shared.New(SharedConfig(cfg, store, agentID, client, log))
+	agent, err := shared.New(sharedConfig(cfg, store, agentID, client, log))
 	if err != nil {
 		_ = store.Close()
 		return nil, fmt.Errorf("metering: %w", err)
