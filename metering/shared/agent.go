@@ -624,7 +624,7 @@ func (a *Agent) tryClaim(ctx context.Context, h, now time.Time, cl claimList) (c
 	// Only the first ranked live agent goes on at once; the others only
 	// once it has had a stagger per rank, so the merge (a GET of every
 	// partial) is normally made by one agent, not by all.
-	r := rank(h, a.cfg.Agent, a.liveIDs(beats, now))
+	r := rank(h, a.cfg.Agent, a.liveIDs(beats))
 	staggered := func(from time.Time) bool {
 		return a.cfg.Stagger > 0 && now.Before(from.Add(time.Duration(r)*a.cfg.Stagger))
 	}
@@ -704,7 +704,7 @@ func (a *Agent) tryClaim(ctx context.Context, h, now time.Time, cl claimList) (c
 func (a *Agent) waitingFor(ctx context.Context, h, now, closedAt time.Time, have map[string]string, beats []Object) (waiting []string, gaveUp time.Time, err error) {
 	for _, o := range beats {
 		id := strings.TrimSuffix(strings.TrimPrefix(o.Key, heartbeatPrefix()), ".json")
-		if _, ok := have[id]; ok {
+		if _, ok := have[id]; ok || !a.recent(o) {
 			continue
 		}
 		body, err := a.cfg.Store.Get(ctx, o.Key)
@@ -730,13 +730,20 @@ func (a *Agent) waitingFor(ctx context.Context, h, now, closedAt time.Time, have
 	return waiting, gaveUp, nil
 }
 
-// liveIDs are the agents whose heartbeat object changed in the last 3
-// ticks, and this one: the candidates of the claim and send ranking.
-func (a *Agent) liveIDs(beats []Object, now time.Time) []string {
+// recent reports whether a heartbeat object was written in the last 3
+// ticks (plus a minute for clock skew), by the store's clock against this
+// machine's: heartbeats of agents long gone are not even read.
+func (a *Agent) recent(o Object) bool {
+	return time.Since(o.Modified) <= 3*a.cfg.Tick+time.Minute
+}
+
+// liveIDs are the agents with a recent heartbeat, and this one: the
+// candidates of the claim and send ranking.
+func (a *Agent) liveIDs(beats []Object) []string {
 	ids := []string{a.cfg.Agent}
 	for _, o := range beats {
 		id := strings.TrimSuffix(strings.TrimPrefix(o.Key, heartbeatPrefix()), ".json")
-		if id != a.cfg.Agent && now.Sub(o.Modified) <= 3*a.cfg.Tick {
+		if id != a.cfg.Agent && a.recent(o) {
 			ids = append(ids, id)
 		}
 	}
@@ -778,7 +785,7 @@ func (a *Agent) sendPending(ctx context.Context, cl claimList, mine map[time.Tim
 					errs = append(errs, err)
 					continue
 				}
-				ids = a.liveIDs(beats, a.cfg.Now())
+				ids = a.liveIDs(beats)
 			}
 			if a.cfg.Now().Before(cl.modified[h].Add(time.Duration(rank(h, a.cfg.Agent, ids)+1) * a.cfg.Stagger)) {
 				continue
