@@ -59,7 +59,7 @@ func newMeterRuntime(cfg conf.Config, p *pipeline.Pipeline, client *mm.Client, l
 	var err error
 	var sharedState metering.SharedState
 	if cfg.Metering.StateURL != "" {
-		if m.shared, err = newSharedRuntime(cfg, p.Buffer().AgentID(), client, log); err != nil {
+		if m.shared, err = newSharedRuntime(cfg, p.Buffer().AgentID(), client, log, reg); err != nil {
 			return nil, err
 		}
 		sharedState = m.shared.agent

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	mm "github.com/aws/aws-sdk-go-v2/service/marketplacemetering"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/metership/metership/conf"
@@ -34,22 +35,22 @@ func SharedS3Options(cfg conf.Config) ship.S3Options {
 }
 
 // sharedConfig is the shared.Config of an agent with this config.
-func sharedConfig(cfg conf.Config, store shared.Store, agentID string, client *mm.Client, log *zap.Logger) shared.Config {
+func sharedConfig(cfg conf.Config, store shared.Store, agentID string, client *mm.Client, log *zap.Logger, reg prometheus.Registerer) shared.Config {
 	m := cfg.Metering
 	return shared.Config{
 		Store: store, Dir: filepath.Join(cfg.Buffer.Dir, "metering"), Agent: agentID, Product: m.ProductCode,
 		AccountIDs: m.CustomerIDType == "aws_account_id", Allocate: len(m.AllocationTags) > 0,
 		Window: m.Window.D(), Lateness: m.Lateness.D(), MergeGrace: m.MergeGrace.D(), DryRun: m.DryRun,
-		Client: client, Logger: log.Named("metering-shared"),
+		Client: client, Logger: log.Named("metering-shared"), Registerer: reg,
 	}
 }
 
-func newSharedRuntime(cfg conf.Config, agentID string, client *mm.Client, log *zap.Logger) (*sharedRuntime, error) {
+func newSharedRuntime(cfg conf.Config, agentID string, client *mm.Client, log *zap.Logger, reg prometheus.Registerer) (*sharedRuntime, error) {
 	store, err := shared.Open(context.Background(), cfg.Metering.StateURL, SharedS3Options(cfg))
 	if err != nil {
 		return nil, fmt.Errorf("metering: %w", err)
 	}
-	agent, err := shared.New(sharedConfig(cfg, store, agentID, client, log))
+	agent, err := shared.New(sharedConfig(cfg, store, agentID, client, log, reg))
 	if err != nil {
 		_ = store.Close()
 		return nil, fmt.Errorf("metering: %w", err)

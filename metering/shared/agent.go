@@ -18,6 +18,7 @@ import (
 	mm "github.com/aws/aws-sdk-go-v2/service/marketplacemetering"
 	"github.com/aws/aws-sdk-go-v2/service/marketplacemetering/types"
 	"github.com/aws/smithy-go"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/metership/metership/internal/ctxtime"
@@ -64,10 +65,11 @@ type Config struct {
 	// MergeGrace regardless.
 	Window, Lateness, MergeGrace time.Duration
 	// DryRun logs the claims' records instead of sending them.
-	DryRun bool
-	Client metering.API
-	Logger *zap.Logger
-	Now    func() time.Time
+	DryRun     bool
+	Client     metering.API
+	Logger     *zap.Logger
+	Registerer prometheus.Registerer // nil: no metrics exported
+	Now        func() time.Time
 	// Tick is how often Run steps and the heartbeat is rewritten;
 	// default 1m. An agent whose heartbeat is older than 3 ticks is not
 	// waited for.
@@ -108,6 +110,7 @@ type Agent struct {
 	catchingUp bool
 	latest     time.Time // latest claim hour seen
 	sum        Summary
+	stepErrors int
 }
 
 // Summary is what this agent did since New, for the CLI.
@@ -175,7 +178,11 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{cfg: cfg, log: cfg.Logger.With(zap.String("component", "metering-shared"), zap.String("agent", cfg.Agent)), j: j, upSince: cfg.Now().UTC()}, nil
+	a := &Agent{cfg: cfg, log: cfg.Logger.With(zap.String("component", "metering-shared"), zap.String("agent", cfg.Agent)), j: j, upSince: cfg.Now().UTC()}
+	if err := a.registerMetrics(cfg.Registerer); err != nil {
+		return nil, fmt.Errorf("shared: register metrics: %w", err)
+	}
+	return a, nil
 }
 
 func (a *Agent) crash(point string) {
@@ -260,6 +267,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		if err := a.Step(ctx); err != nil && ctx.Err() == nil {
+			a.mu.Lock()
+			a.stepErrors++
+			a.mu.Unlock()
 			a.log.Warn("shared metering step failed; retried next tick", zap.Error(err))
 		}
 		select {
@@ -312,20 +322,26 @@ func (a *Agent) Step(ctx context.Context) error {
 func (a *Agent) Settled() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	return a.unsettledLocked() == 0
+}
+
+// unsettledLocked counts the closed hours not settled yet.
+func (a *Agent) unsettledLocked() int {
+	n := 0
 	if a.j.NextHour.Before(a.j.Cut) {
-		return false
+		n += int(a.j.Cut.Sub(a.j.NextHour) / time.Hour)
 	}
 	for name := range a.j.Open {
-		if h, ok := parseHour(name); ok && h.Before(a.j.Cut) {
-			return false
+		if h, ok := parseHour(name); ok && h.Before(a.j.Cut) && h.Before(a.j.NextHour) {
+			n++
 		}
 	}
 	for _, w := range a.j.Written {
 		if w.State == stateWritten || w.State == stateMerged && !w.Answered {
-			return false
+			n++
 		}
 	}
-	return true
+	return n
 }
 
 // Wait steps until Settled or ctx is done (`ship` waits so, bounded by

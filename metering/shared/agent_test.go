@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/metership/metership/metering"
 	"github.com/metership/metership/metering/emulator"
 	"github.com/metership/metership/ship"
@@ -263,7 +265,8 @@ func late(t *testing.T, a *Agent) int {
 // Hand is idempotent per usage id, as a ledger re-hands after a crash.
 func TestHandIdempotent(t *testing.T) {
 	w := newWorld(t)
-	a := w.agent("pod-a", tempDir(t, "a"))
+	reg := prometheus.NewRegistry()
+	a := w.agent("pod-a", tempDir(t, "a"), func(c *Config) { c.Registerer = reg })
 	u := usage(hr(11), "c1", "api_calls", 3e9, 1)
 	for range 3 {
 		if err := a.Hand(context.Background(), hr(12), []metering.HourUsage{u}); err != nil {
@@ -272,6 +275,30 @@ func TestHandIdempotent(t *testing.T) {
 	}
 	steps(t, 2, a)
 	checkBilled(t, w.em, map[key]int64{{hr(11), "c1", "api_calls"}: 3})
+	for name, want := range map[string]float64{
+		"metership_metering_shared_hours_claimed_total": 1,
+		"metership_metering_shared_records_sent_total":  1,
+		"metership_metering_shared_hours_unsettled":     0,
+	} {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+			found = true
+			m := mf.GetMetric()[0]
+			if v := m.GetCounter().GetValue() + m.GetGauge().GetValue(); v != want {
+				t.Errorf("%s = %v, want %v", name, v, want)
+			}
+		}
+		if !found {
+			t.Errorf("no %s", name)
+		}
+	}
 }
 
 func TestFileStoreCreateOnce(t *testing.T) {
