@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/metership/metership/agent/tail"
 	"github.com/metership/metership/conf"
 )
 
@@ -66,6 +67,12 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 	fmt.Fprint(stdout, cfg.YAML())
+	// Overlapping globs are not an error (a file both match is read once,
+	// by the first source), but the second source's tag and settings then
+	// do not apply to it: say so.
+	for _, o := range tail.Overlaps(tailInputs(cfg.Sources)) {
+		fmt.Fprintf(stderr, "metership: warning: %s and %s can match the same file; it is read once, by the first\n", o.First, o.Second)
+	}
 	fmt.Fprintln(stderr, "metership: configuration OK")
 	return exitOK
 }

@@ -76,13 +76,18 @@ func meteringYAML(url string) string {
 // check asserts exactly one accepted MeterUsage per (dimension, closed
 // hour) with a quantity, equal to the model: per dimension, hours in
 // order, integer part reported, remainder carried; allocations summing to
-// the quantity; the current hour still open.
-func (f *usageFixture) check(t *testing.T, st emulator.State) {
+// the quantity; the current hour still open, unless final (an agent
+// that stopped reports the hour in progress too).
+func (f *usageFixture) check(t *testing.T, st emulator.State, final bool) {
 	t.Helper()
+	end := f.current
+	if final {
+		end = end.Add(time.Hour)
+	}
 	want := map[usageKey]int64{}
 	for _, dim := range []string{"api_calls", "storage_gb"} {
 		carry := int64(0)
-		for h := f.start; h.Before(f.current); h = h.Add(time.Hour) {
+		for h := f.start; h.Before(end); h = h.Add(time.Hour) {
 			total := f.tenths[usageKey{dim, h}] + carry
 			want[usageKey{dim, h}] = total / 10
 			carry = total % 10
@@ -105,7 +110,7 @@ func (f *usageFixture) check(t *testing.T, st emulator.State) {
 		if len(r.Allocations) > 0 && sum != r.Quantity {
 			t.Fatalf("%v: allocations sum to %d, quantity %d", k, sum, r.Quantity)
 		}
-		if !r.Hour.Before(f.current) {
+		if !r.Hour.Before(end) {
 			t.Fatalf("open hour %v reported", r.Hour)
 		}
 	}
@@ -146,7 +151,7 @@ func TestShipReportsMeterUsage(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("ship exit %d\n%s\n%s", code, stdout, stderr)
 	}
-	fx.check(t, emu.State())
+	fx.check(t, emu.State(), false)
 	mustContain(t, stdout, "metering hours reported:")
 
 	// A second ship with no new input: no call changes anything.
@@ -168,8 +173,9 @@ func TestShipReportsMeterUsage(t *testing.T) {
 
 // TestRunReportsMeterUsage is the same usage tailed by `metership run`:
 // every record is counted as it is ingested (none parsed again at segment
-// time, per /metrics), and the closed hours are reported by the time the
-// agent has exited on SIGTERM, matching the model exactly.
+// time, per /metrics), and every hour, the one in progress included
+// (metering.report_on_stop), is reported by the time the agent has exited
+// on SIGTERM, matching the model exactly.
 func TestRunReportsMeterUsage(t *testing.T) {
 	srv := s3server.Start(t)
 	emu := emulator.New(emulator.DefaultConfig())
@@ -195,5 +201,5 @@ func TestRunReportsMeterUsage(t *testing.T) {
 	if code := agent.stop(); code != 0 {
 		t.Fatalf("exit %d after SIGTERM\n%s", code, agent.out.String())
 	}
-	fx.check(t, emu.State())
+	fx.check(t, emu.State(), true)
 }

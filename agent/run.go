@@ -27,7 +27,6 @@ import (
 	"github.com/metership/metership/engine"
 	"github.com/metership/metership/internal/ctxtime"
 	"github.com/metership/metership/pipeline"
-	"github.com/metership/metership/record"
 )
 
 // cmdRun is the long-running agent: tail the configured sources into the
@@ -57,7 +56,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	rt, err := engine.Start(inputCtx, cfg, engine.Options{Logger: log, Registerer: reg})
+	// Metering keeps hours open until every source has read what its
+	// files held at the start (metering.catch_up_timeout at most).
+	rt, err := engine.Start(inputCtx, cfg, withTestFaults(engine.Options{Logger: log, Registerer: reg, CatchUpSources: min(len(cfg.Sources), 1)})) // one tailer reads every source
 	if err != nil {
 		log.Error("cannot start", zap.Error(err))
 		return exitFailure
@@ -74,28 +75,30 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	forgotten := registerTailMetrics(reg, tailMetrics)
 	var inputs sync.WaitGroup
 	inputErrs := make(chan error, len(cfg.Sources))
-	// Every tailer is given every restored checkpoint; a tailer ignores
-	// those no file of its globs matches.
-	restored := rt.Pipeline().Buffer().Checkpoints()
-	tailers := make([]*tail.Tailer, 0, len(cfg.Sources))
-	for i, src := range cfg.Sources {
-		t, err := newTailer(cfg, src, rt.Pipeline(), restored, log.With(zap.Int("source", i)), tailMetrics)
+	// One tailer follows every source, so a file matched by several
+	// sources' globs is read once (by the first source that matched it).
+	var tailers []*tail.Tailer
+	if len(cfg.Sources) > 0 {
+		t, err := newTailer(cfg, rt.Pipeline(), rt.Pipeline().Buffer().Checkpoints(), log, tailMetrics, rt.SourceCaughtUp)
 		if err != nil {
-			log.Error("cannot start source", zap.Int("source", i), zap.Error(err))
+			log.Error("cannot start sources", zap.Error(err))
 			stopInputs()
 			shutdownHTTP(srv)
 			_ = rt.Finish(context.Background(), false)
 			return exitFailure
 		}
 		tailers = append(tailers, t)
+		for _, o := range tail.Overlaps(tailInputs(cfg.Sources)) {
+			log.Warn("globs overlap; a file both match is read once, by the first", zap.String("first", o.First), zap.String("second", o.Second))
+		}
 	}
 	reg.MustRegister(newFileCollector(tailers))
-	for i, t := range tailers {
+	for _, t := range tailers {
 		inputs.Add(1)
 		go func() {
 			defer inputs.Done()
 			if err := t.Run(inputCtx); err != nil && !errors.Is(err, context.Canceled) {
-				inputErrs <- fmt.Errorf("sources[%d]: %w", i, err)
+				inputErrs <- fmt.Errorf("sources: %w", err)
 			}
 		}()
 	}
@@ -133,10 +136,21 @@ wait:
 			log.Error("source failed; shutting down", zap.Error(err))
 			code = exitFailure
 			break wait
+		case <-rt.Pipeline().Buffer().Failed():
+			// A disk error the buffer could not recover from in place:
+			// exit non-zero so the supervisor restarts the agent, whose
+			// recovery at start keeps every acknowledged record.
+			_, why := rt.Pipeline().Healthy()
+			log.Error("buffer failed; exiting to be restarted", zap.String("reason", why))
+			code = exitFailure
+			break wait
 		}
 	}
 	// Order: stop reading (every line read is already durable), then
-	// drain and report within the shutdown timeout, then stop HTTP.
+	// drain and report (with metering.report_on_stop, the hour in
+	// progress too) within the shutdown timeout, then stop HTTP. Every
+	// wait honours the timeout: what is left stays in buffer.dir and the
+	// ledger, and is logged, for the next start.
 	stopInputs()
 	inputs.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Agent.ShutdownTimeout.D())
@@ -151,8 +165,29 @@ wait:
 	return code
 }
 
-func newTailer(cfg conf.Config, src conf.Source, p *pipeline.Pipeline, restored []buffer.Checkpoint, log *zap.Logger, m *tail.Metrics) (*tail.Tailer, error) {
-	sink, err := newTailSink(cfg, src, p, m)
+// tailInputs are the config's sources as tail inputs.
+func tailInputs(sources []conf.Source) []tail.Input {
+	inputs := make([]tail.Input, len(sources))
+	for i, src := range sources {
+		inputs[i] = tail.Input{
+			Name:       fmt.Sprintf("sources[%d]", i),
+			Paths:      src.Paths,
+			Exclude:    src.Exclude,
+			StartAt:    src.StartAt,
+			RotateWait: src.RotateWait.D(),
+		}
+	}
+	return inputs
+}
+
+func newTailer(cfg conf.Config, p *pipeline.Pipeline, restored []buffer.Checkpoint, log *zap.Logger, m *tail.Metrics, caughtUp func()) (*tail.Tailer, error) {
+	tags := make([]string, len(cfg.Sources))
+	refresh := cfg.Sources[0].RefreshInterval.D()
+	for i, src := range cfg.Sources {
+		tags[i] = src.Tag
+		refresh = min(refresh, src.RefreshInterval.D())
+	}
+	sink, err := tail.NewPipelineSink(p, tags, m)
 	if err != nil {
 		return nil, err
 	}
@@ -165,11 +200,8 @@ func newTailer(cfg conf.Config, src conf.Source, p *pipeline.Pipeline, restored 
 	// sidecar then checks each file once a second instead of four times.
 	const pollInterval = time.Second
 	return tail.New(tail.Options{
-		Paths:           src.Paths,
-		Exclude:         src.Exclude,
-		StartAt:         src.StartAt,
-		RefreshInterval: src.RefreshInterval.D(),
-		RotateWait:      src.RotateWait.D(),
+		Inputs:          tailInputs(cfg.Sources),
+		RefreshInterval: refresh,
 		MaxLineSize:     int(cfg.Records.MaxLineSize),
 		MaxChunkBytes:   chunkBytes,
 		// Lines are ~100-200 bytes: let the byte limit end a chunk, so a
@@ -179,127 +211,8 @@ func newTailer(cfg conf.Config, src conf.Source, p *pipeline.Pipeline, restored 
 		Checkpoints:   restored,
 		Logger:        log,
 		Metrics:       m,
+		OnCaughtUp:    caughtUp,
 	}, sink)
-}
-
-// tailSink turns tailed chunks into durable batches. Consume runs on one
-// goroutine per file, so each call borrows its own Ingester.
-type tailSink struct {
-	p    *pipeline.Pipeline
-	tag  string
-	pool sync.Pool
-	// keep is how much of a too-long line is dead-lettered, and reason
-	// says so: records.max_line_size, or less when the buffer is so small
-	// that the escaped line (up to 6 bytes a byte) could not fit in it.
-	keep    int
-	reason  string
-	metrics *tail.Metrics
-}
-
-func newTailSink(cfg conf.Config, src conf.Source, p *pipeline.Pipeline, m *tail.Metrics) (*tailSink, error) {
-	keep := min(int(cfg.Records.MaxLineSize), int(cfg.Buffer.MaxSize/8), buffer.MaxFrameData/8)
-	s := &tailSink{
-		p:       p,
-		tag:     src.Tag,
-		keep:    keep,
-		metrics: m,
-		reason:  fmt.Sprintf("line exceeds records.max_line_size (%d bytes); only its first %d bytes are kept here", cfg.Records.MaxLineSize, keep),
-	}
-	// Fail at start, not at the first line, if the ingester cannot be built.
-	in, err := s.newIngester()
-	if err != nil {
-		return nil, err
-	}
-	s.pool.Put(in)
-	return s, nil
-}
-
-// Consume commits the chunk's lines and its checkpoint as one batch. Blank
-// lines are skipped (they are neither records nor errors) but still
-// covered by the checkpoint.
-func (s *tailSink) Consume(ctx context.Context, c *tail.Chunk) error {
-	in, err := s.ingester()
-	if err != nil {
-		return err
-	}
-	defer s.pool.Put(in)
-	for i := range c.Lines {
-		s.add(in, c, i)
-	}
-	in.SetCheckpoint(c.Checkpoint.Source, c.Checkpoint.Offset, c.Checkpoint.Meta)
-	err = in.Commit()
-	if errors.Is(err, buffer.ErrTooLarge) {
-		in.Discard()
-		return s.consumeOneByOne(ctx, in, c)
-	}
-	if errors.Is(err, buffer.ErrFull) {
-		// Back-pressure: hold the batch until an upload frees room (a
-		// blind retry by the reader would resume up to its RetryMax late).
-		s.metrics.SinkFull.Add(1)
-		err = in.CommitWait(ctx)
-	}
-	if err != nil {
-		// The tailer keeps its position and re-sends the same chunk after
-		// a backoff: a failing buffer or a shutdown, never loss.
-		in.Discard()
-		return fmt.Errorf("%s: %w", c.Path, err)
-	}
-	return nil
-}
-
-func (s *tailSink) ingester() (*pipeline.Ingester, error) {
-	if in, _ := s.pool.Get().(*pipeline.Ingester); in != nil {
-		return in, nil
-	}
-	return s.newIngester()
-}
-
-// newIngester makes an Ingester whose waits for buffer space count as the
-// tail readers' back-pressure.
-func (s *tailSink) newIngester() (*pipeline.Ingester, error) {
-	in, err := s.p.NewIngester(s.tag)
-	if err != nil {
-		return nil, err
-	}
-	in.OnPause(func(d time.Duration) { s.metrics.BackPressureNanos.Add(int64(d)) })
-	return in, nil
-}
-
-// add adds line i of c to the batch.
-func (s *tailSink) add(in *pipeline.Ingester, c *tail.Chunk, i int) {
-	l := &c.Lines[i]
-	switch {
-	case l.TooLong:
-		in.Reject(l.Data[:min(len(l.Data), s.keep)], l.Offset, c.Path, s.reason)
-	case record.Blank(l.Data):
-	default:
-		in.Add(l.Data, record.Source{ID: c.Source, Offset: l.Offset}, c.Path)
-	}
-}
-
-// consumeOneByOne commits a chunk too large for the buffer (dead letters
-// of lines whose JSON escaping blew them up, with a small
-// buffer.max_size) one line at a time, each batch with the checkpoint just
-// past its line. A single line always fits: the Ingester shortens a dead
-// letter to half of max_size. It waits for space rather than returning
-// buffer.ErrFull: the tailer would re-send the lines already committed. An
-// error (ctx done) leaves the buffer's checkpoint after the last committed
-// line, where the next start resumes.
-func (s *tailSink) consumeOneByOne(ctx context.Context, in *pipeline.Ingester, c *tail.Chunk) error {
-	for i := range c.Lines {
-		end := c.Checkpoint.Offset
-		if i+1 < len(c.Lines) {
-			end = c.Lines[i+1].Offset
-		}
-		s.add(in, c, i)
-		in.SetCheckpoint(c.Checkpoint.Source, end, c.Checkpoint.Meta)
-		if err := in.CommitWait(ctx); err != nil {
-			in.Discard()
-			return fmt.Errorf("%s: %w", c.Path, err)
-		}
-	}
-	// A chunk without lines cannot be too large; nothing is left.
-	return nil
 }
 
 // checkpointGrace is how long a restored tail checkpoint may stay
@@ -458,7 +371,11 @@ func startHTTP(listen string, p *pipeline.Pipeline, reg *prometheus.Registry, lo
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "ok")
+		ok, why := p.Healthy()
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		fmt.Fprintln(w, why)
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		ok, why := p.Ready()

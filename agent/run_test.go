@@ -333,7 +333,7 @@ func TestRunBadLinesAndMetrics(t *testing.T) {
 
 // TestRunOversizeLines runs a buffer of the smallest max_size (128 KiB)
 // with records.max_line_size 1 MiB: a too-long line is dead-lettered cut
-// to what the buffer can hold, and a line whose dead letter alone would
+// to what the buffer can hold (and the reason says so), and a line whose dead letter alone would
 // not fit in the buffer (control characters escape to six bytes each) is
 // dead-lettered shortened instead of stalling the file; the records
 // around them are shipped exactly once.
@@ -378,18 +378,21 @@ func TestRunOversizeLines(t *testing.T) {
 		at           int64
 		line, reason string
 		prefix       bool // the dead letter holds a non-empty prefix of line
+		max          int  // of at most this many bytes
 	}{
 		// Escaped, its entry would be 180 KiB: shortened to fit half the buffer
 		// (max_size / 2).
-		{escapingAt, escaping, "line shortened to its first", true},
-		{longAt, long[:16<<10], "max_line_size", false}, // max_size / 8
+		{escapingAt, escaping, "line shortened to its first", true, 64 << 10 / 6},
+		// Cut to what fits in half the buffer (max_size / 2, less the
+		// entry's overhead).
+		{longAt, long, "bytes are kept here, to fit buffer.max_size", true, 64 << 10},
 	} {
 		d, ok := byOffset[c.at]
 		if !ok {
 			t.Fatalf("no dead letter at offset %d: %v", c.at, byOffset)
 		}
 		got, _ := d["line"].(string)
-		if c.prefix && got != "" && strings.HasPrefix(c.line, got) && len(got) <= 64<<10/6 {
+		if c.prefix && got != "" && strings.HasPrefix(c.line, got) && len(got) <= c.max {
 			got = c.line
 		}
 		if got != c.line || !strings.Contains(d["reason"].(string), c.reason) {

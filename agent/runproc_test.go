@@ -36,6 +36,8 @@ type runOptions struct {
 	Sources string
 	// Extra is appended as is (other top-level sections).
 	Extra string
+	// ShutdownTimeout is agent.shutdown_timeout; default 60s.
+	ShutdownTimeout string
 }
 
 // runConfig writes the config of a `metership run` test and returns its
@@ -60,9 +62,12 @@ func runConfig(t testing.TB, srv *s3server.Server, o runOptions) (path, listen s
 	if o.FlushInterval == "" {
 		o.FlushInterval = "200ms"
 	}
+	if o.ShutdownTimeout == "" {
+		o.ShutdownTimeout = "60s"
+	}
 	y := fmt.Sprintf(`agent:
   id: test-agent
-  shutdown_timeout: 60s
+  shutdown_timeout: %s
 sources:
 %s
 buffer:
@@ -80,7 +85,7 @@ server:
   unready_after: %s
 log:
   level: info
-%s`, o.Sources, o.BufferDir, o.SegmentSize, o.MaxSize, o.FlushInterval, srv.Bucket(), o.Endpoint, o.Listen, o.UnreadyAfter, o.Extra)
+%s`, o.ShutdownTimeout, o.Sources, o.BufferDir, o.SegmentSize, o.MaxSize, o.FlushInterval, srv.Bucket(), o.Endpoint, o.Listen, o.UnreadyAfter, o.Extra)
 	path = filepath.Join(t.TempDir(), "metership.yaml")
 	if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
 		t.Fatal(err)
@@ -142,9 +147,15 @@ type runProc struct {
 // The process is killed at cleanup if the test left it running.
 func startRun(t testing.TB, srv *s3server.Server, cfg, listen string) *runProc {
 	t.Helper()
+	return startProc(t, agentCmd(srv, "run", "-c", cfg), listen)
+}
+
+// startProc starts cmd, a `metership run`, as startRun does.
+func startProc(t testing.TB, cmd *exec.Cmd, listen string) *runProc {
+	t.Helper()
 	p := &runProc{
 		t:      t,
-		cmd:    agentCmd(srv, "run", "-c", cfg),
+		cmd:    cmd,
 		out:    &lockedBuffer{},
 		base:   "http://" + listen,
 		exited: make(chan struct{}),

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -17,10 +16,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/metership/metership/agent/tail"
-	"github.com/metership/metership/conf"
 	"github.com/metership/metership/engine"
 	"github.com/metership/metership/pipeline"
-	"github.com/metership/metership/record"
 )
 
 // cmdShip pushes files (or stdin) through the pipeline once and exits 0
@@ -31,6 +28,7 @@ func cmdShip(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	path := configFlag(fs)
 	timeout := fs.Duration("timeout", 0, "give up waiting for the output after this long (0: wait until it works); what is not shipped stays in buffer.dir")
 	tag := fs.String("tag", "metership", "tag of the records ($TAG in output.key_format)")
+	final := fs.Bool("final", false, "also report the metering hour in progress (and hours within metering.lateness): nothing more will be sent for them from this buffer.dir")
 	if err := fs.Parse(args); err != nil {
 		return exitConfig
 	}
@@ -54,7 +52,11 @@ func cmdShip(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 
 	start := time.Now()
-	rt, err := engine.Start(ctx, cfg, engine.Options{Logger: log, SettleShared: true})
+	report := engine.FinalClosed
+	if *final {
+		report = engine.FinalAll
+	}
+	rt, err := engine.Start(ctx, cfg, engine.Options{Logger: log, FinalReport: report, SettleShared: true})
 	if err != nil {
 		fmt.Fprintf(stderr, "metership: %v\n", err)
 		return exitFailure
@@ -69,7 +71,7 @@ func cmdShip(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			unread = append(unread, displayName(in))
 			continue
 		}
-		n, err := shipInput(ctx, rt.Pipeline(), in, stdin, *tag, cfg, log)
+		n, err := shipInput(ctx, rt.Pipeline(), in, stdin, *tag, log)
 		summary.add(n)
 		if err != nil {
 			fmt.Fprintf(stderr, "metership: %s: %v\n", displayName(in), err)
@@ -124,10 +126,14 @@ func displayName(in string) string {
 	return in
 }
 
+// shipSourcePrefix starts the Source of every file ship reads; the
+// tailer's checkpoints (tail.SourcePrefix) are apart.
+const shipSourcePrefix = "ship:"
+
 // shipInput reads one input into the buffer. Files get a checkpoint keyed
 // by their identity, so re-running ship after a crash (or on the same
 // file) resumes after what is already durable instead of sending it twice.
-func shipInput(ctx context.Context, p *pipeline.Pipeline, in string, stdin io.Reader, tag string, cfg conf.Config, log *zap.Logger) (shipSummary, error) {
+func shipInput(ctx context.Context, p *pipeline.Pipeline, in string, stdin io.Reader, tag string, log *zap.Logger) (shipSummary, error) {
 	var sum shipSummary
 	var (
 		r        io.Reader
@@ -135,6 +141,8 @@ func shipInput(ctx context.Context, p *pipeline.Pipeline, in string, stdin io.Re
 		name     = "stdin"
 		start    int64
 		size     int64 = -1
+		meta     []byte
+		stale    []string
 	)
 	if in == "-" {
 		r = stdin
@@ -151,23 +159,20 @@ func shipInput(ctx context.Context, p *pipeline.Pipeline, in string, stdin io.Re
 		if st.IsDir() {
 			return sum, errors.New("is a directory")
 		}
-		// Named like the tailer names files, under its own prefix, so a
-		// new file at an old path is never mistaken for the old one.
-		sourceID, err = tail.WholeFileSource("ship:", f, st)
-		if err != nil {
-			return sum, err
-		}
 		if abs, err := filepath.Abs(in); err == nil {
 			name = abs
 		} else {
 			name = in
 		}
-		size = st.Size()
-		for _, cp := range p.Buffer().Checkpoints() {
-			if cp.Source == sourceID {
-				start = cp.Offset
-			}
+		// The tailer's file identity, under ship's own prefix: a new file
+		// at an old path is never taken for the old one, and a file that
+		// grew resumes where the last run stopped, under the same Source.
+		cur, err := tail.ResumeFile(shipSourcePrefix, f, st, name, p.Buffer().Checkpoints())
+		if err != nil {
+			return sum, err
 		}
+		sourceID, start, meta, stale = cur.Source, cur.Offset, cur.Meta, cur.Stale
+		size = st.Size()
 		if start > 0 {
 			if _, err := f.Seek(start, io.SeekStart); err != nil {
 				return sum, err
@@ -177,126 +182,13 @@ func shipInput(ctx context.Context, p *pipeline.Pipeline, in string, stdin io.Re
 		}
 		r = f
 	}
-	if size >= 0 && start >= size {
+	if size >= 0 && start >= size && len(stale) == 0 {
 		return sum, nil
 	}
-	lr := newLineReader(r, start, int(cfg.Records.MaxLineSize))
-	c, err := newCommitter(ctx, p, tag)
-	if err != nil {
-		return sum, err
-	}
-	ing := c.ingester()
-	flush := func() {
-		if sourceID != "stdin" {
-			ing.SetCheckpoint(sourceID, lr.offset, []byte(name))
-		}
-		c.commit(ing)
-		ing = c.ingester()
-	}
-	for ing != nil {
-		line, off, tooLong, err := lr.next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			_ = c.close()
-			return c.sum, err
-		}
-		switch {
-		case tooLong:
-			ing.Reject(line, off, name, "line exceeds records.max_line_size ("+strconv.Itoa(int(cfg.Records.MaxLineSize))+" bytes); only its first bytes are kept here")
-		case record.Blank(line):
-			// Blank lines are not records and not errors.
-		default:
-			ing.Add(line, record.Source{ID: sourceID, Offset: off}, name)
-		}
-		if ing.Full() {
-			flush()
-		}
-	}
-	if ing != nil {
-		flush()
-	}
-	err = c.close()
-	c.sum.skipped = sum.skipped
-	return c.sum, err
-}
-
-// shipBatchBytes is the batch size of one-shot shipping: big batches mean
-// few fsyncs, and a crash only repeats work that was never acknowledged.
-const shipBatchBytes = 4 << 20
-
-// committer overlaps parsing with making batches durable: the reader fills
-// one Ingester while a single goroutine commits the previous one. Commits
-// stay in order, so a checkpoint is never durable before the records it
-// covers.
-type committer struct {
-	ctx    context.Context
-	queue  chan *pipeline.Ingester
-	free   chan *pipeline.Ingester
-	failed chan struct{} // closed when a commit fails: stop reading
-	done   chan struct{}
-	err    error // set by the commit goroutine before failed is closed
-	sum    shipSummary
-}
-
-func newCommitter(ctx context.Context, p *pipeline.Pipeline, tag string) (*committer, error) {
-	c := &committer{ctx: ctx, queue: make(chan *pipeline.Ingester, 1), free: make(chan *pipeline.Ingester, 2), failed: make(chan struct{}), done: make(chan struct{})}
-	for i := 0; i < 2; i++ {
-		in, err := p.NewIngester(tag)
-		if err != nil {
-			return nil, err
-		}
-		in.SetBatchLimit(shipBatchBytes)
-		c.free <- in
-	}
-	go c.loop()
-	return c, nil
-}
-
-func (c *committer) loop() {
-	defer close(c.done)
-	for in := range c.queue {
-		a, rj := in.Counts()
-		switch {
-		case c.err != nil:
-			in.Discard() // read before the reader saw the failure
-		default:
-			if err := in.CommitWait(c.ctx); err != nil {
-				c.err = err
-				close(c.failed)
-				in.Discard()
-			} else {
-				c.sum.accepted += int64(a)
-				c.sum.rejected += int64(rj)
-			}
-		}
-		c.free <- in
-	}
-}
-
-// ingester returns an empty Ingester, or nil once a commit failed (the
-// reader then stops, instead of reading the rest of its input for
-// nothing).
-func (c *committer) ingester() *pipeline.Ingester {
-	select {
-	case <-c.failed:
-		return nil
-	default:
-	}
-	select {
-	case in := <-c.free:
-		return in
-	case <-c.failed:
-		return nil
-	}
-}
-
-func (c *committer) commit(in *pipeline.Ingester) { c.queue <- in }
-
-// close waits for every queued commit and returns the first error.
-func (c *committer) close() error {
-	close(c.queue)
-	<-c.done
-	return c.err
+	res, err := p.IngestStream(ctx, pipeline.Stream{
+		R: r, Start: start, Source: sourceID, Name: name, Tag: tag,
+		Checkpoint: sourceID != "stdin", Meta: meta, Forget: stale,
+	})
+	sum.accepted, sum.rejected = res.Accepted, res.Rejected
+	return sum, err
 }

@@ -149,7 +149,7 @@ func TestMeteredShipSurvivesKill9(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("final ship exit %d\n%s\n%s", code, stdout, stderr)
 	}
-	fx.check(t, emu.State())
+	fx.check(t, emu.State(), false)
 	if byID := checkRecordObjects(t, readBucket(t, srv)); len(byID) != fx.records {
 		t.Fatalf("%d records in S3, want %d", len(byID), fx.records)
 	}

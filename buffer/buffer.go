@@ -34,11 +34,20 @@ var (
 	// ErrLocked is returned by Open when another process or instance holds
 	// the directory.
 	ErrLocked = errors.New("buffer: directory in use by another instance")
-	// ErrFailed is returned by Write (wrapping the disk error) after a
-	// failure that left the active segment in an unknown state: a failed
-	// fsync, or a failed write that could not be truncated away. Close and
-	// Open the buffer again; recovery keeps every committed batch.
+	// ErrFailed is returned by Write (wrapping the disk error) once the
+	// buffer cannot take writes: a failed fsync or an undoable failed write
+	// from which it could not recover in place (the recovery's own
+	// truncate, fsync or seal failed too, or the policy is SyncInterval or
+	// SyncNever, whose acknowledged batches a cut would lose). Close and
+	// Open the buffer again (restart the process); recovery keeps every
+	// acknowledged batch. Failed is closed at that moment.
 	ErrFailed = errors.New("buffer: failed after a disk error; reopen it")
+	// ErrNotDurable is returned by Write (wrapping the disk error) when a
+	// failed fsync, or a failed write that could not be undone, cut the
+	// batch off: it is not acknowledged and not in the buffer (see
+	// Buffer.cutActiveLocked). The buffer recovered in place and takes
+	// writes again: retry the batch.
+	ErrNotDurable = errors.New("buffer: batch not durable after a disk error; retry it")
 	// ErrNotInFlight is returned by Ack for a segment that Next did not hand
 	// out, or that was already acked or released.
 	ErrNotInFlight = errors.New("buffer: segment not handed out by Next")
@@ -51,12 +60,29 @@ type Options struct {
 	SegmentSize  int64         // seal the active segment at this size; default 8 MiB
 	Sync         SyncPolicy    // default SyncAlways
 	SyncInterval time.Duration // for SyncInterval; default 1s
-	// AgentID names this buffer's producer in object keys. Empty: a random
-	// id generated on first Open and persisted in the directory.
+	// AgentID names this buffer's producer (logs, metering). Empty: a
+	// random id generated on first Open and persisted in the directory.
+	// Object keys derive from Buffer.InstanceID instead, which this does
+	// not override.
 	AgentID string
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+	// Faults, when set, is called before each write, fsync and truncate
+	// of a segment file with the operation and the file's path; an error
+	// it returns fails the operation in its place. Tests only: a failed
+	// fsync cannot be had for real.
+	Faults func(op FileOp, path string) error
 }
+
+// FileOp names a segment file operation, for Options.Faults.
+type FileOp int
+
+// The segment file operations Options.Faults can fail.
+const (
+	OpWrite FileOp = iota
+	OpSync
+	OpTruncate
+)
 
 // Stats is a snapshot for metrics and readiness.
 type Stats struct {
@@ -69,7 +95,19 @@ type Stats struct {
 	FullRejections  uint64 // Writes refused with ErrFull
 	Writes          uint64 // batches written since Open
 	Syncs           uint64 // fsyncs of segment data since Open (group commit shares them)
-	Recovered       RecoveryReport
+	// DiskError is the last disk error of a Write, Seal or Ack since the
+	// last one that succeeded (nil: none), DiskErrorSince when that run
+	// of failures began; DiskErrors counts them since Open.
+	DiskError      error
+	DiskErrorSince time.Time
+	DiskErrors     uint64
+	// Recoveries counts in-place recoveries from a failed fsync (or an
+	// undoable failed write) since Open.
+	Recoveries uint64
+	// Failed is non-nil once the buffer takes no writes until reopened
+	// (ErrFailed).
+	Failed    error
+	Recovered RecoveryReport
 }
 
 // RecoveryReport says what Open found.

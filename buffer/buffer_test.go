@@ -658,22 +658,6 @@ func TestWriteErrorUntruncatableFails(t *testing.T) {
 	}
 }
 
-func TestFsyncErrorFails(t *testing.T) {
-	b := openT(t, Options{Dir: t.TempDir()})
-	ioErr := errors.New("EIO")
-	b.ops.sync = func(*os.File) error { return ioErr }
-	if err := b.Write(makeBatch(1, 1, "")); !errors.Is(err, ErrFailed) || !errors.Is(err, ioErr) {
-		t.Fatalf("Write = %v, want ErrFailed wrapping EIO", err)
-	}
-	if got := b.Checkpoints(); len(got) != 0 {
-		t.Fatalf("Checkpoints after failed fsync = %v, want none", got)
-	}
-	b.ops = osFileOps()
-	if err := b.Write(makeBatch(2, 1, "")); !errors.Is(err, ErrFailed) {
-		t.Fatalf("Write = %v, want ErrFailed", err)
-	}
-}
-
 func TestErrFullAndWaitForSpace(t *testing.T) {
 	b := openT(t, Options{Dir: t.TempDir(), MaxSize: 2000, SegmentSize: 500})
 	batch := makeBatch(0, 10, "") // ~ 300 bytes

@@ -22,7 +22,8 @@
 //
 //	Dir/
 //	  LOCK                          flock'd while a Buffer has the directory open
-//	  meta                          {"version":1,"agent_id":"...","next_seq":N}
+//	  meta                          {"version":1,"agent_id":"...","next_seq":N,
+//	                                 "instance_id":"<uuid>","instance_keys_from":K}
 //	  state                         durable checkpoints as of segment asOf
 //	  00000000000000000041.seg      sealed: waiting for Next / Ack
 //	  00000000000000000042.open     the active segment (at most one)
@@ -32,8 +33,11 @@
 // of the directory. Segment sequences only grow: next_seq is persisted
 // before a segment with that sequence is created, so a sequence is never
 // used twice, even after every segment was acked and deleted (object keys
-// derive from agent id + sequence; a reused key would be refused by
-// If-None-Match and the new segment's records lost).
+// derive from instance id + sequence; a reused key would be refused by
+// If-None-Match). instance_id is generated once per directory and never
+// changed by Options.AgentID, so buffers sharing an agent id still write
+// distinct keys; segments below instance_keys_from predate it and keep
+// their agent-id keys (Buffer.ObjectKeyID).
 //
 // # Segment file
 //
@@ -65,8 +69,33 @@
 // then per checkpoint uvarint source length, source, offset i64, uvarint
 // meta length, meta. A batch never spans segments: if it would take a
 // non-empty active segment past SegmentSize, that segment is sealed first.
-// A failed write is truncated back to where the batch began; if the
-// truncate fails too, the buffer refuses writes (ErrFailed) until reopened.
+// A failed write (a full disk) is truncated back to where the batch
+// began and returned as is; the buffer goes on.
+//
+// # Disk faults
+//
+// After a failed fsync nothing says which unsynced pages reached the
+// disk, and Linux may already have marked them clean and reported the
+// error once, so a retried fsync can "succeed" without them
+// ("fsyncgate"). Under SyncAlways no batch past the last successful fsync
+// was acknowledged, so the buffer recovers in place: it truncates the
+// active segment to the end of the last durable batch, fsyncs it, seals
+// what that prefix holds (or removes it when it holds no records, its
+// checkpoints kept in the state file) and starts a new segment at the
+// next Write. Every batch cut off gets an error wrapping ErrNotDurable
+// and is retried by its producer; Checkpoints never named it. A failed
+// write whose partial batch cannot be truncated away is handled the same
+// way. If the recovery's own truncate, fsync or seal fails, or a fourth
+// fault comes before any Write succeeded again (a segment with nothing
+// durable is cut without an fsync, so a disk that fails every fsync
+// would otherwise be "recovered" from forever), the disk is not usable:
+// the buffer refuses writes with ErrFailed, Failed() is closed, and the
+// process should restart (Open recovers every committed batch). Under SyncInterval and SyncNever the batches since the last
+// fsync were already acknowledged, and a cut would lose them for certain:
+// a failed fsync fails the buffer (ErrFailed) instead, and the next Open
+// keeps whatever of them verifies. Stats reports the last disk error
+// (DiskError, DiskErrorSince, cleared by the next Write, Seal or Ack that
+// succeeds), the in-place Recoveries and Failed, for health checks.
 //
 // The state file is "MSHPCKP\x01", asOf u64, the checkpoints in the commit
 // encoding, and a CRC-32C of all that.
@@ -142,8 +171,10 @@
 //     had returned. The checkpoints fall back consistently with the data,
 //     so a tailer re-reads those lines; input acknowledged to Fluent Bit in
 //     that window is lost.
-//   - A Write that returned ErrFailed (failed fsync) may still have reached
-//     the disk: retrying it can duplicate the batch.
+//   - A Write that returned ErrNotDurable was cut off and is not in the
+//     buffer. One that returned ErrFailed may still be on disk (its bytes
+//     were in the page cache when the process stopped): retrying it after
+//     the restart can duplicate the batch.
 //   - A segment uploaded but not yet acked when the process died is handed
 //     out again: the upload repeats under the same object key (same agent
 //     id and sequence) and is refused by If-None-Match, so nothing ships

@@ -62,6 +62,47 @@ type meta struct {
 	// NextSeq is the lowest sequence never handed to a segment. It is
 	// persisted before a segment with that sequence is created.
 	NextSeq uint64 `json:"next_seq"`
+	instanceMeta
+}
+
+// instanceMeta is the part of meta that names this directory. Version 1
+// meta files written before it existed lack both fields; Open then adds
+// them. Older binaries ignore and drop them (see recover).
+type instanceMeta struct {
+	// InstanceID is generated once per directory and never overridden by
+	// Options.AgentID, so two buffers with the same agent id still name
+	// their objects apart.
+	InstanceID string `json:"instance_id,omitempty"`
+	// KeysFrom is the first sequence whose object keys derive from
+	// InstanceID; segments below it were written by a version that keyed
+	// them by the agent id, and keep those keys (see ObjectKeyID).
+	KeysFrom uint64 `json:"instance_keys_from,omitempty"`
+}
+
+// metaFor is the meta to persist before handing out sequence nextSeq-1.
+func (b *Buffer) metaFor(nextSeq uint64) meta {
+	return meta{Version: 1, AgentID: b.agentID, NextSeq: nextSeq, instanceMeta: b.instance}
+}
+
+// InstanceID returns the id unique to this buffer directory: a random UUID
+// generated the first time the directory is opened (by this version or a
+// later one) and kept in Dir/meta, so it is stable across restarts and is
+// not changed by Options.AgentID. Object keys derive from it (see
+// ObjectKeyID); anything else that must tell two buffers apart when they
+// share an agent id (metering ClientTokens, replicas) can use it too. A
+// copied directory copies its id: give each copy a fresh meta.
+func (b *Buffer) InstanceID() string { return b.instance.InstanceID }
+
+// ObjectKeyID returns the id that the object keys of segment seq derive
+// from: InstanceID for segments created since the directory got one, and
+// for older segments (written by a version that predates InstanceID) the
+// agent id they were keyed by then, so that an upgrade never re-keys a
+// segment that may already be uploaded.
+func (b *Buffer) ObjectKeyID(seq uint64) string {
+	if seq < b.instance.KeysFrom {
+		return b.agentID
+	}
+	return b.instance.InstanceID
 }
 
 // readMeta loads Dir/meta; ok is false when it does not exist.

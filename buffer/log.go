@@ -28,6 +28,7 @@ type Buffer struct {
 	lockFile *os.File
 	ops      fileOps
 	agentID  string
+	instance instanceMeta // files.go: InstanceID, ObjectKeyID
 	report   RecoveryReport
 	readBufs sync.Pool
 
@@ -51,13 +52,25 @@ type Buffer struct {
 	cond *sync.Cond
 	// changed is closed and replaced when a segment is sealed, released or
 	// acked, and on failure or Close; Next and WaitForSpace wait on it.
-	changed  chan struct{}
-	closed   bool
-	failed   error
-	nextSeq  uint64
-	active   *activeSegment
-	sealed   []*Segment // sealed and not acked, ascending Seq
-	diskSize int64      // bytes of all segment files, active included
+	changed chan struct{}
+	closed  bool
+	failed  error
+	// failedCh is closed when failed is set (Failed).
+	failedCh chan struct{}
+	// cuts records each in-place recovery (cutActiveLocked), in order:
+	// positions in (keep, end] were cut off. A writer waiting for its
+	// batch to become durable looks up the first cut after its append.
+	cuts []cut
+	// diskErr is the last disk error of a Write, Seal or Ack since the
+	// last one that succeeded, and diskErrSince when that run began.
+	diskErr      error
+	diskErrOp    diskOp
+	diskErrSince time.Time
+	diskErrors   uint64
+	nextSeq      uint64
+	active       *activeSegment
+	sealed       []*Segment // sealed and not acked, ascending Seq
+	diskSize     int64      // bytes of all segment files, active included
 	// appendedPos and syncedPos count bytes appended since Open across all
 	// segments; data up to syncedPos is known to be on stable storage.
 	appendedPos, syncedPos uint64
@@ -75,12 +88,31 @@ type Buffer struct {
 	fullRejects uint64
 	writes      uint64
 	syncs       uint64
+	recoveries  uint64
+	// cutsInARow counts in-place recoveries since the last Write that
+	// succeeded (maxCutsInARow).
+	cutsInARow int
+}
+
+// maxCutsInARow bounds in-place recoveries without a Write succeeding in
+// between: a segment with nothing durable yet is cut without an fsync, so
+// a disk whose every fsync fails would otherwise be "recovered" from
+// forever. Past it the buffer fails, so the process is restarted and its
+// supervisor shows the crash loop.
+const maxCutsInARow = 3
+
+// cut is one in-place recovery: appended positions in (keep, end] were
+// not durable and were cut off.
+type cut struct {
+	keep, end uint64
+	err       error // what Write returns for a batch cut off
 }
 
 // activeSegment is the one segment being appended to.
 type activeSegment struct {
 	f       *os.File
 	seq     uint64
+	start   uint64 // appendedPos before its header: where it begins in the byte count
 	path    string
 	created time.Time
 	size    int64
@@ -116,7 +148,36 @@ func osFileOps() fileOps {
 	}
 }
 
-// AgentID is the id that names this buffer's producer in object keys.
+// withFaults puts Options.Faults in front of ops.
+func withFaults(ops fileOps, faults func(FileOp, string) error) fileOps {
+	if faults == nil {
+		return ops
+	}
+	return fileOps{
+		writeAt: func(f *os.File, p []byte, off int64) (int, error) {
+			if err := faults(OpWrite, f.Name()); err != nil {
+				return 0, err
+			}
+			return ops.writeAt(f, p, off)
+		},
+		sync: func(f *os.File) error {
+			if err := faults(OpSync, f.Name()); err != nil {
+				return err
+			}
+			return ops.sync(f)
+		},
+		truncate: func(f *os.File, size int64) error {
+			if err := faults(OpTruncate, f.Name()); err != nil {
+				return err
+			}
+			return ops.truncate(f, size)
+		},
+	}
+}
+
+// AgentID is the configured agent id, or the one generated for this
+// directory when none is configured. Several buffers may share it; see
+// InstanceID for an id unique to the directory.
 func (b *Buffer) AgentID() string { return b.agentID }
 
 // Dir is the buffer's directory.
@@ -134,10 +195,29 @@ func (b *Buffer) Dir() string { return b.dir }
 // than MaxSize or holds a frame larger than MaxFrameData. Framing (the tag
 // and commit frames, a new segment's header) is not counted against the
 // limit, so the files exceed MaxSize by at most one batch's framing.
+//
+// A disk error is returned as is when nothing of the batch stays (a full
+// disk); wrapping ErrNotDurable when a failed fsync cut the batch off and
+// the buffer recovered in place; wrapping ErrFailed when it could not
+// (see "Disk faults" in the package doc). The batch is acknowledged only
+// when Write returns nil.
 func (b *Buffer) Write(batch *Batch) error {
 	if batch.Empty() {
 		return nil
 	}
+	err := b.write(batch)
+	if !errors.Is(err, ErrFull) && !errors.Is(err, ErrTooLarge) && !errors.Is(err, ErrClosed) {
+		b.mu.Lock()
+		b.noteDiskLocked(diskWrite, err)
+		if err == nil {
+			b.cutsInARow = 0
+		}
+		b.mu.Unlock()
+	}
+	return err
+}
+
+func (b *Buffer) write(batch *Batch) error {
 	if batch.tooLarge || len(batch.tag) > MaxFrameData || checkpointsSize(batch.checkpoints) > MaxFrameData {
 		return fmt.Errorf("%w: a frame exceeds %d bytes", ErrTooLarge, MaxFrameData)
 	}
@@ -174,9 +254,11 @@ func (b *Buffer) Write(batch *Batch) error {
 				b.cond.Wait()
 				continue
 			}
-			if err := b.sealLocked(); err != nil {
+			if err := b.sealLocked(); err != nil && !errors.Is(err, ErrNotDurable) {
 				return err
 			}
+			// Sealed, or the seal's fsync failed and the buffer recovered
+			// in place: either way the next pass starts a new segment.
 			continue
 		}
 		break
@@ -188,11 +270,22 @@ func (b *Buffer) Write(batch *Batch) error {
 		b.checkpoints.apply(batch.checkpoints)
 		return nil
 	}
-	mine := b.appendedPos
+	mine, cuts := b.appendedPos, len(b.cuts)
 	if len(batch.checkpoints) > 0 {
 		b.pending = append(b.pending, pendingCommit{pos: mine, cps: batch.checkpoints})
 	}
-	for b.syncedPos < mine {
+	for {
+		if len(b.cuts) > cuts {
+			// A failed fsync cut the active segment back to what was
+			// durable: the batch is durable only if it lies within.
+			if c := b.cuts[cuts]; mine > c.keep {
+				return c.err
+			}
+			return nil
+		}
+		if b.syncedPos >= mine {
+			return nil
+		}
 		if b.failed != nil {
 			return b.failedErrLocked()
 		}
@@ -202,7 +295,6 @@ func (b *Buffer) Write(batch *Batch) error {
 		}
 		b.leadSyncLocked()
 	}
-	return nil
 }
 
 // usableLocked reports why the buffer cannot take writes, if it cannot.
@@ -249,8 +341,8 @@ func (b *Buffer) appendLocked(batch *Batch) error {
 	if err != nil {
 		err = fmt.Errorf("buffer: write segment %s: %w", a.path, err)
 		if terr := b.ops.truncate(a.f, start); terr != nil {
-			b.failLocked(fmt.Errorf("%w; truncating the partial batch also failed: %w", err, terr))
-			return b.failedErrLocked()
+			// Bytes of a half batch may stay: cut back to what is durable.
+			return b.faultLocked(fmt.Errorf("%w; truncating the partial batch also failed: %w", err, terr))
 		}
 		return err
 	}
@@ -298,7 +390,7 @@ func (b *Buffer) leadSyncLocked() {
 	b.syncing = false
 	b.syncs++
 	if err != nil {
-		b.failLocked(fmt.Errorf("buffer: fsync %s: %w", a.path, err))
+		_ = b.faultLocked(fmt.Errorf("buffer: fsync %s: %w", a.path, err))
 	} else {
 		b.markSyncedLocked(target)
 	}
@@ -344,12 +436,155 @@ func (b *Buffer) markSyncedLocked(pos uint64) {
 func (b *Buffer) failLocked(err error) {
 	if b.failed == nil {
 		b.failed = err
+		close(b.failedCh)
 	}
 	clear(b.pending)
 	b.pending = b.pending[:0]
 	b.cond.Broadcast()
 	b.notifyLocked()
 }
+
+// faultLocked handles a failed fsync of the active segment, or a failed
+// write that could not be undone. Under SyncAlways no batch past the last
+// fsync that succeeded has been acknowledged, so the buffer recovers in
+// place (cutActiveLocked) and returns an error wrapping ErrNotDurable.
+// Under SyncInterval and SyncNever such batches were acknowledged when
+// Write returned: cutting them would lose them for certain, so the buffer
+// fails (ErrFailed) and the next Open keeps whatever of them verifies.
+func (b *Buffer) faultLocked(cause error) error {
+	a := b.active
+	for b.syncing {
+		// A failed append waits for the sync leader; the descriptor is
+		// not closed under it.
+		b.cond.Wait()
+	}
+	if b.failed != nil {
+		return b.failedErrLocked()
+	}
+	if b.active != a || a == nil {
+		// The leader's fsync failed and cut the segment, with the half
+		// batch, meanwhile.
+		return fmt.Errorf("%w: %w", ErrNotDurable, cause)
+	}
+	if b.opts.Sync != SyncAlways {
+		b.failLocked(cause)
+		return b.failedErrLocked()
+	}
+	return b.cutActiveLocked(cause)
+}
+
+// cutActiveLocked recovers in place from a failed fsync (or an undoable
+// failed write) of the active segment. After a failed fsync nothing says
+// which of the unsynced pages reached the disk, and Linux may have marked
+// them clean and reports the error once (so a second fsync "succeeds"):
+// everything after the last fsync that succeeded is treated as lost. The
+// file is truncated to that point, which always ends a batch, and fsync'd
+// again; that prefix is then scanned and sealed like a crashed segment at
+// Open (or removed, its checkpoints kept in the state file, when it holds
+// no records). The batches cut off were never acknowledged: their writers
+// get an error wrapping ErrNotDurable. The next Write starts a new
+// segment. If the truncate, the fsync or the seal fails too, the disk is
+// not usable and the buffer fails (ErrFailed) until reopened. The caller
+// holds mu, with no sync in progress.
+func (b *Buffer) cutActiveLocked(cause error) error {
+	a := b.active
+	keep, end := b.syncedPos, b.appendedPos
+	err := fmt.Errorf("%w: %w", ErrNotDurable, cause)
+	b.cuts = append(b.cuts, cut{keep: keep, end: end, err: err})
+	b.syncedPos = end
+	clear(b.pending)
+	b.pending = b.pending[:0]
+	b.active = nil
+	b.diskSize -= a.size
+	b.recoveries++
+	var durable int64
+	if keep > a.start {
+		durable = min(a.size, int64(keep-a.start))
+	}
+	b.cutsInARow++
+	rerr := b.resealLocked(a, durable)
+	if rerr == nil && b.cutsInARow > maxCutsInARow {
+		rerr = fmt.Errorf("%d disk faults in a row without a write that succeeded", b.cutsInARow)
+	}
+	if rerr != nil {
+		b.failLocked(fmt.Errorf("%w; recovering in place failed too: %w", cause, rerr))
+		b.cuts[len(b.cuts)-1].err = b.failedErrLocked()
+		return b.failedErrLocked()
+	}
+	b.cond.Broadcast()
+	b.notifyLocked()
+	return err
+}
+
+// resealLocked cuts segment a back to its first durable bytes and seals
+// what they hold.
+func (b *Buffer) resealLocked(a *activeSegment, durable int64) error {
+	err := b.ops.truncate(a.f, durable)
+	if err == nil && durable > 0 {
+		err = b.ops.sync(a.f)
+	}
+	if cerr := a.f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("cut %s back to %d bytes: %w", a.path, durable, err)
+	}
+	reader := &Segment{pool: &b.readBufs}
+	buf := reader.getReadBuf()
+	// asOf beyond every sequence: its durable checkpoints are applied.
+	seg, drop, err := b.recoverSegment(segmentFile{seq: a.seq, name: filepath.Base(a.path), ext: openExt}, math.MaxUint64, buf)
+	reader.putReadBuf(buf)
+	if err != nil {
+		return err
+	}
+	if seg != nil {
+		b.sealed = append(b.sealed, seg)
+		b.diskSize += seg.Size
+		return syncDir(b.dir)
+	}
+	// No durable records: keep its durable checkpoints in the state file,
+	// then remove it. If that fails (a full disk), the file stays for the
+	// next Open, which replays its commits.
+	gen, state := b.snapshotLocked(a.seq + 1)
+	if b.persistState(gen, state) == nil && os.Remove(drop) == nil {
+		_ = syncDir(b.dir)
+	}
+	return nil
+}
+
+// diskOp says which operation a disk error came from.
+type diskOp int
+
+const (
+	diskWrite diskOp = iota
+	diskSeal
+	diskAck
+)
+
+// noteDiskLocked records the outcome of a Write, Seal or Ack for health
+// checks: a disk error starts or continues a run of failures; a Write
+// that succeeds ends it (the buffer takes data again), and so does a
+// success of the kind of operation that last failed. A seal or an ack
+// that succeeds does not prove that Writes do (a full disk may leave room
+// for a rename or a small state file, not for a batch).
+func (b *Buffer) noteDiskLocked(op diskOp, err error) {
+	if err == nil {
+		if b.diskErr != nil && (op == diskWrite || op == b.diskErrOp) {
+			b.diskErr, b.diskErrSince = nil, time.Time{}
+		}
+		return
+	}
+	if b.diskErr == nil {
+		b.diskErrSince = b.opts.Now()
+	}
+	b.diskErr, b.diskErrOp = err, op
+	b.diskErrors++
+}
+
+// Failed is closed once the buffer fails for good (ErrFailed): a disk
+// error it could not recover from in place. Close it and Open it again
+// (restart the process); recovery keeps every acknowledged batch.
+func (b *Buffer) Failed() <-chan struct{} { return b.failedCh }
 
 func (b *Buffer) notifyLocked() {
 	close(b.changed)
@@ -361,7 +596,7 @@ func (b *Buffer) notifyLocked() {
 // twice, even after every segment was acked and deleted.
 func (b *Buffer) createActiveLocked() error {
 	seq := b.nextSeq
-	if err := writeMeta(b.dir, meta{Version: 1, AgentID: b.agentID, NextSeq: seq + 1}); err != nil {
+	if err := writeMeta(b.dir, b.metaFor(seq+1)); err != nil {
 		return err
 	}
 	b.nextSeq = seq + 1
@@ -383,6 +618,7 @@ func (b *Buffer) createActiveLocked() error {
 		return fmt.Errorf("buffer: create segment %s: %w", path, err)
 	}
 	b.active = &activeSegment{f: f, seq: seq, path: path, created: now, size: segHeaderSize}
+	b.active.start = b.appendedPos
 	b.diskSize += segHeaderSize
 	b.appendedPos += segHeaderSize
 	return nil
@@ -437,8 +673,7 @@ func (b *Buffer) sealLocked() error {
 func (b *Buffer) syncBeforeCloseLocked(what string) error {
 	a := b.active
 	if err := b.ops.sync(a.f); err != nil {
-		b.failLocked(fmt.Errorf("buffer: %s %s: fsync: %w", what, a.path, err))
-		return b.failedErrLocked()
+		return b.faultLocked(fmt.Errorf("buffer: %s %s: fsync: %w", what, a.path, err))
 	}
 	b.syncs++
 	b.markSyncedLocked(b.appendedPos)
@@ -535,10 +770,15 @@ func (b *Buffer) sealIf(due func(*activeSegment) bool) (bool, error) {
 			b.cond.Wait()
 			continue
 		}
-		if err := b.sealLocked(); err != nil {
-			return false, err
+		err := b.sealLocked()
+		b.noteDiskLocked(diskSeal, err)
+		if errors.Is(err, ErrNotDurable) {
+			// The seal's fsync failed and the buffer recovered in place:
+			// what was durable is sealed, and the writers of what was cut
+			// off were told.
+			return true, nil
 		}
-		return true, nil
+		return err == nil, err
 	}
 }
 
@@ -596,7 +836,9 @@ func (b *Buffer) AckAll(segs []*Segment) error {
 		for _, seg := range segs {
 			seg.acking = false
 		}
-		return fmt.Errorf("buffer: ack segment %d: %w", segs[0].Seq, err)
+		err = fmt.Errorf("buffer: ack segment %d: %w", segs[0].Seq, err)
+		b.noteDiskLocked(diskAck, err)
+		return err
 	}
 	for _, seg := range segs {
 		if err := os.Remove(seg.path); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -615,6 +857,7 @@ func (b *Buffer) AckAll(segs []*Segment) error {
 		seg.inFlight = false
 		b.diskSize -= seg.Size
 	}
+	b.noteDiskLocked(diskAck, nil)
 	b.notifyLocked()
 	return nil
 }
@@ -659,10 +902,12 @@ func (b *Buffer) beginRemoval(segs []*Segment) error {
 	gen, state := b.snapshotLocked(b.asOfLocked())
 	b.mu.Unlock()
 	if err := b.persistState(gen, state); err != nil {
+		err = fmt.Errorf("buffer: remove segment %d: %w", segs[0].Seq, err)
 		b.mu.Lock()
 		undo()
+		b.noteDiskLocked(diskAck, err)
 		b.mu.Unlock()
-		return fmt.Errorf("buffer: remove segment %d: %w", segs[0].Seq, err)
+		return err
 	}
 	return nil
 }
@@ -809,6 +1054,11 @@ func (b *Buffer) Stats() Stats {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := Stats{
+		Failed:         b.failed,
+		DiskError:      b.diskErr,
+		DiskErrorSince: b.diskErrSince,
+		DiskErrors:     b.diskErrors,
+		Recoveries:     b.recoveries,
 		BytesOnDisk:    b.diskSize,
 		SegmentsSealed: len(b.sealed),
 		FullRejections: b.fullRejects,
@@ -853,7 +1103,9 @@ func (b *Buffer) close(seal bool) error {
 	case b.failed != nil:
 		err = b.failedErrLocked()
 	case seal:
-		err = b.sealLocked()
+		if err = b.sealLocked(); errors.Is(err, ErrNotDurable) {
+			err = nil // recovered in place: what was durable is sealed
+		}
 	}
 	if b.active != nil {
 		b.active.f.Close()

@@ -52,8 +52,9 @@ func Open(opts Options) (*Buffer, error) {
 		opts:        opts,
 		dir:         opts.Dir,
 		lockFile:    lock,
-		ops:         osFileOps(),
+		ops:         withFaults(osFileOps(), opts.Faults),
 		changed:     make(chan struct{}),
+		failedCh:    make(chan struct{}),
 		checkpoints: checkpointMap{},
 	}
 	b.cond = sync.NewCond(&b.mu)
@@ -131,12 +132,20 @@ func (b *Buffer) recover() error {
 		m.NextSeq = maxSeq + 1
 		metaChanged = true
 	}
+	if m.InstanceID == "" {
+		// A new directory, or one last written by a version without
+		// instance ids: segments already here keep their agent-id keys.
+		m.InstanceID = uuid.NewString()
+		m.KeysFrom = m.NextSeq
+		metaChanged = true
+	}
 	if metaChanged {
 		if err := writeMeta(b.dir, m); err != nil {
 			return err
 		}
 	}
 	b.agentID = m.AgentID
+	b.instance = m.instanceMeta
 	b.nextSeq = m.NextSeq
 
 	asOf, err := readState(b.dir, b.checkpoints)

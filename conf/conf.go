@@ -25,6 +25,7 @@ type Config struct {
 	Buffer   Buffer   `yaml:"buffer"`
 	Output   Output   `yaml:"output"`
 	Metering Metering `yaml:"metering"`
+	Jobs     Jobs     `yaml:"jobs"`
 	Server   Server   `yaml:"server"`
 	Log      Log      `yaml:"log"`
 }
@@ -107,15 +108,71 @@ type Metering struct {
 	// "dimension:<name>" to take it from a record dimension.
 	LicenseARN string   `yaml:"license_arn"`
 	Lateness   Duration `yaml:"lateness"`
+	// Window is how long after its hour a usage record may still be sent:
+	// AWS refuses records 6 hours or more after the event, for MeterUsage
+	// and BatchMeterUsage alike.
 	Window     Duration `yaml:"window"`
 	ReportZero bool     `yaml:"report_zero"`
 	DryRun     bool     `yaml:"dry_run"`
+	// ReportOnStop reports every hour held, the one in progress included,
+	// when the agent stops (SIGTERM) or the plugin exits: a pod whose
+	// ledger dies with it would lose that usage otherwise. Turn it off
+	// for ledgers on persistent volumes.
+	ReportOnStop bool `yaml:"report_on_stop"`
+	// MaxCarry: usage of an hour older than this when it is counted is
+	// not billed but recorded as unbilled (ledger, metrics, logs); 0 is
+	// no limit. It keeps replayed archives from being billed today.
+	MaxCarry Duration `yaml:"max_carry"`
+	// CatchUpTimeout bounds how long, after a start, hours stay open
+	// while the sources read what their files held at the start, so a
+	// backlog's usage lands in its own hours.
+	CatchUpTimeout Duration `yaml:"catch_up_timeout"`
 	// StateURL (s3://bucket/prefix or file:///dir), batch mode: where
 	// replicas of one product merge their hourly usage; empty: this
 	// agent reports alone. MergeGrace: how long a claim waits for live
 	// replicas' partials.
 	StateURL   string   `yaml:"state_url"`
 	MergeGrace Duration `yaml:"merge_grace"`
+}
+
+// Jobs configures the export Jobs API (`metership jobs serve`).
+type Jobs struct {
+	// Listen is the Jobs API's HTTP address.
+	Listen string `yaml:"listen"`
+	// APIKeys are the accepted X-API-Key values.
+	APIKeys []string `yaml:"api_keys"`
+	// Store is where jobs and their last runs are kept: file:///dir (one
+	// server) or s3://bucket/prefix (several servers, conditional writes).
+	Store string `yaml:"store"`
+	// SMTP, when Host is set, mails each run's result to the job's email.
+	SMTP JobsSMTP `yaml:"smtp"`
+	// S3 overrides output's S3 settings for s3Urls without a scheme and
+	// for an s3:// store; empty fields fall back to output's.
+	S3 JobsS3 `yaml:"s3"`
+	// Tick is how often the scheduler looks for due jobs.
+	Tick Duration `yaml:"tick"`
+}
+
+// JobsSMTP is the mail server export results are sent through.
+type JobsSMTP struct {
+	Host     string `yaml:"host"`
+	Port     int    `yaml:"port"`
+	From     string `yaml:"from"`
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	// StartTLS upgrades the connection when the server offers it; required
+	// (not just preferred) when Username is set, so passwords never travel
+	// in the clear.
+	StartTLS bool `yaml:"starttls"`
+}
+
+// JobsS3 is the S3 service export jobs write to when it is not output's.
+type JobsS3 struct {
+	Region         string `yaml:"region"`
+	Endpoint       string `yaml:"endpoint"`
+	ForcePathStyle *bool  `yaml:"force_path_style"`
+	RoleARN        string `yaml:"role_arn"`
+	ExternalID     string `yaml:"external_id"`
 }
 
 // Server configures the HTTP endpoint.
@@ -164,8 +221,13 @@ func Default() Config {
 			Mode:           "off",
 			CustomerIDType: "customer_identifier",
 			Lateness:       Duration(5 * 60e9),
+			Window:         Duration(6 * 3600e9),
+			ReportOnStop:   true,
+			MaxCarry:       Duration(24 * 3600e9),
+			CatchUpTimeout: Duration(10 * 60e9),
 			MergeGrace:     Duration(10 * 60e9),
 		},
+		Jobs:   Jobs{Listen: ":9465", Store: "file://./jobs", SMTP: JobsSMTP{Port: 587}, Tick: Duration(10e9)},
 		Server: Server{Listen: ":9464", UnreadyAfter: Duration(5 * 60e9)},
 		Log:    Log{Level: "info", Format: "json"},
 	}
@@ -236,11 +298,9 @@ func (c *Config) fill() {
 		c.Metering.Region = c.Output.Region
 	}
 	if c.Metering.Window == 0 {
-		if c.Metering.Mode == "batch_meter_usage" {
-			c.Metering.Window = Duration(24 * 3600e9)
-		} else {
-			c.Metering.Window = Duration(6 * 3600e9)
-		}
+		// Both APIs: records are not accepted 6 hours or more after the
+		// event.
+		c.Metering.Window = Duration(6 * 3600e9)
 	}
 }
 
@@ -275,4 +335,20 @@ func (c Config) YAML() string {
 		return fmt.Sprintf("# cannot render config: %v\n", err)
 	}
 	return string(b)
+}
+
+// MarshalYAML renders the jobs section with its secrets (API keys, the
+// SMTP password) redacted: `metership check` prints the effective
+// configuration, and keys must never reach a terminal or a log.
+func (j Jobs) MarshalYAML() (any, error) {
+	type plain Jobs
+	out := plain(j)
+	out.APIKeys = make([]string, len(j.APIKeys))
+	for i := range out.APIKeys {
+		out.APIKeys[i] = "<redacted>"
+	}
+	if out.SMTP.Password != "" {
+		out.SMTP.Password = "<redacted>"
+	}
+	return out, nil
 }

@@ -65,7 +65,9 @@ metering:
 	if s.Type != "tail" || s.StartAt != "end" || s.Tag != "metership" {
 		t.Fatalf("source defaults: %+v", s)
 	}
-	if cfg.Metering.Window.D().Hours() != 24 || cfg.Metering.Region != "eu-west-1" {
+	// 6h in batch mode too: BatchMeterUsage refuses records 6 hours or
+	// more after the event, like MeterUsage.
+	if cfg.Metering.Window.D().Hours() != 6 || cfg.Metering.Region != "eu-west-1" {
 		t.Fatalf("metering derived defaults: %+v", cfg.Metering)
 	}
 	// The effective config renders and parses back to the same thing.
@@ -187,6 +189,23 @@ func TestValidateNamesEveryKey(t *testing.T) {
 			c.Metering.StateURL = "s3://bucket/state"
 			c.Metering.MergeGrace = Duration(-time.Minute)
 		}, "metering.merge_grace", "between 0 and half of metering.window"},
+		{"window that can never report", func(c *Config) {
+			c.Metering.Mode, c.Metering.ProductCode = "meter_usage", "p"
+			c.Metering.Dimensions = map[string]string{"api": "calls"}
+			c.Metering.Window = Duration(time.Hour + 20*time.Minute)
+			c.Metering.Lateness = Duration(20 * time.Minute)
+		}, "metering.window", "leaves no time to report an hour"},
+		{"one hour window", func(c *Config) {
+			c.Metering.Mode, c.Metering.ProductCode = "batch_meter_usage", "p"
+			c.Metering.Dimensions = map[string]string{"api": "calls"}
+			c.Metering.Window = Duration(time.Hour)
+			c.Metering.Lateness = 0
+		}, "metering.window", "must exceed 1h + metering.lateness"},
+		{"max_carry", func(c *Config) {
+			c.Metering.Mode, c.Metering.ProductCode = "meter_usage", "p"
+			c.Metering.Dimensions = map[string]string{"api": "calls"}
+			c.Metering.MaxCarry = Duration(-time.Hour)
+		}, "metering.max_carry", "must not be negative"},
 		{"listen", func(c *Config) { c.Server.Listen = "9464" }, "server.listen", "not host:port"},
 		{"log level", func(c *Config) { c.Log.Level = "loud" }, "log.level", `"loud" not supported`},
 		{"agent id", func(c *Config) { c.Agent.ID = "has space" }, "agent.id", "must be 1-64 characters"},

@@ -27,7 +27,7 @@ var (
 )
 
 // Properties lists every flattened setting: each field of every section
-// except sources (the plugin's input is Fluent Bit itself).
+// except sources (the plugin's input is Fluent Bit itself) and jobs.
 func Properties() []Property {
 	def := reflect.ValueOf(Default())
 	var props []Property
@@ -38,6 +38,9 @@ func Properties() []Property {
 			continue
 		}
 		secName := yamlName(sec)
+		if secName == "jobs" {
+			continue // the Jobs API is served by the agent alone
+		}
 		for j := 0; j < sec.Type.NumField(); j++ {
 			f := sec.Type.Field(j)
 			name := yamlName(f)

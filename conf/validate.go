@@ -3,6 +3,7 @@ package conf
 import (
 	"fmt"
 	"net"
+	"net/mail"
 	"net/url"
 	"path/filepath"
 	"regexp"
@@ -10,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/metership/metership/record"
 	"github.com/metership/metership/ship"
@@ -65,6 +67,7 @@ func (c *Config) Validate(needSources bool) error {
 	c.validateBuffer(v)
 	c.validateOutput(v)
 	c.validateMetering(v)
+	c.validateJobs(v)
 	if l := c.Server.Listen; l != "" && l != "off" {
 		if _, port, err := net.SplitHostPort(l); err != nil {
 			v.add("server.listen", "%q is not host:port (e.g. :9464, 127.0.0.1:9464; \"off\" disables)", l)
@@ -286,6 +289,17 @@ func (c *Config) validateMetering(v *collector) {
 	}
 	if m.Window.D().Hours() < 1 || m.Window.D().Hours() > 24*7 {
 		v.add("metering.window", "%s must be between 1h and 168h", m.Window)
+	} else if m.Lateness >= 0 && m.Window.D()-time.Hour-m.Lateness.D() < MinReportSlack {
+		// Hour H closes at H+1h+lateness and is refused from H+window on:
+		// in between it must have time to be sent.
+		v.add("metering.window", "%s leaves no time to report an hour: it must exceed 1h + metering.lateness (%s) by at least %s",
+			m.Window, m.Lateness, MinReportSlack)
+	}
+	if m.MaxCarry < 0 {
+		v.add("metering.max_carry", "must not be negative (0: no limit)")
+	}
+	if m.CatchUpTimeout < 0 {
+		v.add("metering.catch_up_timeout", "must not be negative")
 	}
 	if m.StateURL != "" {
 		if m.Mode != "batch_meter_usage" {
@@ -303,6 +317,10 @@ func (c *Config) validateMetering(v *collector) {
 		}
 	}
 }
+
+// MinReportSlack is the least time metering.window must leave between an
+// hour closing (its end plus metering.lateness) and AWS refusing it.
+const MinReportSlack = 5 * time.Minute
 
 // ValidateMetering checks a metering section as Validate does, for a
 // caller given the section alone (metering.New).
@@ -360,4 +378,45 @@ func ParseDimension(spec string) (name string, factor float64, err error) {
 		}
 	}
 	return name, factor, nil
+}
+
+func (c *Config) validateJobs(v *collector) {
+	j := c.Jobs
+	if _, port, err := net.SplitHostPort(j.Listen); err != nil {
+		v.add("jobs.listen", "%q is not host:port (e.g. :9465, 127.0.0.1:9465)", j.Listen)
+	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		v.add("jobs.listen", "port %q is not a number in 0..65535", port)
+	}
+	for i, k := range j.APIKeys {
+		if len(k) < 16 {
+			// The key is the only thing between the network and every
+			// job: refuse guessable ones. The key itself is never echoed.
+			v.add(fmt.Sprintf("jobs.api_keys[%d]", i), "too short (%d characters); use at least 16, e.g. openssl rand -hex 24", len(k))
+		}
+	}
+	checkDestination(v, "jobs.store", j.Store, true)
+	if j.Tick <= 0 {
+		v.add("jobs.tick", "must be positive")
+	}
+	if s := j.SMTP; s.Host != "" {
+		if s.Port < 1 || s.Port > 65535 {
+			v.add("jobs.smtp.port", "%d is not a port in 1..65535", s.Port)
+		}
+		if s.From == "" {
+			v.add("jobs.smtp.from", "required with jobs.smtp.host (the sender address)")
+		} else if _, err := mail.ParseAddress(s.From); err != nil {
+			v.add("jobs.smtp.from", "%q is not an email address", s.From)
+		}
+		if s.Password != "" && s.Username == "" {
+			v.add("jobs.smtp.username", "required with jobs.smtp.password")
+		}
+	}
+	if e := j.S3.Endpoint; e != "" {
+		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			v.add("jobs.s3.endpoint", "%q is not an http(s) URL", e)
+		}
+	}
+	if j.S3.RoleARN != "" && !strings.HasPrefix(j.S3.RoleARN, "arn:") {
+		v.add("jobs.s3.role_arn", "%q is not an ARN", j.S3.RoleARN)
+	}
 }

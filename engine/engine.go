@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/metership/metership/buffer"
 	"github.com/metership/metership/conf"
 	"github.com/metership/metership/metering"
 	"github.com/metership/metership/pipeline"
@@ -26,6 +27,7 @@ type Engine struct {
 	log    *zap.Logger
 	pipe   *pipeline.Pipeline
 	meter  *meterRuntime
+	final  FinalReport
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	runErr error
@@ -40,7 +42,30 @@ type Options struct {
 	// replica closed are claimed and its partials merged or carried
 	// (metering.state_url; `ship`).
 	SettleShared bool
+	// FinalReport says which metering hours Finish reports.
+	FinalReport FinalReport
+	// CatchUpSources is how many sources will call SourceCaughtUp once
+	// they have read what their files held at the start; until then (at
+	// most metering.catch_up_timeout) no metering hour closes.
+	CatchUpSources int
+	// BufferFaults is buffer.Options.Faults (tests only).
+	BufferFaults func(buffer.FileOp, string) error
 }
+
+// FinalReport values: which metering hours Finish reports.
+type FinalReport int
+
+const (
+	// FinalOnStop follows metering.report_on_stop: every hour held, the
+	// one in progress included, when it is on (a stopping agent or plugin
+	// instance); closed hours only when it is off.
+	FinalOnStop FinalReport = iota
+	// FinalClosed reports closed hours only (ship without --final).
+	FinalClosed
+	// FinalAll reports every hour held, the one in progress included
+	// (ship --final).
+	FinalAll
+)
 
 // Start opens the buffer (recovering what a previous run left), starts
 // shipping and, when metering.mode is not off, counting and reporting.
@@ -49,9 +74,9 @@ func Start(ctx context.Context, cfg conf.Config, opts Options) (*Engine, error) 
 	if log == nil {
 		log = zap.NewNop()
 	}
-	e := &Engine{cfg: cfg, log: log, settle: opts.SettleShared}
+	e := &Engine{cfg: cfg, log: log, settle: opts.SettleShared, final: opts.FinalReport}
 	metered := cfg.Metering.Mode != "" && cfg.Metering.Mode != "off"
-	popts := pipeline.Options{Logger: log, Registerer: opts.Registerer, UnhealthyAfter: cfg.Server.UnreadyAfter.D()}
+	popts := pipeline.Options{Logger: log, Registerer: opts.Registerer, UnhealthyAfter: cfg.Server.UnreadyAfter.D(), BufferFaults: opts.BufferFaults}
 	late := &lateCounter{}
 	if metered {
 		popts.Counter = late
@@ -81,7 +106,7 @@ func Start(ctx context.Context, cfg conf.Config, opts Options) (*Engine, error) 
 			_ = e.pipe.Close()
 			return nil, c.err
 		}
-		e.meter, err = newMeterRuntime(cfg, e.pipe, c.client, log, opts.Registerer)
+		e.meter, err = newMeterRuntime(cfg, e.pipe, c.client, log, opts.Registerer, opts.CatchUpSources)
 		if err != nil {
 			_ = e.pipe.Close()
 			return nil, err
@@ -103,6 +128,14 @@ func Start(ctx context.Context, cfg conf.Config, opts Options) (*Engine, error) 
 	return e, nil
 }
 
+// SourceCaughtUp tells metering that one of Options.CatchUpSources has
+// read its start-up backlog. Each source calls it once.
+func (e *Engine) SourceCaughtUp() {
+	if e.meter != nil {
+		e.meter.meter.SourceCaughtUp()
+	}
+}
+
 // meteringClient is what the goroutine loading the metering client found.
 type meteringClient struct {
 	client *mm.Client
@@ -113,21 +146,32 @@ type meteringClient struct {
 func (e *Engine) Pipeline() *pipeline.Pipeline { return e.pipe }
 
 // Finish drains (when drain is true: seal, upload everything, bounded by
-// ctx), reports every closed metering hour, stops shipping and closes the
-// buffer. Anything left stays on disk for the next start.
+// ctx), reports metering hours (Options.FinalReport: with
+// metering.report_on_stop, every hour held, the one in progress
+// included), stops shipping and closes the buffer. Every wait honours
+// ctx: anything left stays on disk for the next start, and what metering
+// still holds is logged.
 func (e *Engine) Finish(ctx context.Context, drain bool) error {
 	var errs []error
+	if e.meter != nil {
+		// The reporting loop may be retrying throttled calls: stop it
+		// first, so the final pass does not wait for it.
+		e.meter.stop()
+	}
 	if drain {
 		if err := e.pipe.Drain(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("shipping: %w", err))
 		}
 		if e.meter != nil {
-			if err := e.meter.reportClosed(ctx); err != nil {
+			if err := e.meter.report(ctx, e.final); err != nil {
 				errs = append(errs, fmt.Errorf("metering: %w", err))
 			} else if err := e.meter.shared.finish(ctx, e.settle); err != nil {
 				errs = append(errs, fmt.Errorf("metering: %w", err))
 			}
 		}
+	}
+	if e.meter != nil {
+		e.meter.meter.LogHeld(len(errs) > 0)
 	}
 	e.cancel()
 	e.wg.Wait()

@@ -3,8 +3,11 @@ package engine
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -50,16 +53,19 @@ type meterRuntime struct {
 	meter *metering.Meter
 	// shared is the replicas' protocol when metering.state_url is set.
 	shared *sharedRuntime
+	// cancel stops Run's loop; done is closed when it has returned.
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // newMeterRuntime opens the ledger once the pipeline (and so the buffer,
 // which owns the agent id used in ClientTokens) exists.
-func newMeterRuntime(cfg conf.Config, p *pipeline.Pipeline, client *mm.Client, log *zap.Logger, reg prometheus.Registerer) (*meterRuntime, error) {
+func newMeterRuntime(cfg conf.Config, p *pipeline.Pipeline, client *mm.Client, log *zap.Logger, reg prometheus.Registerer, catchUpSources int) (*meterRuntime, error) {
 	m := &meterRuntime{log: log}
 	var err error
 	var sharedState metering.SharedState
 	if cfg.Metering.StateURL != "" {
-		if m.shared, err = newSharedRuntime(cfg, p.Buffer().AgentID(), client, log, reg); err != nil {
+		if m.shared, err = newSharedRuntime(cfg, p.Buffer().InstanceID(), client, log, reg); err != nil {
 			return nil, err
 		}
 		sharedState = m.shared.agent
@@ -67,7 +73,7 @@ func newMeterRuntime(cfg conf.Config, p *pipeline.Pipeline, client *mm.Client, l
 	m.meter, err = metering.New(cfg.Metering, metering.Options{
 		Shared:     sharedState,
 		Dir:        filepath.Join(cfg.Buffer.Dir, "metering"),
-		InstanceID: p.Buffer().AgentID(),
+		InstanceID: p.Buffer().InstanceID(),
 		Client:     client,
 		Logger:     log.Named("metering"),
 		Registerer: reg,
@@ -75,6 +81,7 @@ func newMeterRuntime(cfg conf.Config, p *pipeline.Pipeline, client *mm.Client, l
 		Pending: func() (int64, bool) {
 			return p.Buffer().PendingMinTime(m.meter.Counted)
 		},
+		CatchUpSources: catchUpSources,
 	})
 	if err != nil {
 		m.shared.close()
@@ -83,19 +90,40 @@ func newMeterRuntime(cfg conf.Config, p *pipeline.Pipeline, client *mm.Client, l
 	return m, nil
 }
 
-// start reports hours as they close.
+// start reports hours as they close, until stop, and runs the
+// replicas' protocol (on ctx: it goes on until the engine stops).
 func (m *meterRuntime) start(ctx context.Context, wg *sync.WaitGroup, settle bool) {
-	wg.Add(1)
+	mctx, cancel := context.WithCancel(ctx)
+	m.cancel = cancel
+	m.done = make(chan struct{})
 	go func() {
-		defer wg.Done()
-		if err := m.meter.Run(ctx); err != nil && ctx.Err() == nil {
+		defer close(m.done)
+		if err := m.meter.Run(mctx); err != nil && mctx.Err() == nil {
 			m.log.Error("metering stopped", zap.Error(err))
 		}
 	}()
 	m.shared.start(ctx, wg, settle)
 }
 
-func (m *meterRuntime) reportClosed(ctx context.Context) error { return m.meter.ReportClosed(ctx) }
+// stop ends Run's loop and waits for it: its pass in progress gives up
+// (its intents stay pending) as soon as its context is canceled.
+func (m *meterRuntime) stop() {
+	if m.cancel != nil {
+		m.cancel()
+		<-m.done
+	}
+}
+
+// report is the last reporting pass of a Finish.
+func (m *meterRuntime) report(ctx context.Context, final FinalReport) error {
+	switch final {
+	case FinalAll:
+		return m.meter.ReportFinal(ctx)
+	case FinalClosed:
+		return m.meter.ReportClosed(ctx)
+	}
+	return m.meter.ReportOnStop(ctx)
+}
 
 func (m *meterRuntime) summary() []string {
 	s := m.meter.Summary()
@@ -112,6 +140,14 @@ func (m *meterRuntime) summary() []string {
 		lines = append(lines, fmt.Sprintf("metering quantity:  %s = %d", d, s.Quantities[d]))
 	}
 	lines = append(lines, m.shared.summary()...)
+	if s.UnbilledRecords > 0 {
+		var parts []string
+		for _, d := range slices.Sorted(maps.Keys(s.Unbilled)) {
+			parts = append(parts, d+" = "+metering.FormatQuantity(s.Unbilled[d]))
+		}
+		lines = append(lines, fmt.Sprintf("metering unbilled:  %d records older than metering.max_carry, recorded in the ledger, not billed (%s)",
+			s.UnbilledRecords, strings.Join(parts, ", ")))
+	}
 	if s.RecordsUnmapped > 0 {
 		lines = append(lines, fmt.Sprintf("metering unmapped:  %d records (meterApiName not in metering.dimensions)", s.RecordsUnmapped))
 	}

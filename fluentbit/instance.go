@@ -81,6 +81,12 @@ type flusher struct {
 // log_format. Two instances on one buffer_dir fail with an error wrapping
 // buffer.ErrLocked.
 func NewInstance(get func(name string) string, log *zap.Logger) (*Instance, error) {
+	return newInstance(get, log, engine.Options{})
+}
+
+// newInstance is NewInstance with engine options (tests inject disk
+// faults); the logger and registerer are its own.
+func newInstance(get func(name string) string, log *zap.Logger, eopts engine.Options) (*Instance, error) {
 	cfg, problems, err := LoadConfig(get)
 	if err != nil {
 		if log == nil {
@@ -102,7 +108,8 @@ func NewInstance(get func(name string) string, log *zap.Logger) (*Instance, erro
 	if len(cfg.Sources) > 0 {
 		log.Warn("sources in config_file are ignored by the Fluent Bit plugin: Fluent Bit's inputs feed it")
 	}
-	eng, err := engine.Start(context.Background(), cfg, engine.Options{Logger: log})
+	eopts.Logger = log
+	eng, err := engine.Start(context.Background(), cfg, eopts)
 	if err != nil {
 		if errors.Is(err, buffer.ErrLocked) {
 			err = fmt.Errorf("buffer_dir %s is already used by another metership output (another [OUTPUT] in this Fluent Bit, or another process); give each output its own buffer_dir: %w", cfg.Buffer.Dir, err)
@@ -159,27 +166,6 @@ func (x *Instance) Flush(data []byte, tag string) int {
 	f.in.SetTag(tag)
 
 	from, dropped := x.chunks.begin(key, f.in)
-	f.load(data, tag, from, nil)
-	markWhole(f.in, key, time.Now(), from > 0)
-	err = f.in.Commit()
-	if errors.Is(err, buffer.ErrTooLarge) {
-		f.in.Discard()
-		return x.flushInPieces(f, data, tag, key, from)
-	}
-	if err != nil {
-		f.in.Discard()
-		x.commitFailed(err, tag)
-		return FLBRetry
-	}
-	x.chunks.committed(key, dropped, -1)
-	return FLBOK
-}
-
-// flushInPieces commits a chunk too large for one batch in Ingester-sized
-// pieces; each piece carries the chunk's progress, so when a piece fails
-// the retry (after a restart of Fluent Bit too) skips what is durable.
-func (x *Instance) flushInPieces(f *flusher, data []byte, tag string, key xxh3.Uint128, from int) int {
-	_, dropped := x.chunks.begin(key, f.in)
 	done, err := f.load(data, tag, from, &key)
 	if err == nil {
 		x.chunks.committed(key, dropped, -1)
@@ -187,13 +173,9 @@ func (x *Instance) flushInPieces(f *flusher, data []byte, tag string, key xxh3.U
 	}
 	f.in.Discard()
 	if done > from {
-		// The first piece carried the drops.
+		// The first piece carried the drops; the retry skips what is
+		// durable (after a restart of Fluent Bit too).
 		x.chunks.committed(key, dropped, done)
-	}
-	if errors.Is(err, buffer.ErrTooLarge) {
-		x.log.Error("a single record does not fit in the buffer; raise buffer_max_size or lower records_max_line_size. Fluent Bit will retry the chunk",
-			zap.String("tag", tag), zap.Error(err))
-		return FLBRetry
 	}
 	x.commitFailed(err, tag)
 	return FLBRetry
@@ -235,7 +217,8 @@ func (x *Instance) putFlusher(f *flusher) {
 }
 
 // Exit drains the instance: no flush starts after it, the buffer is
-// sealed and uploaded (and closed metering hours reported) within
+// sealed and uploaded (and metering hours reported, with
+// metering_report_on_stop the one in progress too) within
 // agent_shutdown_timeout, and what could not be uploaded stays in
 // buffer_dir for the next start. It returns FLBOK; a second call does
 // nothing.
@@ -267,10 +250,12 @@ func (x *Instance) Exit() int {
 }
 
 // load adds the chunk's events, from event index from on, to the
-// Ingester's batch. With pieces it commits whenever the batch is full and
-// at the end; done is then the index of the first event not yet durable.
-// Without pieces the caller commits, and err is always nil.
-func (f *flusher) load(data []byte, tag string, from int, pieces *xxh3.Uint128) (done int, err error) {
+// Ingester's batch and, given the chunk's key, commits it: whole, or in
+// pieces when it becomes Full (the pipeline's one split rule), each piece
+// carrying the chunk's progress so a retry skips what is durable. done is
+// the index of the first event not yet durable. Without a key (a
+// benchmark of decoding alone) it never commits.
+func (f *flusher) load(data []byte, tag string, from int, key *xxh3.Uint128) (done int, err error) {
 	d := &f.dec
 	d.reset(data)
 	done = from
@@ -294,37 +279,35 @@ func (f *flusher) load(data []byte, tag string, from int, pieces *xxh3.Uint128) 
 		switch ev.kind {
 		case eventMarker:
 		case eventBad:
-			f.reject(ev.line, idx, tag, ev.reason)
+			f.in.Reject(ev.line, int64(idx), tag, ev.reason)
 		default:
 			f.add(ev, idx, tag)
 		}
-		if pieces != nil && f.in.Full() {
+		if key != nil && f.in.Full() {
 			// The piece and the chunk's progress are durable together.
-			markProgress(f.in, *pieces, idx+1)
+			markProgress(f.in, *key, idx+1)
 			if err := f.in.Commit(); err != nil {
 				return done, err
 			}
 			done = idx + 1
 		}
 	}
-	if pieces != nil {
-		markWhole(f.in, *pieces, time.Now(), true)
-		if err := f.in.Commit(); err != nil {
-			return done, err
-		}
+	if key == nil {
+		return idx, nil
+	}
+	markWhole(f.in, *key, time.Now(), from > 0 || done > from)
+	if err := f.in.Commit(); err != nil {
+		return done, err
 	}
 	return idx, nil
 }
 
 // add hands one record to the Ingester with its Fluent Bit identity: the
 // source is tag@event-time-nanoseconds and the offset the event's index in
-// the chunk, so a re-sent chunk derives the same uniqueIds.
+// the chunk, so a re-sent chunk derives the same uniqueIds. The text of a
+// {"log": text} record is a line like a tailed file's, under the same line
+// policy (a trailing '\r' is not part of it).
 func (f *flusher) add(ev event, idx int, tag string) {
-	if len(ev.line) > f.maxLine {
-		f.reject(ev.line[:f.maxLine], idx, tag,
-			fmt.Sprintf("record is %d bytes as JSON, over records.max_line_size (%d bytes); only its first bytes are kept here", len(ev.line), f.maxLine))
-		return
-	}
 	var millis int64
 	if ev.hasTime {
 		millis = ev.timeNanos / 1e6
@@ -334,14 +317,11 @@ func (f *flusher) add(ev event, idx int, tag string) {
 	f.id = strconv.AppendInt(f.id, ev.timeNanos, 10)
 	// The Ingester copies what it keeps, so the id may alias f.id.
 	id := unsafe.String(unsafe.SliceData(f.id), len(f.id))
-	f.in.Add(ev.line, record.Source{ID: id, Offset: int64(idx), TimeMillis: millis}, tag)
-}
-
-func (f *flusher) reject(line []byte, idx int, tag, reason string) {
-	if len(line) > f.maxLine {
-		line = line[:f.maxLine]
+	line := ev.line
+	if ev.text {
+		line = pipeline.TrimEOL(line)
 	}
-	f.in.Reject(line, int64(idx), tag, reason)
+	f.in.AddLine(line, false, record.Source{ID: id, Offset: int64(idx), TimeMillis: millis}, tag)
 }
 
 // rejectRest dead-letters the undecodable rest of a chunk as one entry:

@@ -189,13 +189,19 @@ func TestFlushRetryWhenBufferFull(t *testing.T) {
 	if rc := x.Flush(first, "usage"); rc != FLBOK {
 		t.Fatalf("first Flush = %d, want FLBOK", rc)
 	}
+	// The second chunk is committed in pieces of a batch each (the
+	// pipeline's split rule): those that fit are durable, with the chunk's
+	// progress, and a retry adds nothing while nothing more fits.
+	var accepted int64
 	for i := 0; i < 3; i++ {
 		if rc := x.Flush(second, "usage"); rc != FLBRetry {
 			t.Fatalf("Flush into a full buffer = %d, want FLBRetry", rc)
 		}
-	}
-	if n := x.Pipeline().Stats().RecordsAccepted.Load(); n != 800 {
-		t.Fatalf("%d records accepted after the retried flushes, want 800 (a retry must write nothing)", n)
+		n := x.Pipeline().Stats().RecordsAccepted.Load()
+		if i > 0 && n != accepted || n < 800 || n >= 1100 {
+			t.Fatalf("%d records accepted after retry %d (%d before), want the same each time, from 800 to 1099", n, i, accepted)
+		}
+		accepted = n
 	}
 	unblock()
 	flushUntilOK(t, x, second, "usage")
@@ -465,8 +471,10 @@ func TestPluginRegistry(t *testing.T) {
 	if _, err := p.Init(props(map[string]string{"output_url": "ftp://x"})); !errors.Is(err, ErrConfig) {
 		t.Fatalf("Init with a bad property = %v, want ErrConfig", err)
 	}
-	if rc := p.FlushSole(fb.MeterChunk(0, 1), "usage"); rc != FLBError {
-		t.Fatalf("FlushSole with two instances = %d, want FLBError", rc)
+	// Which of two outputs a context-less chunk is for cannot be told:
+	// Fluent Bit keeps it.
+	if rc := p.FlushSole(fb.MeterChunk(0, 1), "usage"); rc != FLBRetry {
+		t.Fatalf("FlushSole with two instances = %d, want FLBRetry", rc)
 	}
 	if rc := p.Flush(b, fb.MeterChunk(1, 1), "usage"); rc != FLBOK {
 		t.Fatalf("Flush = %d", rc)
@@ -483,14 +491,21 @@ func TestPluginRegistry(t *testing.T) {
 	if rc := p.Exit(a); rc != FLBError {
 		t.Fatalf("second Exit = %d, want FLBError", rc)
 	}
-	if rc := p.Flush(a, fb.MeterChunk(0, 1), "usage"); rc != FLBError {
-		t.Fatalf("Flush after Exit = %d, want FLBError", rc)
+	// A late flush is kept by Fluent Bit, not dropped.
+	if rc := p.Flush(a, fb.MeterChunk(0, 1), "usage"); rc != FLBRetry {
+		t.Fatalf("Flush after Exit = %d, want FLBRetry", rc)
 	}
 	if p.Len() != 1 {
 		t.Fatalf("Len = %d", p.Len())
 	}
 	if rc := p.ExitAll(); rc != FLBOK || p.Len() != 0 {
 		t.Fatalf("ExitAll = %d, Len %d", rc, p.Len())
+	}
+	if rc := p.FlushSole(fb.MeterChunk(0, 1), "usage"); rc != FLBRetry {
+		t.Fatalf("FlushSole after every instance exited = %d, want FLBRetry", rc)
+	}
+	if rc := p.Flush(b, fb.MeterChunk(0, 1), "usage"); rc != FLBRetry {
+		t.Fatalf("Flush after ExitAll = %d, want FLBRetry", rc)
 	}
 }
 

@@ -63,18 +63,37 @@ func (p *Plugin) Instance(id uint64) (*Instance, error) {
 	return inst, nil
 }
 
-// Flush flushes a chunk to instance id; FLBError for an unknown id.
+// Flush flushes a chunk to instance id. A flush for an instance that has
+// exited (Fluent Bit still flushing while it shuts down) is FLBRetry:
+// Fluent Bit keeps the chunk, and with filesystem storage sends it to the
+// next start. FLBError only for an id Init never returned.
 func (p *Plugin) Flush(id uint64, data []byte, tag string) int {
 	inst, err := p.Instance(id)
 	if err != nil {
+		if p.issued(id) {
+			p.log.Warn("flush after the metership output exited; Fluent Bit keeps the chunk and retries it", zap.Uint64("instance", id), zap.String("tag", tag))
+			return FLBRetry
+		}
 		p.log.Error("flush for an instance that does not exist; the chunk is dropped by Fluent Bit", zap.Uint64("instance", id), zap.String("tag", tag))
 		return FLBError
 	}
 	return inst.Flush(data, tag)
 }
 
-// FlushSole serves Fluent Bit's context-less FLBPluginFlush: it flushes to
-// the only instance, and is FLBError when there is not exactly one.
+// issued reports whether Init ever returned id.
+func (p *Plugin) issued(id uint64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return id != 0 && id <= p.nextID
+}
+
+// FlushSole serves Fluent Bit's context-less FLBPluginFlush, which a
+// Fluent Bit calls only when the plugin has no FLBPluginFlushCtx (a very
+// old one: this plugin exports both). The call does not say which output
+// the chunk is for. With exactly one instance (running or draining) it
+// goes to that one. With none (every output has exited) or several (the
+// chunk's output cannot be told) it is FLBRetry: Fluent Bit keeps the
+// chunk rather than dropping it or sending it to the wrong destination.
 func (p *Plugin) FlushSole(data []byte, tag string) int {
 	p.mu.Lock()
 	var inst *Instance
@@ -83,35 +102,51 @@ func (p *Plugin) FlushSole(data []byte, tag string) int {
 		inst = i
 	}
 	p.mu.Unlock()
-	if n != 1 {
-		p.log.Error("context-less flush with other than one metership output; use a Fluent Bit that calls FLBPluginFlushCtx", zap.Int("instances", n))
-		return FLBError
+	switch {
+	case n == 0:
+		p.log.Warn("context-less flush after every metership output exited; Fluent Bit keeps the chunk and retries it", zap.String("tag", tag))
+		return FLBRetry
+	case n > 1:
+		p.log.Error("context-less flush with several metership outputs: the chunk's output cannot be told, Fluent Bit keeps it and retries it; use a Fluent Bit that calls FLBPluginFlushCtx, or one metership output",
+			zap.Int("instances", n), zap.String("tag", tag))
+		return FLBRetry
 	}
 	return inst.Flush(data, tag)
 }
 
-// Exit drains and removes instance id (see Instance.Exit); FLBError for
+// Exit drains instance id (see Instance.Exit) and only then forgets it:
+// flushes arriving meanwhile reach the instance, which answers FLBRetry
+// once it is closed, and later ones are FLBRetry from Flush. FLBError for
 // an unknown id.
 func (p *Plugin) Exit(id uint64) int {
-	p.mu.Lock()
-	inst, ok := p.byID[id]
-	delete(p.byID, id)
-	p.mu.Unlock()
-	if !ok {
+	inst, err := p.Instance(id)
+	if err != nil {
 		p.log.Error("exit for an instance that does not exist", zap.Uint64("instance", id))
 		return FLBError
 	}
-	return inst.Exit()
+	rc := inst.Exit()
+	p.forget(inst)
+	return rc
 }
 
-// ExitAll drains and removes every instance, concurrently, for Fluent
-// Bit's context-less FLBPluginExit.
+// forget removes inst from the registry.
+func (p *Plugin) forget(inst *Instance) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id, i := range p.byID {
+		if i == inst {
+			delete(p.byID, id)
+		}
+	}
+}
+
+// ExitAll drains every instance, concurrently, then forgets them, for
+// Fluent Bit's context-less FLBPluginExit.
 func (p *Plugin) ExitAll() int {
 	p.mu.Lock()
 	insts := make([]*Instance, 0, len(p.byID))
-	for id, inst := range p.byID {
+	for _, inst := range p.byID {
 		insts = append(insts, inst)
-		delete(p.byID, id)
 	}
 	p.mu.Unlock()
 	var wg sync.WaitGroup
@@ -120,6 +155,7 @@ func (p *Plugin) ExitAll() int {
 		go func() {
 			defer wg.Done()
 			inst.Exit()
+			p.forget(inst)
 		}()
 	}
 	wg.Wait()

@@ -13,7 +13,7 @@ func propertyDoc(name string) string {
 	case conf.PropertyConfigFile:
 		return "A metership YAML file loaded first; the other properties override it. Its `sources:` are ignored."
 	case "agent_id":
-		return "Names this output in object keys and metering ClientTokens. Empty: a random id kept in `buffer_dir`."
+		return "Names this output in logs and metering ClientTokens. Empty: a random id kept in `buffer_dir`. Object keys derive from `buffer_dir`'s own instance id, so outputs sharing an `agent_id` do not share keys."
 	case "agent_shutdown_timeout":
 		return "How long Fluent Bit's exit may take to seal, upload and report; what is left stays on disk for the next start. Keep it below Fluent Bit's `Grace` and the pod's termination grace period."
 	case "records_format":
@@ -95,7 +95,13 @@ func propertyDoc(name string) string {
 	case "metering_lateness":
 		return "How long after an hour ends records may still arrive for it."
 	case "metering_window":
-		return "How far back an hour may be reported. 0: 6h for `meter_usage`, 24h for `batch_meter_usage`."
+		return "How long after its hour usage may still be reported: 6h, AWS's limit for both APIs."
+	case "metering_report_on_stop":
+		return "On exit, report every hour held, the one in progress included (turn off when buffer_dir is on a persistent volume)."
+	case "metering_max_carry":
+		return "Usage of an hour older than this when counted is recorded as unbilled, not billed now; 0: no limit."
+	case "metering_catch_up_timeout":
+		return "Not used by the plugin (how long the agent keeps hours open while its sources read their backlog)."
 	case "metering_report_zero":
 		return "Report hours with zero usage."
 	case "metering_dry_run":

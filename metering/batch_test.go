@@ -46,7 +46,7 @@ func batchConfig() conf.Metering {
 		CustomerIDType: "aws_account_id",
 		LicenseARN:     testLicense,
 		Lateness:       conf.Duration(5 * time.Minute),
-		Window:         conf.Duration(24 * time.Hour),
+		Window:         conf.Duration(6 * time.Hour),
 	}
 }
 
@@ -91,7 +91,7 @@ func TestBatchMeterUsage(t *testing.T) {
 			}
 		}
 	}
-	oldest := hourTime(oldestReportable(testNow, 24*time.Hour))
+	oldest := hourTime(oldestAt(testNow, 6*time.Hour))
 	want := expectedQuantities(foldOld(totals, oldest))
 
 	// Someone already reported another quantity for one customer-hour.

@@ -46,6 +46,13 @@
 // 12-digit account id with customer_id_type aws_account_id are not billed;
 // they are counted in metrics and logged, and still shipped to S3.
 //
+// Usage of an hour that ended more than metering.max_carry (default 24h;
+// 0: no limit) before its segment is counted (an archive replayed, old
+// logs read from the beginning) is not billed either: it is added to the
+// ledger's unbilled entries with its reason ("max_carry"), counted in
+// usage_unbilled_total{reason} and the Summary, and logged once per key
+// and segment.
+//
 // Allocation tags (metering.allocation_tags) are record dimensions; a
 // record without one of them leaves that tag out of its allocation (the
 // untagged bucket, as AWS's UsageAllocation allows), and characters AWS's
@@ -73,16 +80,33 @@
 //	            license, dimension, quantity, allocations, client_token,
 //	            dry_run, status, metering_record_id, error
 //	customers_not_subscribed[]  customers BatchMeterUsage refused
+//	unbilled[]  usage counted and not billed: dimension, customer,
+//	            license, hour, reason, nanos, records, first, last
+//	            (omitted when empty; kept 7 days)
 //
 // # Reporting and the intent protocol
 //
-// Hour H is closed when now >= H+1h+lateness and no record of H or earlier
-// is still waiting to be counted (Options.Pending). For each key, in hour
-// order, a reporting pass then:
+// Hour H is closed when now >= H+1h+lateness, no record of H or earlier
+// is still waiting to be counted (Options.Pending), and no source is
+// still reading the backlog its files held when the agent started
+// (Options.CatchUpSources, SourceCaughtUp; at most
+// metering.catch_up_timeout), so a downtime's usage lands in its own
+// hours. ReportFinal (a stopping instance: metering.report_on_stop, ship
+// --final) closes every hour up to the one in progress, lateness and the
+// catch-up aside; records not yet counted still hold theirs open. Run
+// makes a pass every Tick and just after each hour closes. For each key,
+// in hour order, a reporting pass then:
 //
-//  1. moves usage of hours older than the oldest reportable hour (the
-//     window, minus a safety margin of min(window/4, 1h) so an intent has
-//     time to be accepted) into the first unreported hour at or after it;
+//  1. moves usage of hours older than the oldest reportable hour into the
+//     first unreported hour at or after it. The oldest reportable hour is
+//     the first starting at or after now - window + a safety margin of
+//     min(window/4, 1h, (window-1h-lateness)/2), so an intent has time to
+//     be accepted and yet every hour is reportable for a while after it
+//     closes; when that hour is not closed but the newest closed hour is
+//     still in the window with two minutes to spare, it is that one.
+//     Validation (conf) requires window >= 1h + lateness + 5m: otherwise
+//     no hour could ever be sent. Windows are AWS's: records are refused
+//     6 hours or more after the event, by both APIs;
 //  2. turns each closed hour into an intent: quantity = floor(carry + the
 //     hour's nanos), capped at 2147483647, the rest carried to the key's
 //     next reported hour (never rounded up, so a unit is billed once it is
@@ -95,8 +119,15 @@
 //  3. writes the ledger with the intents (usage removed from open hours,
 //     carry updated) before any call;
 //  4. sends every pending intent exactly as persisted (up to four calls at
-//     a time: each intent is its own hour and key), and writes the answers
-//     to the ledger when the pass ends, and each second while it lasts.
+//     a time: each intent is its own hour and key; BatchMeterUsage calls
+//     grouped by each intent's own product code and dry-run flag), and
+//     writes the answers to the ledger when the pass ends, and each
+//     second while it lasts.
+//
+// An intent for the hour in progress (ReportFinal) makes that hour
+// reported like any other: usage of it counted later goes to the next
+// hour. If the instance stops again before that hour has begun, the usage
+// stays open in the ledger (LogHeld logs it) for the next start.
 //
 // An intent is never recomputed: after a crash between a call and the
 // write of its answer, the restarted agent sends the identical call (same
@@ -144,7 +175,10 @@
 //
 // An AWS outage or throttling only delays reporting: intents stay pending
 // in the ledger and are re-sent identically on every pass (Run's tick, or
-// the next start) until answered. Usage of hours that pass out of the
+// the next start) until answered. Every wait honours its context, waiting
+// for another pass included (ReportClosed, ReportFinal): a shutdown gives
+// up at its deadline, the intents stay pending, and LogHeld says what the
+// next start will send. Usage of hours that pass out of the
 // window meanwhile is added to the oldest reportable hour. A crash at any
 // point loses nothing and duplicates nothing: see the intent protocol
 // above. Metering never blocks the pipeline: counts are merged in memory

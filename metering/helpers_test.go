@@ -360,3 +360,10 @@ func podMeter(t testing.TB, dir, url string, clk *clock) *Meter {
 	t.Helper()
 	return mustNew(t, meterConfig(), testOptions(dir, newClient(t, url, "AKIDPOD1"), clk))
 }
+
+// oldestAt is oldestReportable with the tests' 5m lateness and nothing
+// pending.
+func oldestAt(now time.Time, window time.Duration) int64 {
+	const lateness = 5 * time.Minute
+	return oldestReportable(now, window, lateness, closedBefore(now, lateness, 0, false))
+}

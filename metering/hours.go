@@ -43,21 +43,48 @@ func closedBefore(now time.Time, lateness time.Duration, pendingMin int64, hasPe
 	return cut
 }
 
+// nextClose is when the next hour closes after now: the end of the hour
+// in progress at now-lateness, plus lateness.
+func nextClose(now time.Time, lateness time.Duration) time.Time {
+	return hourTime(floorHour(now.Add(-lateness)) + hourSeconds).Add(lateness)
+}
+
 // windowSafety is how much of the API's window the reporter leaves unused:
 // an intent created for the oldest reportable hour still has this long to
-// be accepted (retries, a restart) before AWS would call it too old.
-func windowSafety(window time.Duration) time.Duration {
-	return min(window/4, time.Hour)
+// be accepted (retries, a restart) before AWS would call it too old. It
+// is at most half the slack an hour has between closing (its end plus
+// lateness) and leaving the window, so every hour stays reportable for a
+// while after it closes, whatever window and lateness are.
+func windowSafety(window, lateness time.Duration) time.Duration {
+	slack := window - time.Hour - lateness
+	return max(0, min(window/4, time.Hour, slack/2))
+}
+
+// sendMargin is the least time before AWS's cutoff the reporter still
+// creates an intent for an hour: one call and its answer.
+const sendMargin = 2 * time.Minute
+
+// ceilHour is the first hour starting at or after t, in Unix seconds.
+func ceilHour(t time.Time) int64 {
+	h := floorHour(t)
+	if t.Unix() > h || t.Nanosecond() > 0 {
+		h += hourSeconds
+	}
+	return h
 }
 
 // oldestReportable is the oldest hour whose usage the reporter still
-// sends: the first hour starting at or after now - window + safety. Usage
-// of older hours is added to it (AWS's guidance for agents that were down).
-func oldestReportable(now time.Time, window time.Duration) int64 {
-	earliest := now.Add(-window + windowSafety(window))
-	h := floorHour(earliest)
-	if earliest.Unix() > h || earliest.Nanosecond() > 0 {
-		h += hourSeconds
+// sends, given that hours before cut are closed: the first hour starting
+// at or after now - window + safety. Usage of older hours is added to it
+// (AWS's guidance for agents that were down). When that hour is not
+// closed yet but the newest closed hour is still inside the window (with
+// sendMargin to spare), it is that one instead: usage then goes out now,
+// rather than waiting for an hour that a slow close (a backlog, a late
+// pass) could again push out of the window.
+func oldestReportable(now time.Time, window, lateness time.Duration, cut int64) int64 {
+	h := ceilHour(now.Add(-window + windowSafety(window, lateness)))
+	if h >= cut && cut-hourSeconds >= ceilHour(now.Add(-window+sendMargin)) {
+		h = cut - hourSeconds
 	}
 	return h
 }
@@ -65,7 +92,7 @@ func oldestReportable(now time.Time, window time.Duration) int64 {
 // withinWindow reports whether an API call for hour h made now would be
 // inside the window (exactly as AWS checks it, without the safety).
 func withinWindow(h int64, now time.Time, window time.Duration) bool {
-	return !hourTime(h).Before(now.Add(-window))
+	return hourTime(h).After(now.Add(-window))
 }
 
 // roundDown turns an hour's exact total (its buckets plus the carry of the

@@ -178,6 +178,34 @@ type customerState struct {
 	LastIntent string    `json:"last_intent"`
 }
 
+// Reasons usage is recorded as unbilled.
+const (
+	// unbilledMaxCarry: the hour was older than metering.max_carry when
+	// its records were counted.
+	unbilledMaxCarry = "max_carry"
+)
+
+// unbilledKey groups unbilled usage: one entry per key, hour and reason.
+type unbilledKey struct {
+	key    seriesKey
+	hour   int64
+	reason string
+}
+
+// unbilledUsage is usage counted but deliberately not billed, kept in the
+// ledger so it can be seen (metering status) and billed by hand.
+type unbilledUsage struct {
+	Customer  string    `json:"customer,omitempty"`
+	License   string    `json:"license_arn,omitempty"`
+	Dimension string    `json:"dimension"`
+	Hour      time.Time `json:"hour"`
+	Reason    string    `json:"reason"`
+	Nanos     int64     `json:"nanos"`
+	Records   int64     `json:"records"`
+	First     time.Time `json:"first"`
+	Last      time.Time `json:"last"`
+}
+
 // ledger is the whole persisted state. Meter.mu guards it.
 type ledger struct {
 	instance      string
@@ -186,6 +214,7 @@ type ledger struct {
 	counted       map[uint64]struct{}
 	series        map[seriesKey]*series
 	notSubscribed map[string]*customerState
+	unbilled      map[unbilledKey]*unbilledUsage
 }
 
 func newLedger(instance string, now time.Time) *ledger {
@@ -196,6 +225,7 @@ func newLedger(instance string, now time.Time) *ledger {
 		counted:       make(map[uint64]struct{}),
 		series:        make(map[seriesKey]*series),
 		notSubscribed: make(map[string]*customerState),
+		unbilled:      make(map[unbilledKey]*unbilledUsage),
 	}
 }
 
@@ -238,6 +268,9 @@ type ledgerFile struct {
 	Series        []seriesFile     `json:"series"`
 	Intents       []*intent        `json:"intents"`
 	NotSubscribed []*customerState `json:"customers_not_subscribed"`
+	// Unbilled is omitted when empty, so ledgers without it stay readable
+	// by versions before it.
+	Unbilled []*unbilledUsage `json:"unbilled,omitempty"`
 }
 
 type seriesFile struct {
@@ -293,6 +326,25 @@ func (l *ledger) encode() ([]byte, error) {
 		f.NotSubscribed = append(f.NotSubscribed, c)
 	}
 	sort.Slice(f.NotSubscribed, func(i, j int) bool { return f.NotSubscribed[i].Customer < f.NotSubscribed[j].Customer })
+	for _, u := range l.unbilled {
+		f.Unbilled = append(f.Unbilled, u)
+	}
+	sort.Slice(f.Unbilled, func(i, j int) bool {
+		a, b := f.Unbilled[i], f.Unbilled[j]
+		if !a.Hour.Equal(b.Hour) {
+			return a.Hour.Before(b.Hour)
+		}
+		if a.Dimension != b.Dimension {
+			return a.Dimension < b.Dimension
+		}
+		if a.Customer != b.Customer {
+			return a.Customer < b.Customer
+		}
+		if a.License != b.License {
+			return a.License < b.License
+		}
+		return a.Reason < b.Reason
+	})
 	body, err := json.Marshal(f)
 	if err != nil {
 		return nil, fmt.Errorf("metering: encode ledger: %w", err)
@@ -347,6 +399,10 @@ func decodeLedger(data []byte) (*ledger, error) {
 	}
 	for _, c := range f.NotSubscribed {
 		l.notSubscribed[c.Customer] = c
+	}
+	for _, u := range f.Unbilled {
+		k := unbilledKey{key: seriesKey{customer: u.Customer, license: u.License, dimension: u.Dimension}, hour: u.Hour.Unix(), reason: u.Reason}
+		l.unbilled[k] = u
 	}
 	return l, nil
 }

@@ -1,13 +1,16 @@
 package metering
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -64,7 +67,8 @@ type Options struct {
 	// <buffer.dir>/metering, so the buffer's directory lock covers it.
 	Dir string
 	// InstanceID identifies this agent in MeterUsage ClientTokens (the
-	// buffer's agent id). Two agents must never share one.
+	// buffer's instance id, unique to its directory, not agent.id, which
+	// replicas may share). Two agents must never share one.
 	InstanceID string
 	// Client calls AWS Marketplace (NewClient), or the emulator in tests.
 	Client     API
@@ -94,6 +98,11 @@ type Options struct {
 	// Shared, in batch_meter_usage mode, takes closed hours' usage instead
 	// of this agent reporting it (metering.state_url; see shared.go).
 	Shared SharedState
+	// CatchUpSources is how many sources will call SourceCaughtUp once
+	// they have read what their files held at the start. Until they all
+	// have (or metering.catch_up_timeout has passed), no hour closes, so
+	// a backlog left by downtime is billed in its own hours. 0: none.
+	CatchUpSources int
 
 	// reportWorkers bounds concurrent MeterUsage calls; default 4 (tests
 	// that count calls around a crash use 1).
@@ -129,6 +138,9 @@ type settings struct {
 	window       time.Duration
 	reportZero   bool
 	dryRun       bool
+	reportOnStop bool
+	maxCarry     time.Duration // 0: no limit
+	catchUp      time.Duration
 }
 
 var accountIDPattern = regexp.MustCompile(`^[0-9]{12}$`)
@@ -146,6 +158,10 @@ func parseSettings(cfg conf.Metering) (settings, error) {
 		window:     cfg.Window.D(),
 		reportZero: cfg.ReportZero,
 		dryRun:     cfg.DryRun,
+
+		reportOnStop: cfg.ReportOnStop,
+		maxCarry:     cfg.MaxCarry.D(),
+		catchUp:      cfg.CatchUpTimeout.D(),
 	}
 	if s.mode != ModeMeterUsage && s.mode != ModeBatchMeterUsage {
 		return s, fmt.Errorf("%w: metering.mode: %q: New needs %s or %s", ErrInvalidConfig, cfg.Mode, ModeMeterUsage, ModeBatchMeterUsage)
@@ -181,9 +197,13 @@ type Meter struct {
 
 	scanners sync.Pool
 
-	// reportMu serialises reporting passes, so an intent is never in two
-	// calls at once.
-	reportMu sync.Mutex
+	// reportSem (capacity 1) serialises reporting passes, so an intent is
+	// never in two calls at once. A channel, not a mutex, so that waiting
+	// for a pass in progress honours the waiter's context.
+	reportSem chan struct{}
+	// kick asks Run for a pass now (hours closed when the catch-up gate
+	// opened), without waiting for the tick.
+	kick chan struct{}
 
 	// mu guards everything below; it is never held during an API call.
 	mu  sync.Mutex
@@ -196,6 +216,13 @@ type Meter struct {
 	// savedAt is when the ledger was last written.
 	savedAt time.Time
 	sum     Summary
+	// lastCut is the first hour not closed at the last pass: where an
+	// expired intent's usage goes is chosen against it.
+	lastCut int64
+	// catchUpLeft counts sources still reading their start-up backlog;
+	// no hour closes while it is > 0 and now is before catchUpUntil.
+	catchUpLeft  int
+	catchUpUntil time.Time
 }
 
 // Summary is what this Meter did since New, for the CLI.
@@ -223,6 +250,11 @@ type Summary struct {
 	// RecordsRescanned counts records whose segment's count parsed them
 	// again, their batch having no aggregate of the current key shape.
 	RecordsRescanned int64
+	// UnbilledRecords counts records not billed because their hour was
+	// older than metering.max_carry when counted; Unbilled sums their
+	// usage per Marketplace dimension, in billionths of a unit.
+	UnbilledRecords int64
+	Unbilled        map[string]int64
 }
 
 // New loads (or creates) the ledger in opts.Dir. cfg.Mode must be
@@ -281,7 +313,15 @@ func New(cfg conf.Metering, opts Options) (*Meter, error) {
 		log:  opts.Logger.With(zap.String("component", "metering")),
 		api:  opts.Client,
 		now:  opts.Now,
-		sum:  Summary{Quantities: map[string]int64{}},
+		sum:  Summary{Quantities: map[string]int64{}, Unbilled: map[string]int64{}},
+
+		reportSem:   make(chan struct{}, 1),
+		kick:        make(chan struct{}, 1),
+		catchUpLeft: opts.CatchUpSources,
+	}
+	m.catchUpUntil = m.now().Add(set.catchUp)
+	if set.catchUp <= 0 {
+		m.catchUpLeft = 0 // catch_up_timeout 0: hours never wait for sources
 	}
 	m.metrics, err = newMetrics(opts.Registerer, m)
 	if err != nil {
@@ -296,8 +336,13 @@ func New(cfg conf.Metering, opts Options) (*Meter, error) {
 	}
 	m.led = led
 	if led.instance != opts.InstanceID {
+		// E.g. a ledger from before buffer instance ids (ClientTokens
+		// used the agent id, which replicas may share): new intents use
+		// this id from now on, so the warning is given once.
 		m.log.Warn("ledger was written by another instance id; pending intents keep their original ClientTokens",
 			zap.String("ledger_instance", led.instance), zap.String("instance", opts.InstanceID))
+		led.instance = opts.InstanceID
+		existed = false
 	}
 	if !existed {
 		if err := m.saveLocked(); err != nil {
@@ -481,6 +526,17 @@ func (m *Meter) mergeLocked(seq uint64, sc *scanner) {
 		hour int64
 	}
 	late := map[lateKey]int64{}
+	now := m.now()
+	// Hours at or before tooOld ended max_carry ago or earlier: not billed.
+	tooOld := int64(math.MinInt64)
+	if m.set.maxCarry > 0 {
+		tooOld = floorHour(now.Add(-m.set.maxCarry)) - hourSeconds
+	}
+	type oldUsage struct {
+		first, last    int64
+		nanos, records int64
+	}
+	old := map[seriesKey]*oldUsage{}
 	for i := range sc.entries {
 		e := &sc.entries[i]
 		d, ok := m.set.dims[e.api]
@@ -501,6 +557,19 @@ func (m *Meter) mergeLocked(seq uint64, sc *scanner) {
 			if m.set.licenseDim != "" {
 				key.license = e.license
 			}
+		}
+		if e.hour <= tooOld {
+			nanos := d.factor.apply(e.nanos)
+			m.unbilledLocked(key, e.hour, unbilledMaxCarry, nanos, e.records, now)
+			o := old[key]
+			if o == nil {
+				o = &oldUsage{first: e.hour, last: e.hour}
+				old[key] = o
+			}
+			o.first, o.last = min(o.first, e.hour), max(o.last, e.hour)
+			o.nanos = addSat(o.nanos, nanos)
+			o.records += e.records
+			continue
 		}
 		var tags []tag
 		for j, name := range m.set.tags {
@@ -530,6 +599,14 @@ func (m *Meter) mergeLocked(seq uint64, sc *scanner) {
 			zap.String("dimension", lk.key.dimension), zap.String("customer", lk.key.customer),
 			zap.Time("hour", hourTime(lk.hour)), zap.Time("to", hourTime(to)), zap.Uint64("segment", seq))
 	}
+	for _, k := range slices.SortedFunc(maps.Keys(old), compareKeys) {
+		o := old[k]
+		m.log.Warn("usage older than metering.max_carry is not billed; recorded as unbilled in the ledger",
+			zap.String("dimension", k.dimension), zap.String("customer", k.customer),
+			zap.Time("from", hourTime(o.first)), zap.Time("through", hourTime(o.last)),
+			zap.Int64("records", o.records), zap.String("quantity", FormatQuantity(o.nanos)),
+			zap.Duration("max_carry", m.set.maxCarry), zap.Uint64("segment", seq))
+	}
 	for api, n := range unmappedAPIs {
 		m.log.Debug("records with an unmapped meterApiName are not billed", zap.String("meterApiName", api), zap.Int64("records", n), zap.Uint64("segment", seq))
 	}
@@ -546,6 +623,38 @@ func (m *Meter) mergeLocked(seq uint64, sc *scanner) {
 	m.sum.RecordsRescanned += sc.rescanned
 	m.sum.RecordsUnbillable += badCustomer + sc.invalid
 	m.updatePendingLocked()
+}
+
+// unbilledLocked records usage that is counted but not billed.
+func (m *Meter) unbilledLocked(key seriesKey, h int64, reason string, nanos, records int64, now time.Time) {
+	k := unbilledKey{key: key, hour: h, reason: reason}
+	u := m.led.unbilled[k]
+	if u == nil {
+		u = &unbilledUsage{Customer: key.customer, License: key.license, Dimension: key.dimension,
+			Hour: hourTime(h), Reason: reason, First: now.UTC()}
+		m.led.unbilled[k] = u
+	}
+	u.Nanos = addSat(u.Nanos, nanos)
+	u.Records += records
+	u.Last = now.UTC()
+	m.metrics.usageUnbilled.WithLabelValues(reason).Add(float64(records))
+	m.sum.UnbilledRecords += records
+	m.sum.Unbilled[key.dimension] = addSat(m.sum.Unbilled[key.dimension], nanos)
+}
+
+// compareKeys orders series keys for logs.
+func compareKeys(a, b seriesKey) int {
+	return cmp.Or(strings.Compare(a.dimension, b.dimension), strings.Compare(a.customer, b.customer), strings.Compare(a.license, b.license))
+}
+
+// FormatQuantity renders usage in billionths of a unit (Summary.Unbilled)
+// as an exact decimal.
+func FormatQuantity(n int64) string {
+	s := strconv.FormatInt(n/nanosPerUnit, 10)
+	if f := n % nanosPerUnit; f != 0 {
+		s += "." + strings.TrimRight(fmt.Sprintf("%09d", f), "0")
+	}
+	return s
 }
 
 // validCustomer checks a batch-mode customer id against customer_id_type.
@@ -634,6 +743,7 @@ func (m *Meter) Summary() Summary {
 	defer m.mu.Unlock()
 	s := m.sum
 	s.Quantities = maps.Clone(m.sum.Quantities)
+	s.Unbilled = maps.Clone(m.sum.Unbilled)
 	return s
 }
 

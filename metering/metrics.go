@@ -15,6 +15,7 @@ type metrics struct {
 	recordsUnmapped  prometheus.Collector
 	recordsRescanned prometheus.Collector
 	recordsUnbilled  *prometheus.CounterVec
+	usageUnbilled    *prometheus.CounterVec
 	segmentsCounted  prometheus.Counter
 	reportLatency    prometheus.Histogram
 	lastSuccess      prometheus.Gauge
@@ -54,6 +55,8 @@ func newMetrics(reg prometheus.Registerer, mt *Meter) (*metrics, error) {
 			sum(func(s *Summary) int64 { return s.RecordsRescanned })),
 		recordsUnbilled: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "records_unbillable_total",
 			Help: "Meter records that cannot be billed: reason=value (meterValue not a non-negative number), customer (missing or invalid customer id in batch mode)."}, []string{"reason"}),
+		usageUnbilled: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "usage_unbilled_total",
+			Help: "Meter records counted but deliberately not billed, recorded as unbilled in the ledger: reason=max_carry (their hour was older than metering.max_carry when counted). Still shipped to S3."}, []string{"reason"}),
 		segmentsCounted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "segments_counted_total",
 			Help: "Buffer segments counted into the ledger."}),
 		reportLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "report_latency_seconds",
@@ -73,7 +76,7 @@ func newMetrics(reg prometheus.Registerer, mt *Meter) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.hoursPending, m.hoursReported, m.hoursCarried, m.hoursConflicted,
-		m.recordsCounted, m.recordsUnmapped, m.recordsRescanned, m.recordsUnbilled, m.segmentsCounted, m.reportLatency, m.lastSuccess,
+		m.recordsCounted, m.recordsUnmapped, m.recordsRescanned, m.recordsUnbilled, m.usageUnbilled, m.segmentsCounted, m.reportLatency, m.lastSuccess,
 		m.notSubscribed, m.deadLetters, m.reportErrors, m.ledgerWriteFails} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

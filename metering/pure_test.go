@@ -67,25 +67,37 @@ func TestClosedBefore(t *testing.T) {
 func TestOldestReportable(t *testing.T) {
 	h := func(hh, mm int) time.Time { return time.Date(2025, 6, 15, hh, mm, 0, 0, time.UTC) }
 	tests := []struct {
-		now    time.Time
-		window time.Duration
-		want   time.Time
+		now              time.Time
+		window, lateness time.Duration
+		want             time.Time
 	}{
 		// 12:30 - 6h + 1h safety = 07:30 -> 08:00.
-		{h(12, 30), 6 * time.Hour, h(8, 0)},
+		{h(12, 30), 6 * time.Hour, 5 * time.Minute, h(8, 0)},
 		// 12:00 - 6h + 1h = 07:00 exactly.
-		{h(12, 0), 6 * time.Hour, h(7, 0)},
-		{h(12, 0), 24 * time.Hour, time.Date(2025, 6, 14, 13, 0, 0, 0, time.UTC)},
-		// A 2h window leaves a 30m margin: 12:10 - 2h + 30m = 10:40 -> 11:00.
-		{h(12, 10), 2 * time.Hour, h(11, 0)},
+		{h(12, 0), 6 * time.Hour, 5 * time.Minute, h(7, 0)},
+		{h(12, 0), 24 * time.Hour, 5 * time.Minute, time.Date(2025, 6, 14, 13, 0, 0, 0, time.UTC)},
+		// A 2h window leaves a 27.5m margin (half its 55m slack): 12:10 -
+		// 2h + 27.5m = 10:37:30 -> 11:00.
+		{h(12, 10), 2 * time.Hour, 5 * time.Minute, h(11, 0)},
+		// A 1h10m window, 5m lateness: 5m slack, 2.5m safety. 12:05 -
+		// 1h10m + 2.5m = 10:57:30 -> 11:00, closed at 12:05.
+		{h(12, 5), 70 * time.Minute, 5 * time.Minute, h(11, 0)},
+		// At 12:08 the safety has passed for 11:00 (12:07:30), and 12:00
+		// is open; 11:00 is still inside the window with 2m to spare
+		// (refused from 12:10): it is the target rather than an hour that
+		// may close too late again.
+		{h(12, 8), 70 * time.Minute, 5 * time.Minute, h(11, 0)},
+		// At 12:09 it is not: 12:00, still open.
+		{h(12, 9), 70 * time.Minute, 5 * time.Minute, h(12, 0)},
 	}
 	for _, tt := range tests {
-		got := hourTime(oldestReportable(tt.now, tt.window))
+		cut := closedBefore(tt.now, tt.lateness, 0, false)
+		got := hourTime(oldestReportable(tt.now, tt.window, tt.lateness, cut))
 		if !got.Equal(tt.want) {
-			t.Errorf("oldestReportable(%s, %s) = %s, want %s", tt.now.Format("15:04"), tt.window, got, tt.want)
+			t.Errorf("oldestReportable(%s, %s, %s) = %s, want %s", tt.now.Format("15:04"), tt.window, tt.lateness, got, tt.want)
 		}
-		if !withinWindow(oldestReportable(tt.now, tt.window), tt.now.Add(windowSafety(tt.window)-time.Nanosecond), tt.window) {
-			t.Errorf("oldest reportable hour of %s is not sendable for the whole safety margin", tt.now)
+		if !withinWindow(oldestReportable(tt.now, tt.window, tt.lateness, cut), tt.now.Add(sendMargin-time.Nanosecond), tt.window) {
+			t.Errorf("oldest reportable hour of %s is not sendable for sendMargin", tt.now)
 		}
 	}
 }

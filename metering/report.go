@@ -33,23 +33,29 @@ const (
 	maxBatchBytes   = 900 << 10 // under the API's 1 MB, with room for the envelope
 	maxAllocBytes   = 200 << 10 // one record's allocations, estimated
 	keepResolvedFor = 48 * time.Hour
+	keepUnbilledFor = 7 * 24 * time.Hour
 	maxRounds       = 4
 )
 
-// Run reports every closed hour now and then every Options.Tick until ctx
-// is done, then returns nil. Failures are logged and retried on the next
-// tick; usage is never dropped.
+// Run reports every closed hour now and then every Options.Tick, and
+// just after each hour closes, until ctx is done, then returns nil.
+// Failures are logged and retried on the next pass; usage is never
+// dropped.
 func (m *Meter) Run(ctx context.Context) error {
-	t := time.NewTicker(m.opts.Tick)
+	t := time.NewTimer(m.opts.Tick)
 	defer t.Stop()
 	for {
 		if err := m.ReportClosed(ctx); err != nil && ctx.Err() == nil {
-			m.log.Error("metering: closed hours not all reported; retrying next tick", zap.Error(err))
+			m.log.Error("metering: closed hours not all reported; retrying next pass", zap.Error(err))
 		}
+		// A pass right after each close gives an hour the whole of the
+		// time it has before leaving the window, whatever the tick.
+		t.Reset(min(m.opts.Tick, nextClose(m.now(), m.set.lateness).Sub(m.now())+time.Second))
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-m.kick:
 		}
 	}
 }
@@ -61,14 +67,50 @@ func (m *Meter) Run(ctx context.Context) error {
 // It returns an error wrapping ErrNotReported when usage that should have
 // been reported is still unanswered; the intents stay in the ledger.
 func (m *Meter) ReportClosed(ctx context.Context) error {
-	m.reportMu.Lock()
-	defer m.reportMu.Unlock()
+	return m.report(ctx, false)
+}
+
+// ReportFinal is ReportClosed for an agent or plugin instance that stops:
+// every hour it holds usage for is reported, the one in progress
+// included, as AWS allows a resource that will not report again (a
+// stopping pod whose ledger may die with it). The ledger then holds an
+// intent for that hour, so usage of it counted later (a restart on the
+// same ledger) goes to the next hour: never a second call for the hour.
+// Records not yet counted (Options.Pending) still hold their hours open.
+// It waits for a pass in progress, and retries, only until ctx is done;
+// what is left stays in the ledger for the next start.
+func (m *Meter) ReportFinal(ctx context.Context) error {
+	return m.report(ctx, true)
+}
+
+// ReportOnStop is what metering.report_on_stop asks of a stopping agent:
+// ReportFinal when it is on, else ReportClosed.
+func (m *Meter) ReportOnStop(ctx context.Context) error {
+	if m.set.reportOnStop {
+		return m.ReportFinal(ctx)
+	}
+	return m.ReportClosed(ctx)
+}
+
+func (m *Meter) report(ctx context.Context, final bool) error {
+	// Waiting for another pass (Run's, which may be retrying throttled
+	// calls for up to MaxRetryElapsed) honours ctx, so a shutdown is
+	// never held past its deadline.
+	select {
+	case m.reportSem <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("%w: waiting for the reporting pass in progress: %w", ErrNotReported, ctx.Err())
+	}
+	defer func() { <-m.reportSem }()
 	if m.opts.Shared != nil {
-		return m.reportShared(ctx)
+		return m.reportShared(ctx, final)
 	}
 	deadline := time.Now().Add(m.opts.MaxRetryElapsed)
 	for range maxRounds {
-		pending, err := m.plan()
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("%w: %w", ErrNotReported, err)
+		}
+		pending, err := m.plan(final)
 		if err != nil {
 			return err
 		}
@@ -107,9 +149,10 @@ const (
 	opBatch      = "BatchMeterUsage"
 )
 
-// plan turns the usage of closed hours into intents, persists them, and
-// returns every pending intent, oldest first.
-func (m *Meter) plan() ([]*intent, error) {
+// plan turns the usage of closed hours (with final, of every hour up to
+// the one in progress) into intents, persists them, and returns every
+// pending intent, oldest first.
+func (m *Meter) plan(final bool) ([]*intent, error) {
 	var pendMin int64
 	var hasPend bool
 	if m.opts.Pending != nil {
@@ -124,7 +167,21 @@ func (m *Meter) plan() ([]*intent, error) {
 		return nil, err
 	}
 	cut := closedBefore(now, m.set.lateness, pendMin, hasPend)
-	oldest := oldestReportable(now, m.set.window)
+	if final {
+		// The instance stops: no more records come for the hour in
+		// progress, except those not counted yet.
+		cut = floorHour(now) + hourSeconds
+		if hasPend {
+			cut = min(cut, hourOfMillis(pendMin))
+		}
+	}
+	// While sources read the backlog of a downtime, no hour closes: its
+	// usage must land in its own hours. Decided intents are still sent.
+	gated := !final && m.catchingUpLocked(now)
+	if !gated {
+		m.lastCut = cut
+	}
+	oldest := oldestReportable(now, m.set.window, m.set.lateness, cut)
 	changed := false
 	zero := m.set.reportZero && m.set.mode == ModeMeterUsage
 	if zero {
@@ -133,6 +190,9 @@ func (m *Meter) plan() ([]*intent, error) {
 		}
 	}
 	for _, s := range m.led.sortedSeries() {
+		if gated {
+			break
+		}
 		// One log line per series: an agent down for days would otherwise
 		// log every hour of every dimension.
 		var moved int
@@ -190,7 +250,7 @@ func (m *Meter) plan() ([]*intent, error) {
 			changed = true
 		}
 	}
-	if zero && cut > m.led.zeroFrom {
+	if zero && !gated && cut > m.led.zeroFrom {
 		m.led.zeroFrom = cut
 		changed = true
 	}
@@ -356,6 +416,12 @@ func (m *Meter) pruneLocked(now time.Time) bool {
 		}
 		if len(s.open) == 0 && len(s.intents) == 0 && s.carry == 0 && s.prunedBefore == 0 {
 			delete(m.led.series, s.key)
+		}
+	}
+	for k, u := range m.led.unbilled {
+		if u.Last.Before(now.Add(-keepUnbilledFor)) {
+			delete(m.led.unbilled, k)
+			pruned = true
 		}
 	}
 	return pruned
@@ -667,7 +733,7 @@ func (m *Meter) expire(in *intent, reason string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := m.led.seriesFor(seriesKey{customer: in.Customer, license: in.License, dimension: in.Dimension})
-	to := s.firstFree(oldestReportable(now, m.set.window))
+	to := s.firstFree(oldestReportable(now, m.set.window, m.set.lateness, m.lastCut))
 	in.Status = statusExpired
 	in.Resolved = now.UTC()
 	in.Error = reason
@@ -754,6 +820,29 @@ func chunkBatches(intents []*intent) [][]*intent {
 	return out
 }
 
+// groupByProduct splits intents by (product, dry-run), keeping their order
+// within each group.
+func groupByProduct(intents []*intent) [][]*intent {
+	type key struct {
+		product string
+		dryRun  bool
+	}
+	var order []key
+	groups := map[key][]*intent{}
+	for _, in := range intents {
+		k := key{in.Product, in.DryRun}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], in)
+	}
+	out := make([][]*intent, 0, len(order))
+	for _, k := range order {
+		out = append(out, groups[k])
+	}
+	return out
+}
+
 // sendBatches sends BatchMeterUsage intents in chunks, retrying
 // UnprocessedRecords, throttling and errors of the whole call.
 func (m *Meter) sendBatches(ctx context.Context, pending []*intent, deadline time.Time) (moved bool, err error) {
@@ -768,7 +857,13 @@ func (m *Meter) sendBatches(ctx context.Context, pending []*intent, deadline tim
 		queue = append(queue, in)
 	}
 	bo := &backoff{initial: m.opts.Backoff.Initial, max: m.opts.Backoff.Max}
-	chunks := chunkBatches(queue)
+	// A call has one ProductCode and is sent or not (dry_run) as a whole:
+	// each intent goes out under its own product and dry-run flag, as
+	// decided when it was created, even across a config change.
+	var chunks [][]*intent
+	for _, group := range groupByProduct(queue) {
+		chunks = append(chunks, chunkBatches(group)...)
+	}
 	var failed int
 	var lastErr error
 	for len(chunks) > 0 {

@@ -335,7 +335,7 @@ func TestAgentDownPastTheWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := em.State()
-	oldest := hourTime(oldestReportable(testNow, 6*time.Hour))
+	oldest := hourTime(oldestAt(testNow, 6*time.Hour))
 	// One line per dimension, not one per hour.
 	carried := logs.FilterMessageSnippet("past the reporting window").All()
 	if len(carried) != 2 {
@@ -401,7 +401,7 @@ func TestExpiredIntentMovesToTheOldestReportableHour(t *testing.T) {
 	if st.Errors[emulator.CodeTimestampOutOfBounds] != 0 {
 		t.Errorf("expired intents were sent: %v", st.Errors)
 	}
-	oldest := hourTime(oldestReportable(clk.Now(), 6*time.Hour))
+	oldest := hourTime(oldestAt(clk.Now(), 6*time.Hour))
 	var sent, input int64
 	for _, r := range st.Records {
 		if !r.Hour.Equal(oldest) {

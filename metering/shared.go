@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"time"
 
@@ -99,9 +100,10 @@ func Allocate(quantity int64, buckets []UsageBucket) []UsageAllocation {
 }
 
 // OldestReportable is the oldest hour whose usage is still sent, as the
-// single-agent reporter computes it (the window minus its safety margin).
-func OldestReportable(now time.Time, window time.Duration) time.Time {
-	return hourTime(oldestReportable(now, window))
+// single-agent reporter computes it (the window minus its safety margin,
+// which depends on lateness).
+func OldestReportable(now time.Time, window, lateness time.Duration) time.Time {
+	return hourTime(oldestReportable(now, window, lateness, math.MaxInt64))
 }
 
 // WithinWindow reports whether a call for hour h made now is inside the
@@ -156,21 +158,21 @@ func (m *Meter) handOffLocked(s *series, h int64, now time.Time) {
 	s.intents[h] = in
 }
 
-// reportShared is ReportClosed with a SharedState: closed hours become
-// shared intents (plan), which are handed over until taken.
-func (m *Meter) reportShared(ctx context.Context) error {
-	// The cut is taken before plan, which closes at least these hours:
-	// every hour before it is in the intents handed below.
-	var pendMin int64
-	var hasPend bool
-	if m.opts.Pending != nil {
-		pendMin, hasPend = m.opts.Pending()
-	}
-	cut := closedBefore(m.now(), m.set.lateness, pendMin, hasPend)
-	pending, err := m.plan()
+// reportShared is report with a SharedState: closed hours (with final,
+// every hour up to the one in progress: a stopping replica writes its
+// partial of that hour now, as it will not write it later) become shared
+// intents (plan), which are handed over until taken.
+func (m *Meter) reportShared(ctx context.Context, final bool) error {
+	pending, err := m.plan(final)
 	if err != nil {
 		return err
 	}
+	// plan's cut: every hour before it is closed here (the catch-up gate
+	// keeps it where it was), and its usage is in the intents handed below
+	// or in earlier hand-overs.
+	m.mu.Lock()
+	cut := m.lastCut
+	m.mu.Unlock()
 	var usage []HourUsage
 	var decided []*intent
 	for _, in := range pending {

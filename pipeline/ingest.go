@@ -23,6 +23,10 @@ type Ingester struct {
 	batch   buffer.Batch
 	scratch []byte
 	limit   int
+	// maxLine is records.max_line_size; tooLong is the reason of lines
+	// over it (TooLongReason).
+	maxLine int
+	tooLong error
 	// count sums the batch's records for metering as they are parsed; nil
 	// when metering is off.
 	count BatchCount
@@ -42,7 +46,12 @@ func (p *Pipeline) NewIngester(tag string) (*Ingester, error) {
 	if err != nil {
 		return nil, err
 	}
-	in := &Ingester{p: p, parser: parser, limit: p.BatchLimit(maxBatchBytes)}
+	maxLine := int(p.cfg.Records.MaxLineSize)
+	if maxLine <= 0 {
+		maxLine = record.DefaultMaxLineSize
+	}
+	in := &Ingester{p: p, parser: parser, limit: p.BatchLimit(maxBatchBytes), maxLine: maxLine,
+		tooLong: &record.Error{Reason: TooLongReason(maxLine)}}
 	if p.counter != nil {
 		in.count = p.counter.NewBatchCount()
 	}
@@ -58,16 +67,34 @@ func (in *Ingester) SetBatchLimit(n int) { in.limit = in.p.BatchLimit(n) }
 // BatchLimit caps a batch size of n bytes at a quarter of buffer.max_size
 // (a commit always fits) and at a little under half a segment: a batch
 // never spans segments, so batches of half a segment would each fill one
-// (twice the segments, objects and ledger writes for the same records).
-// Inputs that size their own commits (the tailer's chunks) use it too.
+// (twice the segments, objects and ledger writes for the same records),
+// and at a quarter of the largest frame. Inputs that size their own
+// commits (the tailer's chunks) use it too. With an entry at most half of
+// max_size (and of a frame), a batch committed as soon as it is Full
+// always fits: no input ever needs a "too large, split it" fallback.
 func (p *Pipeline) BatchLimit(n int) int {
 	seg := int(p.cfg.Buffer.SegmentSize)
-	return min(n, int(p.cfg.Buffer.MaxSize/4), seg/2-seg/32)
+	return min(n, int(p.cfg.Buffer.MaxSize/4), seg/2-seg/32, buffer.MaxFrameData/4)
 }
 
 // SetTag changes the tag of the batch being built (the Fluent Bit tag of
 // the chunk).
 func (in *Ingester) SetTag(tag string) { in.batch.SetTag(tag) }
+
+// AddLine adds one input line under the line policy every input shares
+// (see TrimEOL): a line over records.max_line_size, or one its reader
+// marked tooLong after keeping only its first bytes, is dead-lettered with
+// its first max_line_size bytes and TooLongReason; a blank line is
+// skipped; any other is parsed by Add. line must already be trimmed.
+func (in *Ingester) AddLine(line []byte, tooLong bool, src record.Source, sourceName string) {
+	switch {
+	case tooLong || len(line) > in.maxLine:
+		in.reject(line, src.Offset, sourceName, in.tooLong)
+	case record.Blank(line):
+	default:
+		in.Add(line, src, sourceName)
+	}
+}
 
 // Add parses one line. A valid record joins the batch; an invalid one
 // joins it as a dead letter naming sourceName, the offset and the reason.
@@ -87,14 +114,24 @@ func (in *Ingester) Add(line []byte, src record.Source, sourceName string) {
 	in.accepted++
 }
 
-// Reject dead-letters a line the source already knows is bad (e.g. longer
-// than records.max_line_size, so only its first bytes are kept).
+// Reject dead-letters a line the source already knows is bad (a Fluent
+// Bit event that is not a record). Like every dead letter, it keeps at
+// most the first records.max_line_size bytes of line.
 func (in *Ingester) Reject(line []byte, offset int64, sourceName, reason string) {
 	in.reject(line, offset, sourceName, &record.Error{Reason: reason})
 }
 
+// reject is the one place a dead letter is made, for every input: the
+// line is cut to records.max_line_size, then shortened further if its
+// escaped entry would not fit in half the buffer, and the reason says so.
 func (in *Ingester) reject(line []byte, offset int64, sourceName string, err error) {
 	reason := err.Error()
+	if len(line) > in.maxLine {
+		line = line[:in.maxLine]
+		if err != in.tooLong {
+			reason = fmt.Sprintf("%s (line cut to its first %d bytes, records.max_line_size)", reason, in.maxLine)
+		}
+	}
 	in.scratch = record.AppendDeadLetter(in.scratch[:0], sourceName, offset, line, reason)
 	if limit := in.maxEntry(); len(in.scratch) > limit {
 		// JSON escaping can make an entry up to six times its line: keep
@@ -102,7 +139,11 @@ func (in *Ingester) reject(line []byte, offset int64, sourceName string, err err
 		// buffer.max_size, and say that the line was shortened.
 		overhead := len(record.AppendDeadLetter(in.scratch[:0], sourceName, offset, nil, reason)) + 128
 		keep := escapedPrefix(line, limit-overhead)
-		reason = fmt.Sprintf("%s (line shortened to its first %d bytes to fit buffer.max_size)", reason, keep)
+		if err == in.tooLong {
+			reason = fmt.Sprintf("line exceeds records.max_line_size (%d bytes); only its first %d bytes are kept here, to fit buffer.max_size", in.maxLine, keep)
+		} else {
+			reason = fmt.Sprintf("%s (line shortened to its first %d bytes to fit buffer.max_size)", reason, keep)
+		}
 		in.scratch = record.AppendDeadLetter(in.scratch[:0], sourceName, offset, line[:keep], reason)
 	}
 	in.batch.AddDeadLetter(in.p.now().UnixMilli(), in.scratch)
@@ -149,6 +190,11 @@ func (in *Ingester) SetCheckpoint(source string, offset int64, meta []byte) {
 }
 
 // Full reports whether the batch should be committed before adding more.
+// It is the one commit-and-split rule of every input: after each line or
+// event it adds, an input whose batch is Full records its progress (a
+// checkpoint just past the line, a chunk's event count) and commits, so a
+// batch never outgrows the buffer (see BatchLimit) and each piece says how
+// far the input is durable.
 func (in *Ingester) Full() bool { return in.batch.Size() >= in.limit }
 
 // Empty reports whether there is nothing to commit.
@@ -184,9 +230,17 @@ func (in *Ingester) Commit() error {
 // the moment an upload frees room). The pause is added to
 // metership_backpressure_seconds_total, and passed to the OnPause hook,
 // every second while it lasts, so a long outage shows as it happens.
+//
+// A batch cut off by a disk error the buffer recovered from in place
+// (buffer.ErrNotDurable) is written again at once: nothing of it was
+// acknowledged, and the buffer gives up (ErrFailed) rather than recover
+// forever, so this ends.
 func (in *Ingester) CommitWait(ctx context.Context) error {
 	for {
 		err := in.Commit()
+		if errors.Is(err, buffer.ErrNotDurable) && !errors.Is(err, buffer.ErrFailed) && ctx.Err() == nil {
+			continue
+		}
 		if !errors.Is(err, buffer.ErrFull) {
 			return err
 		}

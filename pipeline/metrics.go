@@ -18,6 +18,9 @@ type Metrics struct {
 	// SegmentsDamaged counts sealed segments found damaged on disk while
 	// shipping (Pipeline.salvage).
 	SegmentsDamaged prometheus.Counter
+	// KeyCollisions counts objects whose key held a different object
+	// (Pipeline.noteCollision).
+	KeyCollisions prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, p *Pipeline) *Metrics {
@@ -29,6 +32,7 @@ func newMetrics(reg prometheus.Registerer, p *Pipeline) *Metrics {
 		UploadsOK:       prometheus.NewCounter(prometheus.CounterOpts{Name: "metership_uploads_total", Help: "Objects uploaded (or found already uploaded)."}),
 		UploadsFailed:   prometheus.NewCounter(prometheus.CounterOpts{Name: "metership_upload_failures_total", Help: "Failed upload attempts (retried)."}),
 		SegmentsDamaged: prometheus.NewCounter(prometheus.CounterOpts{Name: "metership_buffer_segments_damaged_total", Help: "Sealed segments found damaged on disk while shipping: a copy is set aside as *.bad and the intact part shipped."}),
+		KeyCollisions:   prometheus.NewCounter(prometheus.CounterOpts{Name: "metership_upload_key_collisions_total", Help: "Objects whose key already held a different object; each was written under a fresh key."}),
 		UploadLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "metership_upload_duration_seconds",
 			Help:    "Time to upload one object, retries included.",
@@ -46,7 +50,7 @@ func newMetrics(reg prometheus.Registerer, p *Pipeline) *Metrics {
 	}
 	st := &p.stats
 	reg.MustRegister(m.RecordsRejected, m.BytesBuffered, m.BatchesFull, m.BackPressure,
-		m.UploadsOK, m.UploadsFailed, m.UploadLatency, m.SegmentsDamaged,
+		m.UploadsOK, m.UploadsFailed, m.UploadLatency, m.SegmentsDamaged, m.KeyCollisions,
 		total("metership_records_accepted_total", "Records made durable in the buffer.", st.RecordsAccepted.Load),
 		total("metership_objects_written_total", "Record objects written to the output.", st.ObjectsWritten.Load),
 		total("metership_object_bytes_total", "Encoded bytes written to the output.", st.ObjectBytes.Load),
@@ -65,6 +69,24 @@ func newMetrics(reg prometheus.Registerer, p *Pipeline) *Metrics {
 		}),
 		gauge("metership_buffer_bytes", "Bytes of buffer segments on disk.", func() float64 {
 			return float64(p.buf.Stats().BytesOnDisk)
+		}),
+		total("metership_buffer_disk_errors_total", "Buffer writes, seals and acks that failed with a disk error (a full disk, a failed fsync).", func() int64 {
+			return int64(p.buf.Stats().DiskErrors)
+		}),
+		total("metership_buffer_recoveries_total", "In-place recoveries of the buffer after a failed fsync: the unsynced tail cut (never acknowledged), the durable part sealed.", func() int64 {
+			return int64(p.buf.Stats().Recoveries)
+		}),
+		gauge("metership_buffer_failed", "1 once the buffer has failed after a disk error it could not recover from; the agent exits to be restarted.", func() float64 {
+			if p.buf.Stats().Failed != nil {
+				return 1
+			}
+			return 0
+		}),
+		gauge("metership_buffer_writes_failing", "1 while buffer writes fail with a disk error (cleared by the next one that succeeds).", func() float64 {
+			if p.buf.Stats().DiskError != nil {
+				return 1
+			}
+			return 0
 		}),
 	)
 	return m

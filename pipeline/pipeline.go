@@ -79,6 +79,9 @@ type Options struct {
 	// reports false; default 5m.
 	UnhealthyAfter time.Duration
 	Now            func() time.Time
+	// BufferFaults is buffer.Options.Faults (tests: disk errors that
+	// cannot be had for real).
+	BufferFaults func(buffer.FileOp, string) error
 }
 
 // Pipeline is one running instance of the core.
@@ -201,6 +204,7 @@ func New(ctx context.Context, cfg conf.Config, opts Options) (*Pipeline, error) 
 		SyncInterval: cfg.Buffer.SyncInterval.D(),
 		AgentID:      cfg.Agent.ID,
 		Now:          now,
+		Faults:       opts.BufferFaults,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("buffer.dir %s: %w", cfg.Buffer.Dir, err)
@@ -270,7 +274,7 @@ func buildUploaders(ctx context.Context, cfg conf.Config, dest ship.Destination)
 // destination takes it or the pipeline shuts down.
 func (p *Pipeline) withRetry(u ship.Uploader) ship.Uploader {
 	return ship.Retry{
-		Next:    ship.Timeout{Next: u, Duration: 2 * time.Minute},
+		Next:    ship.Timeout{Next: ship.Collisions{Next: u, OnCollision: p.noteCollision, OnUnverified: p.noteUnverified}, Duration: 2 * time.Minute},
 		Initial: 200 * time.Millisecond,
 		Max:     30 * time.Second,
 		OnError: func(err error, attempt int, permanent bool, wait time.Duration) {
@@ -283,6 +287,25 @@ func (p *Pipeline) withRetry(u ship.Uploader) ship.Uploader {
 				zap.Error(err), zap.Int("attempt", attempt), zap.Bool("permanent", permanent), zap.Duration("retry_in", wait))
 		},
 	}
+}
+
+// noteCollision reports an object whose key was taken by another object
+// (typically another buffer writing with the same agent.id before instance
+// ids, or a copied buffer directory): it is written under freshKey, not
+// counted as done.
+func (p *Pipeline) noteCollision(obj *ship.Object, err error, freshKey string) {
+	if p.metrics != nil {
+		p.metrics.KeyCollisions.Inc()
+	}
+	p.log.Error("object key already holds a different object; writing this one under a fresh key",
+		zap.Error(err), zap.String("fresh_key", freshKey), zap.Int("records", obj.Records), zap.Bool("dead_letters", obj.DeadLetter))
+}
+
+// noteUnverified reports a 412 whose object could not be read to compare
+// it (no s3:GetObject): counted as done, as keys are unique per buffer.
+func (p *Pipeline) noteUnverified(obj *ship.Object, err error) {
+	p.log.Warn("object key exists and could not be read to rule out a key collision; counted as done (grant s3:GetObject to check)",
+		zap.Error(err), zap.Int("records", obj.Records))
 }
 
 func (p *Pipeline) noteUploadFailure() {
@@ -301,9 +324,19 @@ func (p *Pipeline) Stats() *Stats { return &p.stats }
 // Config returns the configuration the pipeline runs with.
 func (p *Pipeline) Config() conf.Config { return p.cfg }
 
-// Ready reports whether uploads are working: false once they have failed
-// continuously for longer than UnhealthyAfter.
+// Ready reports whether the pipeline takes and ships records: false while
+// the buffer cannot take writes (a disk error since the last write that
+// succeeded: a full disk, a failed fsync being recovered from, or a
+// failed buffer), and once uploads have failed continuously for longer
+// than UnhealthyAfter.
 func (p *Pipeline) Ready() (bool, string) {
+	if ok, why := p.Healthy(); !ok {
+		return false, why
+	}
+	if st := p.buf.Stats(); st.DiskError != nil {
+		return false, fmt.Sprintf("buffer writes failing for %s (inputs are held back, nothing acknowledged is lost): %v",
+			p.now().Sub(st.DiskErrorSince).Round(time.Second), st.DiskError)
+	}
 	since := p.failingSince.Load()
 	if since == 0 {
 		return true, "ok"
@@ -313,6 +346,17 @@ func (p *Pipeline) Ready() (bool, string) {
 		return false, fmt.Sprintf("uploads failing for %s", d.Round(time.Second))
 	}
 	return true, "ok (uploads retrying)"
+}
+
+// Healthy reports whether the pipeline can go on without a restart:
+// false once the buffer has failed for good (a disk error it could not
+// recover from in place; buffer.ErrFailed). A restart recovers every
+// acknowledged record from buffer.dir.
+func (p *Pipeline) Healthy() (bool, string) {
+	if err := p.buf.Stats().Failed; err != nil {
+		return false, fmt.Sprintf("buffer failed after a disk error, restart needed (recovery at start keeps every acknowledged record): %v", err)
+	}
+	return true, "ok"
 }
 
 // Run ships sealed segments until ctx is done: one goroutine seals the
@@ -413,7 +457,7 @@ func (p *Pipeline) shipSegment(ctx context.Context, seg *buffer.Segment) error {
 		defer cnt.Close()
 		src = &countingSource{seg: seg, cnt: cnt}
 	}
-	objs, err := p.enc.Encode(p.buf.AgentID(), seg.Seq, src)
+	objs, err := p.enc.Encode(p.buf.ObjectKeyID(seg.Seq), seg.Seq, src)
 	if errors.Is(err, buffer.ErrCorrupt) {
 		return p.salvage(seg, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	fb "github.com/metership/metership/fluentbit/fbtest"
+	"github.com/metership/metership/internal/testutil/lineends"
 	"github.com/metership/metership/internal/testutil/s3server"
 )
 
@@ -176,11 +177,15 @@ func TestHarnessInitErrorsAndInstances(t *testing.T) {
 	h.expect("flush a rc=1", "flush a usage %s", h.file("a.chunk", fb.MeterChunk(0, 100)))
 	h.expect("flush b rc=1", "flush b usage %s", h.file("b.chunk", fb.MeterChunk(100, 50)))
 	legacy := h.file("legacy.chunk", fb.MeterChunk(150, 10))
-	// The context-less flush cannot choose between two instances.
-	h.expect("flushlegacy rc=0", "flushlegacy usage %s", legacy)
+	// The context-less flush cannot tell which of two instances the chunk
+	// is for: Fluent Bit keeps it (FLB_RETRY), never drops it.
+	h.expect("flushlegacy rc=2", "flushlegacy usage %s", legacy)
 	h.expect("exit a rc=1", "exit a")
+	// One instance left: it takes the chunk.
 	h.expect("flushlegacy rc=1", "flushlegacy usage %s", legacy)
 	h.expect("exitlegacy rc=1", "exitlegacy")
+	// Every instance exited: a late chunk is kept by Fluent Bit too.
+	h.expect("flushlegacy rc=2", "flushlegacy usage %s", legacy)
 	h.expect("unregister", "unregister")
 
 	fb.AssertCustomers(t, fb.ParseRecords(t, fb.ReadDir(t, rootA)), 0, 100)
@@ -213,6 +218,47 @@ func TestHarnessBufferFullRetry(t *testing.T) {
 	flushUntilOK(t, h, "a", "usage", second)
 	h.expect("exit a rc=1", "exit a")
 	fb.AssertCustomers(t, fb.ParseRecords(t, fb.ReadDir(t, root)), 0, 1100)
+}
+
+// TestHarnessFlushRacingExit: flushes that arrive while an instance exits
+// (Fluent Bit shutting down with chunks still in flight) and after it has
+// exited are answered FLB_RETRY, never FLB_ERROR (which makes Fluent Bit
+// drop the chunk). Uploads fail during the exit, so its drain lasts
+// agent_shutdown_timeout; a second run of the plugin then takes every
+// chunk Fluent Bit kept, and every record arrives exactly once.
+func TestHarnessFlushRacingExit(t *testing.T) {
+	root := t.TempDir()
+	blocker := filepath.Join(root, "ingest")
+	if err := os.WriteFile(blocker, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	props := fileProps(t, root, map[string]string{"agent_shutdown_timeout": "1s"})
+	h := startHarness(t)
+	h.expect("register rc=0 type=2 proxy=11 flags=0 name=metership", "register")
+	h.expect("init a rc=1", "init a %s", h.props("a.props", props))
+	const chunks, per = 8, 50
+	files := chunkFiles(h, "race", chunks, per)
+	got := h.do("exitrace a usage %s", strings.Join(files, " "))
+	var exit, ok, retry, errs, late int
+	if _, err := fmt.Sscanf(got, "exitrace a exit=%d ok=%d retry=%d error=%d late=%d", &exit, &ok, &retry, &errs, &late); err != nil {
+		t.Fatalf("exitrace answered %q: %v", got, err)
+	}
+	if exit != 1 || errs != 0 || retry == 0 || late != 2 {
+		t.Fatalf("%s: want exit=1, no FLB_ERROR, flushes during the exit retried (retry>0) and late=2 (FLB_RETRY)\nstderr:\n%s", got, h.stderr.String())
+	}
+	h.stop()
+
+	// Fluent Bit restarts and sends every chunk it kept; resending the
+	// ones already answered FLB_OK is harmless (recognised, not appended).
+	if err := os.Remove(blocker); err != nil {
+		t.Fatal(err)
+	}
+	h = startHarness(t)
+	h.expect("register rc=0 type=2 proxy=11 flags=0 name=metership", "register")
+	h.expect("init a rc=1", "init a %s", h.props("a.props", props))
+	flushAll(t, h, "a", "usage", 2, files)
+	h.expect("exit a rc=1", "exit a")
+	fb.AssertCustomers(t, fb.ParseRecords(t, fb.ReadDir(t, root)), 0, chunks*per)
 }
 
 // TestHarnessChunkSentAgainAfterRestart: Fluent Bit that died between a
@@ -321,5 +367,32 @@ func waitShipped(t *testing.T, srv *s3server.Server, n int) {
 			t.Fatalf("%d of %d records in the bucket", got, n)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestHarnessLineEndings flushes lineends' input as Fluent Bit's tail
+// input without a parser hands it over, one {"log": text} record a line,
+// with LF endings (no '\r') and with CRLF endings (a '\r' ending each
+// text): both give the records and dead letters the tailer and ship give
+// (agent's TestLineEndingsShipAndTail).
+func TestHarnessLineEndings(t *testing.T) {
+	for _, crlf := range []bool{false, true} {
+		t.Run(map[bool]string{false: "LF", true: "CRLF"}[crlf], func(t *testing.T) {
+			h := startHarness(t)
+			h.expect("register rc=0 type=2 proxy=11 flags=0 name=metership", "register")
+			root := t.TempDir()
+			h.expect("init a rc=1", "init a %s", h.props("a.props", fileProps(t, root, map[string]string{"records_max_line_size": lineends.MaxLineSize})))
+			c := new(fb.Chunk)
+			for _, l := range lineends.Lines() {
+				if crlf {
+					l += "\r"
+				}
+				c.V1(et, fb.Map{{Key: "log", Value: l}})
+			}
+			h.expect("flush a rc=1", "flush a usage.eol %s", h.file("eol.chunk", c.Bytes()))
+			h.expect("exit a rc=1", "exit a")
+			h.expect("unregister", "unregister")
+			lineends.Check(t, fb.ReadDir(t, filepath.Join(root, "ingest")), fb.ReadDir(t, filepath.Join(root, "failed-requests")))
+		})
 	}
 }

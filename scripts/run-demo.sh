@@ -14,7 +14,30 @@ export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-demo} AWS_SECRET_ACCESS_KEY=${AWS_
 export AWS_EC2_METADATA_DISABLED=true
 
 mkdir -p demo/logs
-[ -f demo/logs/app.log ] || cp examples/sample/app.log demo/logs/app.log
+# The sample's records are from June 2022: moved, keeping their spacing (a
+# little over 5 hours), to end a minute ago, so the demo bills current
+# usage in its own hours. Usage that old would otherwise be recorded as
+# unbilled (metering.max_carry), not billed today.
+if [ ! -f demo/logs/app.log ]; then
+  now_ms=$(($(date +%s) * 1000))
+  awk -v now="$now_ms" '
+    { lines[NR] = $0
+      if (match($0, /"meterTimeInMillis":[0-9]+/)) {
+        t = substr($0, RSTART + 20, RLENGTH - 20) + 0
+        if (max == "" || t > max) max = t
+      } }
+    END {
+      shift = now - 60000 - max
+      for (i = 1; i <= NR; i++) {
+        l = lines[i]
+        if (match(l, /"meterTimeInMillis":[0-9]+/)) {
+          t = substr(l, RSTART + 20, RLENGTH - 20) + shift
+          l = substr(l, 1, RSTART + 19) sprintf("%.0f", t) substr(l, RSTART + RLENGTH)
+        }
+        print l
+      } }' examples/sample/app.log >demo/logs/app.log.tmp
+  mv demo/logs/app.log.tmp demo/logs/app.log
+fi
 
 # The emulator runs in its own session so that Ctrl-C reaches only the
 # agent: the agent reports its last closed hours while shutting down, and

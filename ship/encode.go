@@ -1,11 +1,14 @@
 package ship
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/gzip"
 
@@ -43,6 +46,20 @@ var ErrFrameType = errors.New("unexpected frame type")
 // writer over many small records.
 const stagingFlush = 32 << 10
 
+// maxOpenGroups bounds the groups of one Encode that stream into their own
+// compressor at once (each holds a gzip writer, ~800 KB at level 1, and a
+// staging buffer), so memory does not grow with the number of key
+// partitions in a segment (days of a backfill). When a segment's frames
+// reach another partition with that many open, the least recently used
+// group is finished early; frames of a finished partition that come later
+// are copied into a spill arena and appended to its object after the
+// pass. Time-ordered input (a backfill) never spills.
+const maxOpenGroups = 4
+
+// spillChunk is the size of the spill arena's chunks; chunks, unlike one
+// growing slice, never hold twice the data while they are copied.
+const spillChunk = 256 << 10
+
 // Reuse bounds: buffers larger than these are left to the garbage collector
 // instead of being kept for the next segment.
 const (
@@ -73,6 +90,14 @@ type Object struct {
 	ContentEncoding string
 	// MinTime and MaxTime bound the frames' times, Unix ms.
 	MinTime, MaxTime int64
+
+	// What Key was rendered from, for CollisionKey: the format, the
+	// partition, the $UUID value and $INDEX; rekeys counts fresh keys.
+	kf        *KeyFormat
+	partition string
+	id        string
+	seq       uint64
+	rekeys    int
 }
 
 // EncoderOptions configure an Encoder. Zero values take defaults.
@@ -104,6 +129,9 @@ type Encoder struct {
 	freeGzip []*gzip.Writer
 	freeBody [][]byte
 	freeStag [][]byte
+
+	// peakOpen is the most groups one Encode held open at once (tests).
+	peakOpen atomic.Int64
 }
 
 // NewEncoder validates opts and returns an Encoder.
@@ -150,6 +178,10 @@ func NewEncoder(opts EncoderOptions) (*Encoder, error) {
 type group struct {
 	deadLetter bool
 	partition  string
+	used       int64  // frame number of the group's last frame, for LRU
+	closed     bool   // finished early (evicted): its body so far is in done
+	done       []byte // the body of a closed group
+	spill      int    // >= 0: index of a closed group's later frames in the spill arena
 	body       bodyWriter
 	gz         *gzip.Writer // nil without compression
 	staging    []byte       // uncompressed bytes not yet given to gz
@@ -175,18 +207,168 @@ type groupIndex struct {
 	lastCK partitionCacheKey
 }
 
+// spillArena holds the frames that reached groups after they were
+// closed, in frame order.
+type spillArena struct {
+	chunks [][]byte
+	recs   []spilledRecord
+	groups []*group // by spill index
+}
+
+type spilledRecord struct {
+	spill  int32 // the group's spill index
+	chunk  int32
+	off, n uint32 // within the chunk; a frame is far below 4 GiB
+	ts     int64
+}
+
+func (a *spillArena) add(g *group, ts int64, data []byte) {
+	if g.spill < 0 {
+		g.spill = len(a.groups)
+		a.groups = append(a.groups, g)
+	}
+	last := len(a.chunks) - 1
+	if last < 0 || len(a.chunks[last])+len(data) > cap(a.chunks[last]) {
+		a.chunks = append(a.chunks, make([]byte, 0, max(spillChunk, len(data))))
+		last++
+	}
+	c := a.chunks[last]
+	a.recs = append(a.recs, spilledRecord{spill: int32(g.spill), chunk: int32(last), off: uint32(len(c)), n: uint32(len(data)), ts: ts})
+	a.chunks[last] = append(c, data...)
+}
+
+// evict finishes the least recently used open group: its body so far goes
+// to done, and its later frames, if any, to the spill arena.
+func (e *Encoder) evict(open []*group) ([]*group, error) {
+	lru := 0
+	for i, g := range open {
+		if g.used < open[lru].used {
+			lru = i
+		}
+	}
+	g := open[lru]
+	open = slices.Delete(open, lru, lru+1)
+	body, err := e.finish(g)
+	if err != nil {
+		return open, err
+	}
+	g.closed, g.done = true, body
+	return open, nil
+}
+
+// reopen rebuilds a closed group's stream so that its spilled frames can
+// follow: a fresh compressor gets the content of done (gunzipped; a JSON
+// array without its closing bracket), then add continues after it.
+func (e *Encoder) reopen(g *group, zr **gzip.Reader) error {
+	raw := g.done
+	if e.gzipLevel != 0 {
+		var err error
+		if *zr == nil {
+			*zr, err = gzip.NewReader(bytes.NewReader(g.done))
+		} else {
+			err = (*zr).Reset(bytes.NewReader(g.done))
+		}
+		if err == nil {
+			raw, err = io.ReadAll(*zr)
+		}
+		if err != nil {
+			return fmt.Errorf("reopen %s: %w", g.partition, err)
+		}
+	}
+	if e.jsonArray {
+		raw = raw[:len(raw)-1]
+	}
+	e.openGroup(g)
+	if g.gz != nil {
+		if _, err := g.gz.Write(raw); err != nil {
+			return fmt.Errorf("gzip: %w", err)
+		}
+	} else {
+		g.body.b = append(g.body.b, raw...)
+	}
+	e.Release([]Object{{Body: g.done}})
+	g.done, g.closed = nil, false
+	return nil
+}
+
+// encodeSpilled appends to each closed group that has spilled frames
+// those frames, in the order they arrived, one group at a time. A
+// counting sort by group keeps each group's frames in order.
+func (e *Encoder) encodeSpilled(a *spillArena) error {
+	start := make([]int, len(a.groups)+1)
+	for _, r := range a.recs {
+		start[r.spill+1]++
+	}
+	for i := 1; i < len(start); i++ {
+		start[i] += start[i-1]
+	}
+	order := make([]int32, len(a.recs))
+	next := slices.Clone(start[:len(a.groups)])
+	for i, r := range a.recs {
+		order[next[r.spill]] = int32(i)
+		next[r.spill]++
+	}
+	var zr *gzip.Reader
+	for si, g := range a.groups {
+		if err := e.reopen(g, &zr); err != nil {
+			e.discard([]*group{g})
+			return err
+		}
+		e.notePeak(1) // the streamed groups are finished by now
+		for _, ri := range order[start[si]:start[si+1]] {
+			r := &a.recs[ri]
+			if err := e.add(g, r.ts, a.chunks[r.chunk][r.off:r.off+r.n]); err != nil {
+				e.discard([]*group{g})
+				return err
+			}
+		}
+		body, err := e.finish(g)
+		if err != nil {
+			return err
+		}
+		g.closed, g.done = true, body
+	}
+	return nil
+}
+
+func (e *Encoder) notePeak(open int) {
+	for {
+		cur := e.peakOpen.Load()
+		if int64(open) <= cur || e.peakOpen.CompareAndSwap(cur, int64(open)) {
+			return
+		}
+	}
+}
+
 // Encode reads src in one pass and returns its objects sorted by key: one
 // per record partition and one per dead-letter partition. Keys fill $UUID
-// with ObjectUUID(agentID, seq, partition) (for dead letters the partition
+// with ObjectUUID(keyID, seq, partition) (for dead letters the partition
 // name is prefixed with "\x00D", so their ids never equal a record
 // object's) and $INDEX with seq. An empty segment yields no objects.
 //
+// At most maxOpenGroups partitions are compressed at once (see there), so
+// memory is bounded by the segment's size however many partitions it
+// holds. The objects are the same for the same segment, bytes included.
+//
 // The bodies are freshly owned by the caller; handing the objects back with
 // Release after the upload lets the next Encode reuse their memory.
-func (e *Encoder) Encode(agentID string, seq uint64, src FrameSource) ([]Object, error) {
+func (e *Encoder) Encode(keyID string, seq uint64, src FrameSource) ([]Object, error) {
 	records := groupIndex{kf: e.key, groups: make(map[string]*group, 1)}
 	deadLetters := groupIndex{kf: e.deadLetterKey, groups: make(map[string]*group)}
-	var all []*group
+	var all, open []*group
+	var spill spillArena
+	var frames int64
+	fail := func(err error) ([]Object, error) {
+		for _, g := range all {
+			if g.closed {
+				e.Release([]Object{{Body: g.done}})
+				g.done = nil
+			} else {
+				e.recycle(g, true)
+			}
+		}
+		return nil, fmt.Errorf("ship: encode segment %d: %w", seq, err)
+	}
 	err := src.Frames(func(f buffer.Frame) error {
 		var gi *groupIndex
 		switch f.Type {
@@ -205,7 +387,16 @@ func (e *Encoder) Encode(agentID string, seq uint64, src FrameSource) ([]Object,
 			p := gi.kf.Partition(f.Time, f.Tag)
 			g = gi.groups[p]
 			if g == nil {
-				g = e.newGroup(p, gi == &deadLetters)
+				if len(open) == maxOpenGroups {
+					var err error
+					if open, err = e.evict(open); err != nil {
+						return err
+					}
+				}
+				g = &group{deadLetter: gi == &deadLetters, partition: p, spill: -1}
+				e.openGroup(g)
+				open = append(open, g)
+				e.notePeak(len(open))
 				gi.groups[p] = g
 				all = append(all, g)
 			}
@@ -216,43 +407,64 @@ func (e *Encoder) Encode(agentID string, seq uint64, src FrameSource) ([]Object,
 			}
 			gi.lastCK = ck
 		}
+		if g.closed {
+			spill.add(g, f.Time, f.Data)
+			return nil
+		}
+		frames++
+		g.used = frames
 		return e.add(g, f.Time, f.Data)
 	})
 	if err != nil {
-		e.discard(all)
-		return nil, fmt.Errorf("ship: encode segment %d: %w", seq, err)
+		return fail(err)
 	}
-	objs := make([]Object, 0, len(all))
+	for len(open) > 0 {
+		if open, err = e.evict(open); err != nil {
+			return fail(err)
+		}
+	}
+	if len(spill.groups) > 0 {
+		if err := e.encodeSpilled(&spill); err != nil {
+			return fail(err)
+		}
+	}
+	objs := make([]Object, len(all))
 	for i, g := range all {
-		body, err := e.finish(g)
-		if err != nil {
-			e.discard(all[i+1:])
-			e.Release(objs)
-			return nil, fmt.Errorf("ship: encode segment %d: %w", seq, err)
-		}
-		kf, name := e.key, g.partition
-		if g.deadLetter {
-			// Dead-letter and record partitions come from different
-			// formats and could render alike; keep their ids apart.
-			kf, name = e.deadLetterKey, "\x00D"+g.partition
-		}
-		objs = append(objs, Object{
-			Key:             kf.Key(g.partition, ObjectUUID(agentID, seq, name), seq),
-			Body:            body,
-			Records:         g.records,
-			DeadLetter:      g.deadLetter,
-			ContentType:     e.contentType,
-			ContentEncoding: e.contentEncoding,
-			MinTime:         g.minT,
-			MaxTime:         g.maxT,
-		})
+		objs[i] = e.object(g, g.done, keyID, seq)
+		g.done = nil
 	}
 	slices.SortFunc(objs, func(a, b Object) int { return strings.Compare(a.Key, b.Key) })
 	return objs, nil
 }
 
-func (e *Encoder) newGroup(partition string, deadLetter bool) *group {
-	g := &group{deadLetter: deadLetter, partition: partition}
+// object names a finished group's body.
+func (e *Encoder) object(g *group, body []byte, keyID string, seq uint64) Object {
+	kf, name := e.key, g.partition
+	if g.deadLetter {
+		// Dead-letter and record partitions come from different
+		// formats and could render alike; keep their ids apart.
+		kf, name = e.deadLetterKey, "\x00D"+g.partition
+	}
+	id := ObjectUUID(keyID, seq, name)
+	return Object{
+		Key:             kf.Key(g.partition, id, seq),
+		Body:            body,
+		Records:         g.records,
+		DeadLetter:      g.deadLetter,
+		ContentType:     e.contentType,
+		ContentEncoding: e.contentEncoding,
+		MinTime:         g.minT,
+		MaxTime:         g.maxT,
+		kf:              kf,
+		partition:       g.partition,
+		id:              id,
+		seq:             seq,
+	}
+}
+
+// openGroup gives g a body and, when compressing, a staging buffer and a
+// compressor, from the free lists where possible.
+func (e *Encoder) openGroup(g *group) {
 	e.mu.Lock()
 	g.body.b = pop(&e.freeBody)
 	if e.gzipLevel != 0 {
@@ -271,7 +483,6 @@ func (e *Encoder) newGroup(partition string, deadLetter bool) *group {
 			g.gz.Reset(&g.body)
 		}
 	}
-	return g
 }
 
 // add appends one frame's data to its group.

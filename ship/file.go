@@ -1,6 +1,7 @@
 package ship
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -40,7 +41,8 @@ func (u *FileUploader) Path(obj *Object) string {
 // Put writes obj atomically: the body goes to a temporary file in the
 // final directory, is fsynced, and is then hard-linked to its final name,
 // which fails instead of replacing an existing file; the directory is
-// fsynced after. An existing file counts as done. A crash leaves at most a
+// fsynced after. An existing file with the same content counts as done;
+// one with different content is a key collision (ErrKeyCollision). A crash leaves at most a
 // stray ".*.tmp" file, never a partial object.
 func (u *FileUploader) Put(ctx context.Context, obj *Object) error {
 	if err := ctx.Err(); err != nil {
@@ -55,7 +57,7 @@ func (u *FileUploader) Put(ctx context.Context, obj *Object) error {
 		return fmt.Errorf("ship: create %s: %w", dir, err)
 	}
 	if _, err := os.Lstat(final); err == nil {
-		return nil
+		return u.checkExisting(final, obj)
 	}
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(final)+".*.tmp")
 	if err != nil {
@@ -78,12 +80,33 @@ func (u *FileUploader) Put(ctx context.Context, obj *Object) error {
 	}
 	if err := publish(tmpName, final); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return nil
+			return u.checkExisting(final, obj)
 		}
 		return fmt.Errorf("ship: write %s: %w", final, err)
 	}
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("ship: write %s: %w", final, err)
+	}
+	return nil
+}
+
+// checkExisting is called when obj's file exists already: nil when it
+// holds obj's content (an earlier attempt wrote it), a *CollisionError when
+// it holds another object's.
+func (u *FileUploader) checkExisting(path string, obj *Object) error {
+	body, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("ship: read existing %s: %w", path, err)
+	}
+	if bytes.Equal(body, obj.Body) {
+		return nil
+	}
+	reason, err := sameObject(obj, "", "", func() ([]byte, error) { return body, nil })
+	if err != nil {
+		return err
+	}
+	if reason != "" {
+		return &CollisionError{Key: path, Reason: reason}
 	}
 	return nil
 }

@@ -67,9 +67,13 @@ func TestFileUploaderExistingKeyIsNoop(t *testing.T) {
 	if err := up.Put(context.Background(), first); err != nil {
 		t.Fatal(err)
 	}
+	again := &Object{Key: "a/b/c.gz", Body: []byte("first")}
+	if err := up.Put(context.Background(), again); err != nil {
+		t.Fatalf("Put of an existing object: %v", err)
+	}
 	second := &Object{Key: "a/b/c.gz", Body: []byte("second, longer body")}
-	if err := up.Put(context.Background(), second); err != nil {
-		t.Fatalf("Put of an existing key: %v", err)
+	if err := up.Put(context.Background(), second); !errors.Is(err, ErrKeyCollision) {
+		t.Fatalf("Put of another object under an existing key = %v, want a collision", err)
 	}
 	if got, _ := os.ReadFile(filepath.Join(dir, "a", "b", "c.gz")); string(got) != "first" {
 		t.Fatalf("existing object replaced: now %q", got)
@@ -77,6 +81,13 @@ func TestFileUploaderExistingKeyIsNoop(t *testing.T) {
 	entries, _ := os.ReadDir(filepath.Join(dir, "a", "b"))
 	if len(entries) != 1 {
 		t.Fatalf("directory holds %d entries, want only the object (no temp files)", len(entries))
+	}
+	moved := *second
+	if err := (Collisions{Next: up}).Put(context.Background(), &moved); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(up.Path(&moved)); moved.Key == second.Key || string(got) != "second, longer body" {
+		t.Fatalf("moved to %q holding %q", moved.Key, got)
 	}
 }
 

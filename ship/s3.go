@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -82,6 +83,10 @@ type S3Options struct {
 
 // S3Uploader puts objects with PutObject If-None-Match: *, or multipart
 // upload for large bodies, so a re-upload of an existing key is a no-op.
+// Each object carries the SHA-256 of its body in its user metadata
+// (MetaSHA256); on 412 a HEAD compares it (or the ETag, or at worst the
+// decoded bodies) to tell a re-upload from a key collision. That needs
+// s3:GetObject; without it the 412 is reported as ErrUnverified.
 //
 // The SDK's own retries are disabled: retrying is the Retry stage's job, and
 // one policy makes outages and counters predictable.
@@ -282,11 +287,52 @@ func (u *S3Uploader) Put(ctx context.Context, obj *Object) error {
 		ServerSideEncryption: u.sse,
 		SSEKMSKeyId:          u.kmsKeyID,
 		Tagging:              u.tagging,
+		Metadata:             map[string]string{MetaSHA256: bodySHA256(obj.Body)},
 	})
-	if err == nil || isPreconditionFailed(err) {
+	if err == nil {
 		return nil
 	}
+	if isPreconditionFailed(err) {
+		return u.checkExisting(ctx, key, obj)
+	}
 	return fmt.Errorf("s3 PutObject s3://%s/%s: %w", u.bucket, key, err)
+}
+
+// checkExisting is called when If-None-Match: * found key taken: nil when
+// the object there is obj's (an earlier attempt wrote it), a
+// *CollisionError when it is another.
+func (u *S3Uploader) checkExisting(ctx context.Context, key string, obj *Object) error {
+	head, err := u.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(u.bucket), Key: aws.String(key)})
+	if isForbidden(err) {
+		return &UnverifiedError{Key: "s3://" + u.bucket + "/" + key, Err: err}
+	}
+	if err != nil {
+		// Gone since the 412 (deleted): the next attempt writes it.
+		return fmt.Errorf("s3 HeadObject s3://%s/%s after 412: %w", u.bucket, key, err)
+	}
+	fetch := func() ([]byte, error) {
+		out, err := u.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(u.bucket), Key: aws.String(key)})
+		if isForbidden(err) {
+			return nil, &UnverifiedError{Key: "s3://" + u.bucket + "/" + key, Err: err}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("s3 GetObject s3://%s/%s after 412: %w", u.bucket, key, err)
+		}
+		defer out.Body.Close()
+		body, err := io.ReadAll(out.Body)
+		if err != nil {
+			return nil, fmt.Errorf("s3 GetObject s3://%s/%s after 412: %w", u.bucket, key, err)
+		}
+		return body, nil
+	}
+	reason, err := sameObject(obj, head.Metadata[MetaSHA256], aws.ToString(head.ETag), fetch)
+	if err != nil {
+		return err
+	}
+	if reason != "" {
+		return &CollisionError{Key: "s3://" + u.bucket + "/" + key, Reason: reason}
+	}
+	return nil
 }
 
 // putMultipart uploads obj in parts. CompleteMultipartUpload carries
@@ -309,13 +355,15 @@ func (u *S3Uploader) putMultipart(ctx context.Context, key string, obj *Object) 
 		SSEKMSKeyId:          u.kmsKeyID,
 		Tagging:              u.tagging,
 		ChecksumAlgorithm:    types.ChecksumAlgorithmCrc32,
+		Metadata:             map[string]string{MetaSHA256: bodySHA256(obj.Body)},
 	})
 	if err != nil {
 		return fmt.Errorf("s3 CreateMultipartUpload s3://%s/%s: %w", u.bucket, key, err)
 	}
 	uploadID := created.UploadId
+	aborted := false
 	defer func() {
-		if err == nil {
+		if err == nil || aborted {
 			return
 		}
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortTimeout)
@@ -362,7 +410,8 @@ func (u *S3Uploader) putMultipart(ctx context.Context, key string, obj *Object) 
 	}
 	if isPreconditionFailed(err) {
 		u.abort(ctx, key, uploadID)
-		return nil
+		aborted = true
+		return u.checkExisting(ctx, key, obj)
 	}
 	return fmt.Errorf("s3 CompleteMultipartUpload s3://%s/%s: %w", u.bucket, key, err)
 }
@@ -386,6 +435,12 @@ func isPreconditionFailed(err error) bool {
 	}
 	var re *awshttp.ResponseError
 	return errors.As(err, &re) && re.HTTPStatusCode() == http.StatusPreconditionFailed
+}
+
+// isForbidden reports a 403: the credentials may not read the object.
+func isForbidden(err error) bool {
+	var re *awshttp.ResponseError
+	return err != nil && errors.As(err, &re) && re.HTTPStatusCode() == http.StatusForbidden
 }
 
 func optString(s string) *string {

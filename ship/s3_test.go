@@ -117,16 +117,132 @@ func TestS3PutExistingKeyIsNoop(t *testing.T) {
 	if err := u.Put(testCtx(t), first); err != nil {
 		t.Fatal(err)
 	}
-	again := &Object{Key: first.Key, Body: []byte("a different body")}
-	if err := u.Put(testCtx(t), again); err != nil {
-		t.Fatalf("second Put of the same key = %v, want nil", err)
+	h := head(t, srv, testPrefix+"/"+first.Key)
+	if got := h.Metadata[MetaSHA256]; got != bodySHA256(first.Body) {
+		t.Fatalf("metadata %s = %q, want the body's sha256", MetaSHA256, got)
 	}
-	if got := srv.GetObject(t, testPrefix+"/"+first.Key); string(got) != "first body" {
-		t.Fatalf("object changed to %q", got)
+	again := &Object{Key: first.Key, Body: []byte("first body")}
+	if err := u.Put(testCtx(t), again); err != nil {
+		t.Fatalf("second Put of the same object = %v, want nil", err)
 	}
 	c := proxy.Counts()
-	if c.Methods["PUT 200"] != 1 || c.Methods["PUT 412"] != 1 {
-		t.Fatalf("proxy saw %v, want one PUT answered 200 and one answered 412 by versitygw", c.Methods)
+	if c.Methods["PUT 200"] != 1 || c.Methods["PUT 412"] != 1 || c.Methods["HEAD 200"] != 1 {
+		t.Fatalf("proxy saw %v, want one PUT answered 200, one answered 412 by versitygw, then one HEAD", c.Methods)
+	}
+}
+
+// TestS3KeyCollision: a 412 on a key that holds a different object is a
+// collision, not success; the Collisions stage writes the object under a
+// fresh, deterministic key, and a repeat (a crash before the ack) finds it
+// there and writes nothing new.
+func TestS3KeyCollision(t *testing.T) {
+	srv := s3server.Start(t)
+	u := newS3(t, srv, srv.Endpoint(), nil)
+	enc := mustEncoder(t, EncoderOptions{})
+	encode := func(i int) Object {
+		objs, err := enc.Encode("same-agent", 1, segment{rec(ts, meter(i, ts))})
+		if err != nil || len(objs) != 1 {
+			t.Fatalf("Encode: %v, %d objects", err, len(objs))
+		}
+		return objs[0]
+	}
+	first, second := encode(1), encode(2)
+	if first.Key != second.Key {
+		t.Fatalf("keys %q and %q: the test needs one key", first.Key, second.Key)
+	}
+	if err := u.Put(testCtx(t), &first); err != nil {
+		t.Fatal(err)
+	}
+	clash := second
+	err := u.Put(testCtx(t), &clash)
+	var ce *CollisionError
+	if !errors.Is(err, ErrKeyCollision) || !errors.As(err, &ce) {
+		t.Fatalf("Put of a different object under a taken key = %v, want a collision", err)
+	}
+
+	var seen []string
+	stage := Collisions{Next: u, OnCollision: func(_ *Object, _ error, fresh string) { seen = append(seen, fresh) }}
+	moved := second
+	if err := stage.Put(testCtx(t), &moved); err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != 1 || moved.Key != seen[0] || moved.Key == first.Key || !strings.HasPrefix(moved.Key, "06-07-2022/") || !strings.HasSuffix(moved.Key, ".gz") {
+		t.Fatalf("moved to %q (reported %v), want a fresh key in the same partition", moved.Key, seen)
+	}
+	if got := gunzip(t, srv.GetObject(t, testPrefix+"/"+moved.Key)); string(got) != meter(2, ts)+"\n" {
+		t.Fatalf("fresh object holds %q", got)
+	}
+	if got := gunzip(t, srv.GetObject(t, testPrefix+"/"+first.Key)); string(got) != meter(1, ts)+"\n" {
+		t.Fatalf("first object changed to %q", got)
+	}
+	// The same segment encoded again after a crash: same fresh key, found
+	// holding this object, done.
+	retry := encode(2)
+	seen = nil
+	if err := stage.Put(testCtx(t), &retry); err != nil {
+		t.Fatal(err)
+	}
+	if retry.Key != moved.Key {
+		t.Fatalf("retry went to %q, want the same fresh key %q", retry.Key, moved.Key)
+	}
+	list, err := srv.Client().ListObjectsV2(testCtx(t), &s3.ListObjectsV2Input{Bucket: aws.String(srv.Bucket())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Contents) != 2 {
+		t.Fatalf("%d objects in the bucket, want 2", len(list.Contents))
+	}
+}
+
+// TestS3UnverifiedWhenReadDenied: credentials that may write but not read
+// (HEAD answered 403) cannot compare the object at a taken key; the
+// Collisions stage reports that and counts the put as done, as before.
+func TestS3UnverifiedWhenReadDenied(t *testing.T) {
+	srv := s3server.Start(t)
+	proxy := faultproxy.Start(t, srv.Endpoint())
+	u := newS3(t, srv, proxy.URL(), nil)
+	first := &Object{Key: "06-07-2022/k.gz", Body: []byte("first body")}
+	if err := u.Put(testCtx(t), first); err != nil {
+		t.Fatal(err)
+	}
+	proxy.FailAfter(1, 1, http.StatusForbidden) // the PUT's 412 passes; the HEAD is denied
+	other := &Object{Key: first.Key, Body: []byte("other body")}
+	var unverified int
+	stage := Collisions{Next: u, OnUnverified: func(*Object, error) { unverified++ }}
+	if err := stage.Put(testCtx(t), other); err != nil {
+		t.Fatalf("Put = %v, want nil (unverified counts as done)", err)
+	}
+	if unverified != 1 || other.Key != first.Key {
+		t.Fatalf("unverified reported %d times, key %q", unverified, other.Key)
+	}
+}
+
+// TestS3SameRecordsOtherCompression: an existing object with the same
+// records compressed differently (no metadata, another gzip level) is the
+// same object, not a collision.
+func TestS3SameRecordsOtherCompression(t *testing.T) {
+	srv := s3server.Start(t)
+	u := newS3(t, srv, srv.Endpoint(), nil)
+	seg := segment{rec(ts, meter(1, ts)), rec(ts+1, meter(2, ts))}
+	fast, err := mustEncoder(t, EncoderOptions{GzipLevel: 1}).Encode("a", 1, seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	small, err := mustEncoder(t, EncoderOptions{GzipLevel: 9}).Encode("a", 1, seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(fast[0].Body, small[0].Body) {
+		t.Skip("both levels compress alike; nothing to compare")
+	}
+	// Written without metadata, as an earlier version did.
+	if _, err := srv.Client().PutObject(testCtx(t), &s3.PutObjectInput{
+		Bucket: aws.String(srv.Bucket()), Key: aws.String(testPrefix + "/" + fast[0].Key), Body: bytes.NewReader(fast[0].Body),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Put(testCtx(t), &small[0]); err != nil {
+		t.Fatalf("Put of the same records, compressed otherwise = %v, want nil", err)
 	}
 }
 
@@ -158,9 +274,9 @@ func TestS3Multipart(t *testing.T) {
 	}
 
 	proxy.ResetCounts()
-	other := &Object{Key: obj.Key, Body: randomBody(2*MinPartSize, 2)}
-	if err := u.Put(testCtx(t), other); err != nil {
-		t.Fatalf("multipart Put of an existing key = %v, want nil", err)
+	again := &Object{Key: obj.Key, Body: obj.Body}
+	if err := u.Put(testCtx(t), again); err != nil {
+		t.Fatalf("multipart Put of an existing object = %v, want nil", err)
 	}
 	if got := srv.GetObject(t, key); !bytes.Equal(got, obj.Body) {
 		t.Fatal("existing object replaced by the second multipart upload")
@@ -168,6 +284,13 @@ func TestS3Multipart(t *testing.T) {
 	c = proxy.Counts()
 	if c.Methods["POST 412"] != 1 || c.Methods["DELETE 204"] != 1 {
 		t.Fatalf("proxy saw %v, want CompleteMultipartUpload answered 412 and the upload aborted", c.Methods)
+	}
+	other := &Object{Key: obj.Key, Body: randomBody(2*MinPartSize, 2)}
+	if err := u.Put(testCtx(t), other); !errors.Is(err, ErrKeyCollision) {
+		t.Fatalf("multipart Put of another object under the key = %v, want a collision", err)
+	}
+	if got := srv.GetObject(t, key); !bytes.Equal(got, obj.Body) {
+		t.Fatal("existing object replaced by another multipart upload")
 	}
 	uploads, err := srv.Client().ListMultipartUploads(testCtx(t), &s3.ListMultipartUploadsInput{Bucket: aws.String(srv.Bucket())})
 	if err != nil {

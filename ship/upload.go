@@ -7,12 +7,14 @@ import (
 )
 
 // Uploader stores objects. Put returns nil once an object with obj.Key
-// exists at the destination, including when it already existed before the
-// call: keys are deterministic, so an existing key holds this very data
-// from an earlier attempt.
+// and obj's content exists at the destination, including when it already
+// existed before the call: keys are deterministic, so an existing key
+// usually holds this very data from an earlier attempt. When it holds
+// something else, Put returns an error wrapping ErrKeyCollision (see
+// Collisions).
 //
-// Stages compose: Retry{Next: Timeout{Next: s3Uploader}} retries attempts
-// that are each bounded by a timeout. On shutdown, cancel the context passed
+// Stages compose: Retry{Next: Timeout{Next: Collisions{Next: s3Uploader}}}
+// retries attempts that are each bounded by a timeout. On shutdown, cancel the context passed
 // to Put: the stages return promptly with the context's error and the
 // segment stays in the buffer for the next run.
 type Uploader interface {

@@ -14,15 +14,16 @@ var objectNamespace = uuid.UUID{
 }
 
 // ObjectUUID returns the id of the object that holds one partition of one
-// segment: a name-based (version 5, SHA-1) UUID of agentID, seq and
-// partition. The same inputs give the same UUID in every process and
-// release, so when a crash hits between upload and acknowledgement the
-// segment is re-encoded to the same key, the re-upload meets
-// If-None-Match: * (HTTP 412) and counts as done, and nothing is shipped
-// twice.
-func ObjectUUID(agentID string, seq uint64, partition string) string {
-	name := make([]byte, 0, len(agentID)+len(partition)+22)
-	name = strconv.AppendQuote(name, agentID)
+// segment: a name-based (version 5, SHA-1) UUID of keyID, seq and
+// partition. keyID is the buffer's (buffer.Buffer.ObjectKeyID: its
+// instance id, unique to the buffer directory). The same inputs give the
+// same UUID in every process and release, so when a crash hits between
+// upload and acknowledgement the segment is re-encoded to the same key,
+// the re-upload meets If-None-Match: * (HTTP 412), is found to hold the
+// same content, and counts as done: nothing is shipped twice.
+func ObjectUUID(keyID string, seq uint64, partition string) string {
+	name := make([]byte, 0, len(keyID)+len(partition)+22)
+	name = strconv.AppendQuote(name, keyID)
 	name = append(name, '/')
 	name = strconv.AppendUint(name, seq, 10)
 	name = append(name, '/')

@@ -14,6 +14,13 @@
 // inotify wakes readers at once; polling every PollInterval runs anyway as
 // the safety net (and alone when inotify is unavailable or DisableNotify).
 //
+// One Tailer follows every Input (the agent's sources): whatever globs
+// match a file, one reader follows it, by identity, not path. It belongs
+// to the first Input (in order) that matched it when it was found, whose
+// StartAt and RotateWait apply and which Chunk.Input names; it stays
+// followed while any Input's glob matches it. Overlaps lists globs of
+// different Inputs that can match one path.
+//
 // A reader reads with pread into a pooled buffer (idle files hold none),
 // cuts complete lines, and hands them to Sink.Consume in chunks bounded by
 // MaxChunkLines and MaxChunkBytes. Consume returning nil means the lines
@@ -30,7 +37,9 @@
 //
 // # Lines
 //
-// A line ends with '\n'; Data excludes it and a '\r' right before it.
+// The line policy is the pipeline's (pipeline.TrimEOL, shared by every
+// input): a line ends with '\n'; Data excludes it and a '\r' right before
+// it, and so does an unterminated last line delivered as is.
 // Line.Offset is the file offset of its first byte and the checkpoint
 // Offset is just past the last byte a chunk consumed, so a restart resumes
 // exactly after the last durable line. A last line without a newline waits
@@ -61,6 +70,11 @@
 // recomputed one. A truncated or rewritten file is a new generation with a
 // new Source, so Source+Offset (the records' uniqueId) never names two
 // different lines.
+//
+// ResumeFile gives a whole file the same identity for metership ship,
+// under its own Source prefix: a file shipped again after it grew matches
+// its checkpoint (by the fingerprint over the length stored) and keeps its
+// Source, so its records keep their uniqueIds.
 //
 // Meta (see FileID and DecodeMeta) is binary: a version byte (1), uvarint
 // dev, ino and window length, the 8-byte little-endian xxh3, then the
@@ -102,7 +116,11 @@
 //
 // A chunk with Checkpoint.Offset < 0 and no lines tells the buffer to
 // forget that Source (buffer.Batch.SetCheckpoint with an offset < 0). The
-// tailer sends one when it leaves a rotated file, and for a truncated or
+// tailer sends one when it leaves a rotated file — after deciding, under
+// its lock, that no glob matches the file any more, so a file matched again
+// before that keeps its checkpoint throughout; one matched again after is
+// reopened only once the forget is durable, resumes where it was left and
+// checkpoints that at once — and for a truncated or
 // rewritten file's previous generation after the new generation's first
 // accepted chunk. Restored checkpoints that no file ever claims (files
 // deleted, or rotated out of reach, while the agent was down) are listed by

@@ -7,8 +7,11 @@ import (
 	"io"
 	"io/fs"
 	"strconv"
+	"strings"
 
 	"github.com/zeebo/xxh3"
+
+	"github.com/metership/metership/buffer"
 )
 
 // FingerprintSize is how many leading bytes of a file identify its content,
@@ -174,17 +177,119 @@ func formatSource(k fileKey, fp fingerprint) string {
 	return formatSourceWith(SourcePrefix, k, fp)
 }
 
-// WholeFileSource names a whole file the way the tailer names a file it
-// follows (device, inode, fingerprint of its first FingerprintSize
-// bytes) but under prefix: for another producer (metership ship) whose
-// checkpoints the tailer must not take for its own.
-func WholeFileSource(prefix string, f io.ReaderAt, fi fs.FileInfo) (string, error) {
-	key, _, _ := statKey(fi)
-	var fp fingerprint
-	if _, err := fp.verify(f, fi.Size(), make([]byte, FingerprintSize)); err != nil {
-		return "", err
+// FileCursor is where a whole-file reader (metership ship) starts a file:
+// the tailer's identity of the file, under another Source prefix.
+type FileCursor struct {
+	// Source is the file's identity: the Source of its checkpoint and the
+	// record.Source ID its uniqueIds derive from. A file that grew since
+	// its checkpoint keeps the Source it had.
+	Source string
+	// Offset is where reading resumes: the checkpoint's offset, or 0.
+	Offset int64
+	// Meta is the checkpoint Meta to store with the file's progress (the
+	// FileID, its fingerprint extended to what the file now holds).
+	Meta []byte
+	// Stale are checkpoints of earlier files at the same device and inode
+	// (deleted, or rewritten in place): forget them with the first commit.
+	Stale []string
+}
+
+// ResumeFile identifies the whole file f (at path, with fi its Stat) among
+// checkpoints the way the tailer does, under prefix (so the tailer never
+// takes them for its own): a checkpoint matches when its device and inode
+// are f's, f is at least as long as its offset, and f's first bytes hash
+// to its fingerprint over the length it covered. The fingerprint grows with
+// the file, so a file shipped at 3 lines and again at 4 resumes after the
+// third with the same Source, hence the same uniqueIds. A file matching no
+// checkpoint starts at 0 under a new Source.
+//
+// Checkpoints written before the fingerprint length was stored (Meta held
+// only the path) are matched by their Source's fingerprint over
+// min(offset, FingerprintSize) bytes, or over the whole current window.
+func ResumeFile(prefix string, f io.ReaderAt, fi fs.FileInfo, path string, checkpoints []buffer.Checkpoint) (FileCursor, error) {
+	key, _, ok := statKey(fi)
+	if !ok {
+		return FileCursor{}, fmt.Errorf("tail: inode numbers unavailable: %w", errors.ErrUnsupported)
 	}
-	return formatSourceWith(prefix, key, fp), nil
+	var cands []restoredCheckpoint
+	for _, cp := range checkpoints {
+		if !strings.HasPrefix(cp.Source, prefix) || cp.Offset < 0 {
+			continue
+		}
+		id, err := DecodeMeta(cp.Meta)
+		if err != nil {
+			var legacy bool
+			if id, legacy = legacyWholeFileID(prefix, cp); !legacy {
+				continue
+			}
+		}
+		if id.Dev == key.dev && id.Ino == key.ino {
+			cands = append(cands, restoredCheckpoint{cp: cp, id: id})
+		}
+	}
+	scratch := make([]byte, FingerprintSize)
+	best, fp, stale, err := matchCheckpoint(cands, f, fi.Size(), scratch)
+	if err != nil {
+		return FileCursor{}, err
+	}
+	c := FileCursor{Stale: stale}
+	if best != nil {
+		c.Source, c.Offset = best.cp.Source, best.cp.Offset
+	} else {
+		fp = fingerprint{}
+		if _, err := fp.verify(f, fi.Size(), scratch); err != nil {
+			return FileCursor{}, err
+		}
+		c.Source = formatSourceWith(prefix, key, fp)
+	}
+	c.Meta = FileID{Dev: key.dev, Ino: key.ino, FingerprintLen: fp.n, Fingerprint: fp.sum, Path: path}.AppendMeta(nil)
+	return c, nil
+}
+
+// legacyWholeFileID rebuilds the identity of a checkpoint whose Meta is not
+// a FileID (ship before the fingerprint length was stored) from its Source
+// "<prefix><dev>:<ino>:<fingerprint>": that fingerprint covered the file's
+// first min(size, FingerprintSize) bytes when it was shipped, and a
+// shipped file's checkpoint is its size.
+func legacyWholeFileID(prefix string, cp buffer.Checkpoint) (FileID, bool) {
+	parts := strings.Split(strings.TrimPrefix(cp.Source, prefix), ":")
+	if len(parts) != 3 {
+		return FileID{}, false
+	}
+	dev, err1 := strconv.ParseUint(parts[0], 10, 64)
+	ino, err2 := strconv.ParseUint(parts[1], 10, 64)
+	sum, err3 := strconv.ParseUint(parts[2], 16, 64)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return FileID{}, false
+	}
+	return FileID{Dev: dev, Ino: ino, FingerprintLen: int(min(cp.Offset, FingerprintSize)), Fingerprint: sum}, true
+}
+
+// matchCheckpoint picks, among the checkpoints of one device and inode,
+// the one f continues: its fingerprint matches f's first bytes and f is
+// at least as long as its offset. Of several, the lowest offset wins (a
+// crash between a rewritten file's first commit and the forgetting of its
+// predecessor leaves two; the lower risks duplicates, the higher loss).
+// The others are stale. fp is best's fingerprint extended to f's current
+// window.
+func matchCheckpoint(cands []restoredCheckpoint, f io.ReaderAt, size int64, scratch []byte) (best *restoredCheckpoint, fp fingerprint, stale []string, err error) {
+	for i := range cands {
+		c := &cands[i]
+		cfp := fingerprint{n: c.id.FingerprintLen, sum: c.id.Fingerprint}
+		ok, err := cfp.verify(f, size, scratch)
+		if err != nil {
+			return nil, fingerprint{}, nil, err
+		}
+		if ok && size >= c.cp.Offset && (best == nil || c.cp.Offset < best.cp.Offset) {
+			if best != nil {
+				stale = append(stale, best.cp.Source)
+			}
+			best, fp = c, cfp
+			continue
+		}
+		stale = append(stale, c.cp.Source)
+	}
+	return best, fp, stale, nil
 }
 
 func formatSourceWith(prefix string, k fileKey, fp fingerprint) string {

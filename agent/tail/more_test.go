@@ -249,8 +249,8 @@ func TestOptionsValidation(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := tl.opts
-	if o.StartAt != StartBeginning || o.RefreshInterval != time.Second || o.PollInterval != 250*time.Millisecond ||
-		o.RotateWait != 5*time.Second || o.MaxLineSize != 1<<20 || o.ReadBufferSize != 64<<10 ||
+	if len(o.Inputs) != 1 || o.Inputs[0].StartAt != StartBeginning || o.RefreshInterval != time.Second || o.PollInterval != 250*time.Millisecond ||
+		o.Inputs[0].RotateWait != 5*time.Second || o.MaxLineSize != 1<<20 || o.ReadBufferSize != 64<<10 ||
 		o.MaxChunkLines != 4096 || o.MaxChunkBytes != 1<<20 || o.FlushPartialAfter != 0 {
 		t.Fatalf("defaults %+v", o)
 	}
@@ -392,31 +392,67 @@ func TestNotifyWakesReadersAndScans(t *testing.T) {
 // prefix, device, inode and the xxh3 of the first FingerprintSize bytes as
 // 16 hex digits; a short file is fingerprinted by the bytes it has, an
 // empty one (nothing to resume) by zero, as the tailer does.
-func TestWholeFileSource(t *testing.T) {
-	for _, size := range []int{0, 10, FingerprintSize, 3 * FingerprintSize} {
-		path := filepath.Join(t.TempDir(), "f")
-		data := bytes.Repeat([]byte("0123456789abcdef"), size/16+1)[:size]
-		if err := os.WriteFile(path, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
+// TestResumeFile checks the whole-file identity metership ship uses: a new
+// file gets the tailer's Source under the prefix; a file that grew keeps
+// its Source and resumes at its checkpoint, from 0 bytes up through the
+// fingerprint window; a file rewritten at the same inode starts over and
+// the old checkpoint is stale; a checkpoint from before the Meta held a
+// FileID (ship's old format: Meta is the path) is still matched.
+func TestResumeFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	resume := func(cps []buffer.Checkpoint) FileCursor {
+		t.Helper()
 		f, err := os.Open(path)
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer f.Close()
 		fi, _ := f.Stat()
-		got, err := WholeFileSource("ship:", f, fi)
-		f.Close()
+		c, err := ResumeFile("ship:", f, fi, path, cps)
 		if err != nil {
 			t.Fatal(err)
 		}
-		st := fi.Sys().(*syscall.Stat_t)
-		var sum uint64
-		if size > 0 {
-			sum = xxh3.Hash(data[:min(size, FingerprintSize)])
+		return c
+	}
+	write := func(data []byte) {
+		t.Helper()
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
 		}
-		want := fmt.Sprintf("ship:%d:%d:%016x", uint64(st.Dev), st.Ino, sum)
-		if got != want {
-			t.Errorf("size %d: %q, want %q", size, got, want)
+	}
+	data := bytes.Repeat([]byte("0123456789abcde\n"), 3*FingerprintSize/16)
+	write(nil)
+	first := resume(nil)
+	st, _ := os.Stat(path)
+	sys := st.Sys().(*syscall.Stat_t)
+	if want := fmt.Sprintf("ship:%d:%d:%016x", uint64(sys.Dev), sys.Ino, 0); first.Source != want || first.Offset != 0 {
+		t.Fatalf("new empty file: %+v, want Source %q at 0", first, want)
+	}
+	cps := []buffer.Checkpoint{{Source: first.Source, Offset: 0, Meta: first.Meta}}
+	for _, size := range []int{1, 16, 100, FingerprintSize - 1, FingerprintSize, FingerprintSize + 1, len(data)} {
+		write(data[:size])
+		c := resume(cps)
+		if c.Source != first.Source || c.Offset != cps[0].Offset || len(c.Stale) != 0 {
+			t.Fatalf("grown to %d bytes: %+v, want Source %q at %d", size, c, first.Source, cps[0].Offset)
+		}
+		cps[0] = buffer.Checkpoint{Source: c.Source, Offset: int64(size), Meta: c.Meta}
+	}
+	// Rewritten in place: not the same file any more.
+	rewritten := bytes.Clone(data)
+	rewritten[5] = 'X'
+	write(rewritten)
+	if c := resume(cps); c.Source == first.Source || c.Offset != 0 || len(c.Stale) != 1 || c.Stale[0] != first.Source {
+		t.Fatalf("rewritten: %+v, want a new Source at 0 and %q stale", c, first.Source)
+	}
+	// ship's old checkpoints: Source with the fingerprint of the first
+	// min(size, FingerprintSize) bytes shipped, Meta the path.
+	for _, size := range []int{10, FingerprintSize, 2 * FingerprintSize} {
+		write(data[:size])
+		old := fmt.Sprintf("ship:%d:%d:%016x", uint64(sys.Dev), sys.Ino, xxh3.Hash(data[:min(size, FingerprintSize)]))
+		write(data)
+		c := resume([]buffer.Checkpoint{{Source: old, Offset: int64(size), Meta: []byte(path)}})
+		if c.Source != old || c.Offset != int64(size) {
+			t.Fatalf("old checkpoint at %d: %+v, want %q at %d", size, c, old, size)
 		}
 	}
 }

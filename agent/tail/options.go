@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -36,8 +37,25 @@ const (
 // Options cannot work.
 var ErrInvalidOptions = errors.New("tail: invalid options")
 
+// Input is one group of globs with its own settings: one source of the
+// agent's config. A file matched by several inputs is followed once, by
+// the first input (in order) that matched it when it was found; it keeps
+// that input while any input matches it.
+type Input struct {
+	// Name says which input a log line is about (e.g. "sources[1]").
+	Name string
+	// Paths, Exclude, StartAt and RotateWait are as in Options.
+	Paths      []string
+	Exclude    []string
+	StartAt    string
+	RotateWait time.Duration
+}
+
 // Options configure a Tailer. Zero values take the defaults above.
 type Options struct {
+	// Inputs are the groups of globs to follow. When empty, Paths,
+	// Exclude, StartAt and RotateWait below form the only input.
+	Inputs []Input
 	// Paths are filepath.Match globs of the files to follow ("**" is not
 	// supported). Symbolic links are followed: the file identity is the
 	// link target's.
@@ -92,31 +110,34 @@ type Options struct {
 	Logger *zap.Logger
 	// Metrics, if set, is updated as the tailer works.
 	Metrics *Metrics
+	// OnCaughtUp, if set, is called once, from Run's goroutine, when
+	// everything the files found by the first scan held at that moment is
+	// durably read (a file that stops being followed counts as read). A
+	// file whose last line never gets its newline keeps it from being
+	// called: callers bound the wait.
+	OnCaughtUp func()
 }
 
 // withDefaults returns o with zero fields set to their defaults, or an
 // error naming the first field that cannot work.
 func (o Options) withDefaults() (Options, error) {
-	if len(o.Paths) == 0 {
-		return o, fmt.Errorf("%w: paths: at least one glob is required", ErrInvalidOptions)
+	if len(o.Inputs) == 0 {
+		o.Inputs = []Input{{Paths: o.Paths, Exclude: o.Exclude, StartAt: o.StartAt, RotateWait: o.RotateWait}}
 	}
-	for _, p := range o.Paths {
-		if _, err := filepath.Match(p, ""); err != nil {
-			return o, fmt.Errorf("%w: paths: %q: %w", ErrInvalidOptions, p, err)
+	o.Inputs = slices.Clone(o.Inputs)
+	for i := range o.Inputs {
+		in := &o.Inputs[i]
+		if err := in.validate(); err != nil {
+			if len(o.Inputs) > 1 || in.Name != "" {
+				return o, fmt.Errorf("%s: %w", in.Name, err)
+			}
+			return o, err
+		}
+		if in.RotateWait == 0 {
+			in.RotateWait = DefaultRotateWait
 		}
 	}
-	for _, p := range o.Exclude {
-		if _, err := filepath.Match(p, ""); err != nil {
-			return o, fmt.Errorf("%w: exclude: %q: %w", ErrInvalidOptions, p, err)
-		}
-	}
-	switch o.StartAt {
-	case "":
-		o.StartAt = StartBeginning
-	case StartBeginning, StartEnd:
-	default:
-		return o, fmt.Errorf("%w: start_at: %q is neither %q nor %q", ErrInvalidOptions, o.StartAt, StartBeginning, StartEnd)
-	}
+	o.Paths, o.Exclude, o.StartAt, o.RotateWait = nil, nil, "", 0
 	durations := []struct {
 		name string
 		v    *time.Duration
@@ -124,7 +145,6 @@ func (o Options) withDefaults() (Options, error) {
 	}{
 		{"refresh_interval", &o.RefreshInterval, DefaultRefreshInterval},
 		{"poll_interval", &o.PollInterval, DefaultPollInterval},
-		{"rotate_wait", &o.RotateWait, DefaultRotateWait},
 		{"flush_partial_after", &o.FlushPartialAfter, 0},
 		{"retry_initial", &o.RetryInitial, DefaultRetryInitial},
 		{"retry_max", &o.RetryMax, DefaultRetryMax},
@@ -165,4 +185,32 @@ func (o Options) withDefaults() (Options, error) {
 		o.Metrics = new(Metrics)
 	}
 	return o, nil
+}
+
+// validate checks in's globs and start_at (setting its default).
+func (in *Input) validate() error {
+	if len(in.Paths) == 0 {
+		return fmt.Errorf("%w: paths: at least one glob is required", ErrInvalidOptions)
+	}
+	for _, p := range in.Paths {
+		if _, err := filepath.Match(p, ""); err != nil {
+			return fmt.Errorf("%w: paths: %q: %w", ErrInvalidOptions, p, err)
+		}
+	}
+	for _, p := range in.Exclude {
+		if _, err := filepath.Match(p, ""); err != nil {
+			return fmt.Errorf("%w: exclude: %q: %w", ErrInvalidOptions, p, err)
+		}
+	}
+	switch in.StartAt {
+	case "":
+		in.StartAt = StartBeginning
+	case StartBeginning, StartEnd:
+	default:
+		return fmt.Errorf("%w: start_at: %q is neither %q nor %q", ErrInvalidOptions, in.StartAt, StartBeginning, StartEnd)
+	}
+	if in.RotateWait < 0 {
+		return fmt.Errorf("%w: rotate_wait: %v is negative", ErrInvalidOptions, in.RotateWait)
+	}
+	return nil
 }

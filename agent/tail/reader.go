@@ -32,6 +32,7 @@ type reader struct {
 	t     *Tailer
 	f     *os.File
 	key   fileKey
+	input int // index in Options.Inputs of the input that found the file
 	wake  chan struct{}
 	timer *time.Timer
 
@@ -69,11 +70,12 @@ type reader struct {
 	pub       FileState // Source, Offset, Size and LastRead as last published
 }
 
-func newReader(t *Tailer, f *os.File, key fileKey, path, realPath string, now time.Time) *reader {
+func newReader(t *Tailer, f *os.File, key fileKey, input int, path, realPath string, now time.Time) *reader {
 	return &reader{
 		t:          t,
 		f:          f,
 		key:        key,
+		input:      input,
 		wake:       make(chan struct{}, 1),
 		path:       path,
 		realPath:   realPath,
@@ -372,6 +374,9 @@ func (r *reader) emit(ctx context.Context) error {
 // waiting for its newline) as a line ending at readOff.
 func (r *reader) flushPartial(ctx context.Context) error {
 	ref := lineRef{start: r.lineStart, end: len(r.buf), off: r.lineOff, tooLong: r.skipping}
+	if !ref.tooLong && ref.end > ref.start && r.buf[ref.end-1] == '\r' {
+		ref.end-- // the line policy: a last line's '\r' is not part of it
+	}
 	if ref.end-ref.start > r.t.opts.MaxLineSize {
 		ref.end, ref.tooLong = ref.start+r.t.opts.MaxLineSize, true
 	}
@@ -400,6 +405,7 @@ func (r *reader) commit(ctx context.Context, lines []Line, end int64) error {
 	r.meta = id.AppendMeta(r.meta[:0])
 	r.chunk = Chunk{
 		Source:     r.source,
+		Input:      r.input,
 		Path:       path,
 		Lines:      lines,
 		Checkpoint: buffer.Checkpoint{Source: r.source, Offset: end, Meta: r.meta},
@@ -431,7 +437,7 @@ func (r *reader) commit(ctx context.Context, lines []Line, end int64) error {
 // forget tells the Sink that source's checkpoint is no longer needed.
 func (r *reader) forget(ctx context.Context, source string) error {
 	path, _ := r.paths()
-	r.chunk = Chunk{Source: source, Path: path, Checkpoint: buffer.Checkpoint{Source: source, Offset: -1}}
+	r.chunk = Chunk{Source: source, Input: r.input, Path: path, Checkpoint: buffer.Checkpoint{Source: source, Offset: -1}}
 	if err := r.consume(ctx, &r.chunk); err != nil {
 		return err
 	}
@@ -523,7 +529,7 @@ func (r *reader) idle(ctx context.Context) (bool, error) {
 			wait = min(wait, left)
 		}
 		if rotatedAt := r.rotated(); !rotatedAt.IsZero() {
-			left := o.RotateWait - now.Sub(later(rotatedAt, r.lastGrowth))
+			left := o.Inputs[r.input].RotateWait - now.Sub(later(rotatedAt, r.lastGrowth))
 			if left <= 0 {
 				return true, nil
 			}
@@ -581,9 +587,12 @@ func (r *reader) truncated(ctx context.Context, reason string) error {
 }
 
 // finish leaves a file that left the globs: its unterminated last line is
-// delivered, its checkpoint forgotten and the reader retired. If the file
-// was matched again meanwhile, the checkpoint is written back and the
-// reader goes on (false).
+// delivered, the reader retired and then its checkpoint forgotten. Whether
+// the file is left is decided (under the Tailer's lock) before anything is
+// forgotten: a file matched again by then goes on with its checkpoint
+// untouched (false), so no crash can find it without one. One matched
+// again only after the decision is reopened once the forget is durable,
+// resuming where this reader stopped and checkpointing that at once.
 func (r *reader) finish(ctx context.Context) (bool, error) {
 	if r.hasPartial() {
 		if err := r.flushPartial(ctx); err != nil {
@@ -596,18 +605,15 @@ func (r *reader) finish(ctx context.Context) (bool, error) {
 		}
 		r.stale = r.stale[1:]
 	}
-	if r.source != "" {
-		if err := r.forget(ctx, r.source); err != nil {
-			return false, err
-		}
-	}
-	if r.t.retire(r, true, r.nlink > 0) {
-		return true, nil
-	}
-	if r.source == "" {
+	if !r.t.retire(r, true, r.nlink > 0) {
 		return false, nil
 	}
-	return false, r.commit(ctx, nil, r.commitOff)
+	if r.source == "" {
+		return true, nil
+	}
+	err := r.forget(ctx, r.source)
+	r.t.forgotten(r.key)
+	return true, err
 }
 
 // lastLineStart returns the offset just past the last newline in the file,

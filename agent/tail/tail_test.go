@@ -599,3 +599,151 @@ func TestSinkFailuresRetried(t *testing.T) {
 	}
 	sink.assertConsistent(t)
 }
+
+// TestRotatedFileMatchedAgainKeepsCheckpoint is the crash-point test of a
+// rotated file handed back to the globs while the tailer leaves it: the
+// file is renamed out of the glob, and renamed back while its reader,
+// RotateWait over, delivers its unterminated last line. Its checkpoint is
+// never forgotten in between (a crash there would read it again from 0),
+// the reader goes on, and a tailer started on the checkpoints reads only
+// what is new.
+func TestRotatedFileMatchedAgainKeepsCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "app.log")
+	writeFile(t, path, "l1\nl2\nl3")
+	opts := testOptions(t, filepath.Join(dir, "*.log"))
+	sink := newRecordingSink(nil)
+	var tl *Tailer
+	var source string
+	var forgotten bool
+	sink.fail = func(_ int, c *Chunk) error {
+		if c.Source == source && c.Checkpoint.Offset < 0 {
+			forgotten = true // a crash now loses the file's position
+		}
+		if len(c.Lines) == 1 && string(c.Lines[0].Data) == "l3" {
+			// The reader is leaving the file: hand it back, and wait
+			// until a scan has seen it matched.
+			if err := os.Rename(path+".1", path); err != nil {
+				return err
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for !matchedAt(tl, path) {
+				if time.Now().After(deadline) {
+					return errors.New("the file was not matched again")
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+		return nil
+	}
+	tl, stop := startTailer(t, opts, sink)
+	source = waitLines(t, sink, 2)[0].Source
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	waitLines(t, sink, 3)
+	appendFile(t, path, "\nl4\n")
+	waitLines(t, sink, 5)
+	stop()
+	sink.mu.Lock()
+	gone := forgotten
+	sink.mu.Unlock()
+	if gone {
+		t.Fatal("the checkpoint of a file matched again was forgotten (a crash then reads it from 0)")
+	}
+	if got := data(sink.snapshot()); !slices.Equal(got, []string{"l1", "l2", "l3", "", "l4"}) {
+		t.Fatalf("lines %q", got)
+	}
+	cp, ok := sink.checkpoint(source)
+	if !ok || cp.Offset != int64(len("l1\nl2\nl3\nl4\n")) {
+		t.Fatalf("checkpoint %+v (found %v), want the whole file", cp, ok)
+	}
+	sink.assertConsistent(t)
+
+	// Restarted on the checkpoints: nothing is read again.
+	again := newRecordingSink(sink.saved())
+	opts = testOptions(t, filepath.Join(dir, "*.log"))
+	opts.Checkpoints = sink.saved()
+	tl2, _ := startTailer(t, opts, again)
+	waitFor(t, "the file to be followed", func() bool { return len(tl2.Stats()) == 1 && tl2.Stats()[0].Offset == cp.Offset })
+	appendFile(t, path, "l5\n")
+	if got := data(waitLines(t, again, 1)); !slices.Equal(got, []string{"l5"}) {
+		t.Fatalf("after a restart: lines %q, want only l5", got)
+	}
+}
+
+// matchedAt reports whether tl follows a file at path that is matched by
+// its globs (not marked rotated).
+func matchedAt(tl *Tailer, path string) bool {
+	for _, f := range tl.Stats() {
+		if f.Path == path && f.RotatedAt.IsZero() {
+			return true
+		}
+	}
+	return false
+}
+
+// TestInputsOneReaderPerFile runs two inputs whose globs both match
+// app.log (*.log and app*): one reader follows it, under the first input;
+// renamed to app.log.1 (out of *.log, still in app*) it stays followed by
+// the same reader, is not left, and every line arrives once.
+func TestInputsOneReaderPerFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "app.log")
+	writeFile(t, path, "a1\na2\n")
+	opts := testOptions(t)
+	opts.Inputs = []Input{
+		{Name: "logs", Paths: []string{filepath.Join(dir, "*.log")}},
+		{Name: "app", Paths: []string{filepath.Join(dir, "app*")}, StartAt: StartEnd},
+	}
+	sink := &inputSink{recordingSink: newRecordingSink(nil)}
+	tl, _ := startTailer(t, opts, sink)
+	waitLines(t, sink.recordingSink, 2)
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the reader to follow app.log.1", func() bool {
+		st := tl.Stats()
+		return len(st) == 1 && st[0].Path == path+".1"
+	})
+	appendFile(t, path+".1", "a3\n")
+	got := waitLines(t, sink.recordingSink, 3)
+	if d := data(got); !slices.Equal(d, []string{"a1", "a2", "a3"}) {
+		t.Fatalf("lines %q", d)
+	}
+	if got[2].Source != got[0].Source {
+		t.Fatalf("a3 read under %s, a1 under %s: not the same reader", got[2].Source, got[0].Source)
+	}
+	st := tl.Stats()
+	if len(st) != 1 || st[0].Path != path+".1" || !st[0].RotatedAt.IsZero() {
+		t.Fatalf("stats %+v, want app.log.1 followed and matched", st)
+	}
+	if n := opts.Metrics.Rotations.Load(); n != 0 {
+		t.Fatalf("%d files left, want none", n)
+	}
+	sink.mu.Lock()
+	inputs := slices.Clone(sink.inputs)
+	sink.mu.Unlock()
+	for _, in := range inputs {
+		if in != 0 {
+			t.Fatalf("chunks of inputs %v, want only input 0 (the first that matched)", inputs)
+		}
+	}
+	sink.assertConsistent(t)
+}
+
+// inputSink records the Input of each chunk.
+type inputSink struct {
+	*recordingSink
+	inputs []int
+}
+
+func (s *inputSink) Consume(ctx context.Context, c *Chunk) error {
+	if err := s.recordingSink.Consume(ctx, c); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.inputs = append(s.inputs, c.Input)
+	s.mu.Unlock()
+	return nil
+}

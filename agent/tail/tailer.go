@@ -28,6 +28,10 @@ var ErrRunning = errors.New("tail: Run called more than once")
 // that file (its inode was reused).
 var errNotRotated = errors.New("tail: not the rotated file")
 
+// errFinishing says a file's previous reader is still forgetting its
+// checkpoint: the file is opened by a later scan, once that is durable.
+var errFinishing = errors.New("tail: file being left")
+
 // maxRetired bounds the files remembered after their reader stopped.
 const maxRetired = 1024
 
@@ -58,6 +62,9 @@ type Chunk struct {
 	// of the globs keeps the path it had (its new name is unknown), one
 	// found rotated at startup has the name it was found under.
 	Path string
+	// Input is the index in Options.Inputs of the input following the
+	// file.
+	Input int
 	// Lines may be empty: the chunk then only moves the checkpoint (the
 	// start position of start_at end, or the forgetting of a source).
 	Lines []Line
@@ -70,7 +77,10 @@ type Chunk struct {
 
 // Sink receives chunks. Consume returns nil only once the chunk's lines
 // and checkpoint are durable; the tailer then advances. On any error the
-// tailer keeps its position and retries the same chunk with backoff:
+// tailer keeps its position and retries the same chunk with backoff (a
+// Sink that made its first lines durable, with a checkpoint just past
+// them, before failing removes them from c.Lines, so the retry does not
+// send them again):
 // buffer.ErrFull is back-pressure, not failure, and nothing is dropped.
 // Consume is called from one goroutine per file, concurrently across
 // files, and must honour ctx.
@@ -133,6 +143,10 @@ type retiredFile struct {
 	offset int64
 	fp     fingerprint
 	at     time.Time
+	// forgetting is set while the reader that left the file forgets its
+	// checkpoint, forgot once it has: a reader resuming the file must
+	// then checkpoint its position at once.
+	forgetting, forgot bool
 }
 
 // restoredCheckpoint is a checkpoint from Options.Checkpoints, decoded.
@@ -223,6 +237,10 @@ func (t *Tailer) Run(ctx context.Context) error {
 	t.recoverRotated(readCtx)
 	t.first = false
 	t.updateWatches()
+	var startup backlog
+	if t.opts.OnCaughtUp != nil {
+		startup = t.checkCaughtUp(t.startupBacklog())
+	}
 
 	ticker := time.NewTicker(t.opts.RefreshInterval)
 	defer ticker.Stop()
@@ -232,6 +250,7 @@ func (t *Tailer) Run(ctx context.Context) error {
 			return nil
 		case <-ticker.C:
 			t.scanAndWatch(readCtx)
+			startup = t.checkCaughtUp(startup)
 		case <-t.scanTimer.C:
 			t.scanArmed = false
 			t.scanAndWatch(readCtx)
@@ -293,13 +312,30 @@ func (t *Tailer) wakeAll() {
 // files no longer matched as rotated.
 func (t *Tailer) scan(ctx context.Context) {
 	clear(t.seen)
-	for _, pattern := range t.opts.Paths {
+	for input := range t.opts.Inputs {
+		t.scanInput(ctx, input)
+	}
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for key, r := range t.readers {
+		if !t.seen[key] {
+			r.markRotated(now)
+		}
+	}
+}
+
+// scanInput evaluates one input's globs. A file another input (or another
+// glob) already matched in this scan is skipped: whatever globs match a
+// file, one reader follows it.
+func (t *Tailer) scanInput(ctx context.Context, input int) {
+	for _, pattern := range t.opts.Inputs[input].Paths {
 		matches, err := filepath.Glob(pattern)
 		if err != nil {
 			continue // validated in New
 		}
 		for _, path := range matches {
-			if t.excluded(path) {
+			if t.excluded(input, path) {
 				continue
 			}
 			fi, err := os.Stat(path)
@@ -318,17 +354,9 @@ func (t *Tailer) scan(ctx context.Context) {
 				t.matched(r, path)
 				continue
 			}
-			if k, ok := t.open(ctx, path, false); ok && k != key {
+			if k, ok := t.open(ctx, path, input, false); ok && k != key {
 				t.seen[k] = true // the path was replaced between stat and open
 			}
-		}
-	}
-	now := time.Now()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for key, r := range t.readers {
-		if !t.seen[key] {
-			r.markRotated(now)
 		}
 	}
 }
@@ -360,8 +388,8 @@ func (t *Tailer) matched(r *reader, path string) {
 	r.mu.Unlock()
 }
 
-func (t *Tailer) excluded(path string) bool {
-	for _, p := range t.opts.Exclude {
+func (t *Tailer) excluded(input int, path string) bool {
+	for _, p := range t.opts.Inputs[input].Exclude {
 		if ok, _ := filepath.Match(p, path); ok {
 			return true
 		}
@@ -385,7 +413,7 @@ func resolve(path string) string {
 // open starts a reader for the file at path unless its identity is
 // already followed. rotated marks a file found outside the globs. It
 // returns the file's key and whether it is (now) followed.
-func (t *Tailer) open(ctx context.Context, path string, rotated bool) (fileKey, bool) {
+func (t *Tailer) open(ctx context.Context, path string, input int, rotated bool) (fileKey, bool) {
 	f, err := os.Open(path)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
@@ -413,11 +441,11 @@ func (t *Tailer) open(ctx context.Context, path string, rotated bool) (fileKey, 
 		return key, true
 	}
 	now := time.Now()
-	r := newReader(t, f, key, path, resolve(path), now)
+	r := newReader(t, f, key, input, path, resolve(path), now)
 	if err := t.plan(r, fi.Size(), rotated); err != nil {
 		t.mu.Unlock()
 		_ = f.Close()
-		if !errors.Is(err, errNotRotated) {
+		if !errors.Is(err, errNotRotated) && !errors.Is(err, errFinishing) {
 			t.warnOnce(path, "cannot read file", err)
 		}
 		return fileKey{}, false
@@ -433,7 +461,7 @@ func (t *Tailer) open(ctx context.Context, path string, rotated bool) (fileKey, 
 
 	t.metrics.FilesOpened.Add(1)
 	t.metrics.FilesTailed.Add(1)
-	t.log.Info("following file", zap.String("path", path), zap.String("source", r.source),
+	t.log.Info("following file", zap.String("path", path), zap.String("input", t.opts.Inputs[input].Name), zap.String("source", r.source),
 		zap.Int64("offset", r.readOff), zap.Bool("rotated", rotated))
 	t.wg.Add(1)
 	go r.run(ctx)
@@ -463,6 +491,9 @@ func (t *Tailer) warnOnce(path, msg string, err error) {
 // t.mu held.
 func (t *Tailer) plan(r *reader, size int64, recovering bool) error {
 	if ret, ok := t.retired[r.key]; ok {
+		if ret.forgetting {
+			return errFinishing
+		}
 		delete(t.retired, r.key)
 		fp := ret.fp
 		ok, err := fp.verify(r.f, size, r.fpScratch[:])
@@ -471,31 +502,16 @@ func (t *Tailer) plan(r *reader, size int64, recovering bool) error {
 		}
 		if ok && size >= ret.offset {
 			r.resume(ret.source, ret.offset, fp)
+			r.announce = ret.forgot && ret.source != ""
 			return nil
 		}
 	}
 	if cands := t.restored[r.key]; len(cands) > 0 {
-		var best *restoredCheckpoint
-		var bestFP fingerprint
-		for i := range cands {
-			c := &cands[i]
-			fp := fingerprint{n: c.id.FingerprintLen, sum: c.id.Fingerprint}
-			ok, err := fp.verify(r.f, size, r.fpScratch[:])
-			if err != nil {
-				return err
-			}
-			// Of two matching checkpoints (a crash between a rewritten
-			// file's first chunk and the forgetting of its predecessor),
-			// the lower offset risks duplicates, the higher one loss.
-			if ok && size >= c.cp.Offset && (best == nil || c.cp.Offset < best.cp.Offset) {
-				if best != nil {
-					r.stale = append(r.stale, best.cp.Source)
-				}
-				best, bestFP = c, fp
-				continue
-			}
-			r.stale = append(r.stale, c.cp.Source)
+		best, bestFP, stale, err := matchCheckpoint(cands, r.f, size, r.fpScratch[:])
+		if err != nil {
+			return err
 		}
+		r.stale = stale
 		if best == nil && recovering {
 			r.stale = nil
 			return errNotRotated
@@ -507,13 +523,13 @@ func (t *Tailer) plan(r *reader, size int64, recovering bool) error {
 		}
 		t.log.Info("file replaced since its checkpoint, reading from the start",
 			zap.String("path", r.path), zap.Strings("stale", r.stale))
-		_, err := r.fp.verify(r.f, size, r.fpScratch[:])
+		_, err = r.fp.verify(r.f, size, r.fpScratch[:])
 		return err
 	}
 	if _, err := r.fp.verify(r.f, size, r.fpScratch[:]); err != nil {
 		return err
 	}
-	if t.first && t.opts.StartAt == StartEnd && size > 0 {
+	if t.first && t.opts.Inputs[r.input].StartAt == StartEnd && size > 0 {
 		off, err := lastLineStart(r.f, size, t.opts.ReadBufferSize, t.opts.MaxLineSize)
 		if err != nil {
 			return err
@@ -567,10 +583,24 @@ func (t *Tailer) recoverRotated(ctx context.Context) {
 			_, wanted := t.restored[key]
 			t.mu.Unlock()
 			if wanted {
-				t.open(ctx, filepath.Join(p.dir, e.Name()), true)
+				t.open(ctx, filepath.Join(p.dir, e.Name()), t.inputOf(p.dir, p.base), true)
 			}
 		}
 	}
+}
+
+// inputOf returns the first input whose globs match the path a file had
+// before it was rotated (dir/base), or 0.
+func (t *Tailer) inputOf(dir, base string) int {
+	path := filepath.Join(dir, base)
+	for i, in := range t.opts.Inputs {
+		for _, p := range in.Paths {
+			if ok, _ := filepath.Match(p, path); ok && !t.excluded(i, path) {
+				return i
+			}
+		}
+	}
+	return 0
 }
 
 // updateWatches keeps inotify watches on the directories that matter: the
@@ -581,8 +611,10 @@ func (t *Tailer) updateWatches() {
 		return
 	}
 	want := make(map[string]bool)
-	for _, p := range t.opts.Paths {
-		want[globBase(p)] = true
+	for _, in := range t.opts.Inputs {
+		for _, p := range in.Paths {
+			want[globBase(p)] = true
+		}
 	}
 	t.mu.Lock()
 	for _, r := range t.readers {
@@ -650,9 +682,20 @@ func (t *Tailer) retire(r *reader, finished, keep bool) bool {
 			}
 			delete(t.retired, oldest)
 		}
-		t.retired[r.key] = retiredFile{source: r.source, offset: r.commitOff, fp: r.fp, at: time.Now()}
+		t.retired[r.key] = retiredFile{source: r.source, offset: r.commitOff, fp: r.fp, at: time.Now(), forgetting: finished && r.source != ""}
 	}
 	return true
+}
+
+// forgotten records that the reader that left the file key has forgotten
+// its checkpoint (or given up doing so): a scan may open the file again.
+func (t *Tailer) forgotten(key fileKey) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if ret, ok := t.retired[key]; ok && ret.forgetting {
+		ret.forgetting, ret.forgot = false, true
+		t.retired[key] = ret
+	}
 }
 
 // Stats returns the state of every followed file, sorted by path.

@@ -237,13 +237,14 @@ func TestBatchMeterUsageTimestampWindow(t *testing.T) {
 		ts      time.Time
 		wantErr bool
 	}{
-		{"exactly 24h ago", 0, testNow, testNow.Add(-24 * time.Hour), false},
-		{"24h and 1s ago", 0, testNow, testNow.Add(-24*time.Hour - time.Second), true},
+		{"5h59m59s ago", 0, testNow, testNow.Add(-6*time.Hour + time.Second), false},
+		{"exactly 6h ago", 0, testNow, testNow.Add(-6 * time.Hour), true},
+		{"7h ago", 0, testNow, testNow.Add(-7 * time.Hour), true},
 		{"5m1s in the future", 0, testNow, testNow.Add(5*time.Minute + time.Second), true},
 		{"configured 2h: 3h ago", 2 * time.Hour, testNow, testNow.Add(-3 * time.Hour), true},
 		{"configured 48h: 30h ago", 48 * time.Hour, testNow, testNow.Add(-30 * time.Hour), false},
-		{"last month within the 6h grace", 0, time.Date(2025, 7, 1, 5, 0, 0, 0, time.UTC), time.Date(2025, 6, 30, 23, 0, 0, 0, time.UTC), false},
-		{"last month after the 6h grace", 0, time.Date(2025, 7, 1, 7, 0, 0, 0, time.UTC), time.Date(2025, 6, 30, 23, 0, 0, 0, time.UTC), true},
+		{"last month within the 6h grace", 0, time.Date(2025, 7, 1, 5, 0, 0, 0, time.UTC), time.Date(2025, 6, 30, 23, 30, 0, 0, time.UTC), false},
+		{"last month after the 6h grace, 24h window", 24 * time.Hour, time.Date(2025, 7, 1, 7, 0, 0, 0, time.UTC), time.Date(2025, 6, 30, 23, 0, 0, 0, time.UTC), true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -266,7 +267,7 @@ func TestBatchMeterUsageTimestampWindow(t *testing.T) {
 }
 
 func TestBatchMeterUsageMonthEndGraceCanBeDisabled(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.MonthEndGrace = -1 })
+	h := newHarness(t, func(c *Config) { c.MonthEndGrace, c.BatchWindow = -1, 24*time.Hour })
 	h.clock.Set(time.Date(2025, 7, 1, 7, 0, 0, 0, time.UTC))
 	if _, err := h.batch(h.client("AKIDSAAS"), "saas-product", byID("cust-a", "users", time.Date(2025, 6, 30, 23, 0, 0, 0, time.UTC), 1)); err != nil {
 		t.Fatal(err)

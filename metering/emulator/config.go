@@ -22,7 +22,7 @@ var ErrInvalidConfig = errors.New("emulator: invalid config")
 const (
 	DefaultRegion           = "us-east-1"
 	DefaultMeterUsageWindow = 6 * time.Hour
-	DefaultBatchWindow      = 24 * time.Hour
+	DefaultBatchWindow      = 6 * time.Hour
 	DefaultFutureSkew       = 5 * time.Minute
 	DefaultMonthEndGrace    = 6 * time.Hour
 
@@ -66,7 +66,8 @@ type Config struct {
 	MeterUsageWindow time.Duration `yaml:"meter_usage_window" json:"meter_usage_window"`
 
 	// BatchWindow is how far in the past a BatchMeterUsage record Timestamp
-	// may be (AWS: 24 hours in the current model).
+	// may be (AWS: records are not accepted 6 hours or more after the
+	// event, as for MeterUsage).
 	BatchWindow time.Duration `yaml:"batch_window" json:"batch_window"`
 
 	// FutureSkew is how far in the future a Timestamp may be, for clock skew

@@ -67,7 +67,7 @@ func TestLoadConfigJSONAndDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Region != DefaultRegion || cfg.MeterUsageWindow != 6*time.Hour || cfg.BatchWindow != 24*time.Hour ||
+	if cfg.Region != DefaultRegion || cfg.MeterUsageWindow != 6*time.Hour || cfg.BatchWindow != 6*time.Hour ||
 		cfg.FutureSkew != 5*time.Minute || len(cfg.Products) != 1 {
 		t.Fatalf("defaults not applied: %+v", cfg)
 	}

@@ -16,7 +16,7 @@
 // Operations:
 //
 //   - MeterUsage: configured ProductCode and dimension; Timestamp within
-//     MeterUsageWindow (6 h) in the past and FutureSkew (5 min) in the
+//     MeterUsageWindow (6 h: refused 6 h or more after it) in the past and FutureSkew (5 min) in the
 //     future; UsageQuantity 0..2147483647; UsageAllocations (1..2500, each
 //     with no tags or 1..5 tags matching AWS's pattern, unique tag sets,
 //     quantities summing to UsageQuantity). Usage is accepted once per
@@ -29,7 +29,8 @@
 //     answers DryRunOperation (412) without recording.
 //   - BatchMeterUsage: up to 25 records, body under 1 MB; exactly one of
 //     CustomerIdentifier and CustomerAWSAccountId per record; Timestamp
-//     within BatchWindow (24 h) and, as in AWS's billing-cycle rule, not in a
+//     within BatchWindow (6 h, like MeterUsage: the API reference says
+//     records are not accepted 6 hours or more after the event) and, as in AWS's billing-cycle rule, not in a
 //     previous month once MonthEndGrace (6 h) of the new month has passed.
 //     Any invalid record fails the whole request. Valid records get Status
 //     Success, CustomerNotSubscribed (not in EntitledCustomers) or

@@ -256,7 +256,8 @@ func TestMeterUsageTimestampWindow(t *testing.T) {
 		wantErr bool
 	}{
 		{"now", 0, testNow, false},
-		{"exactly 6h ago", 0, testNow.Add(-6 * time.Hour), false},
+		{"5h59m59s ago", 0, testNow.Add(-6*time.Hour + time.Second), false},
+		{"exactly 6h ago", 0, testNow.Add(-6 * time.Hour), true},
 		{"6h and 1s ago", 0, testNow.Add(-6*time.Hour - time.Second), true},
 		{"5m in the future", 0, testNow.Add(5 * time.Minute), false},
 		{"5m1s in the future", 0, testNow.Add(5*time.Minute + time.Second), true},

@@ -153,8 +153,10 @@ func parseTimestamp(name string, n *json.Number) (time.Time, *apiError) {
 // checkWindow enforces how far in the past or future a timestamp may be.
 func checkWindow(name string, ts, now time.Time, window, skew time.Duration) *apiError {
 	skew = max(skew, 0)
-	if ts.Before(now.Add(-window)) {
-		return badRequest(CodeTimestampOutOfBounds, "%s %s is more than %s before the current time %s", name, ts.Format(time.RFC3339), window, now.UTC().Format(time.RFC3339))
+	// AWS: records are not accepted window (6 hours) or more after the
+	// event.
+	if !ts.After(now.Add(-window)) {
+		return badRequest(CodeTimestampOutOfBounds, "%s %s is %s or more before the current time %s", name, ts.Format(time.RFC3339), window, now.UTC().Format(time.RFC3339))
 	}
 	if ts.After(now.Add(skew)) {
 		return badRequest(CodeTimestampOutOfBounds, "%s %s is in the future (current time %s)", name, ts.Format(time.RFC3339), now.UTC().Format(time.RFC3339))

@@ -665,7 +665,7 @@ func (a *Agent) tryClaim(ctx context.Context, h, now time.Time, cl claimList) (c
 		}
 	}
 	in := decideInput{product: a.cfg.Product, hour: h, claimer: a.cfg.Agent, accountIDs: a.cfg.AccountIDs,
-		allocate: a.cfg.Allocate, window: a.cfg.Window, now: now, prev: prev,
+		allocate: a.cfg.Allocate, window: a.cfg.Window, lateness: a.cfg.Lateness, now: now, prev: prev,
 		keepFrom: a.lookbackStart().Add(-2 * time.Hour)}
 	for _, g := range sortedHours(cl.expired) {
 		if !g.Before(h) || prev != nil && slices.ContainsFunc(prev.Absorbed, g.Equal) {

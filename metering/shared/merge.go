@@ -23,6 +23,7 @@ type decideInput struct {
 	accountIDs bool
 	allocate   bool // metering.allocation_tags are set
 	window     time.Duration
+	lateness   time.Duration
 	now        time.Time
 	prev       *Claim // claim of hour-1; nil for the first claim
 	partials   []loadedPartial
@@ -91,7 +92,7 @@ func decide(in decideInput) *Claim {
 			}
 		}
 	}
-	c.PastWindow = in.hour.Before(metering.OldestReportable(in.now, in.window))
+	c.PastWindow = in.hour.Before(metering.OldestReportable(in.now, in.window, in.lateness))
 	all := map[Series]bool{}
 	for s := range carry {
 		all[s] = true

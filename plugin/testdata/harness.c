@@ -17,6 +17,10 @@
  *   bench NAME TAG CHUNK_FILE N THREADS
  *                                      bench NAME ok=N retry=N error=N seconds=F
  *   exit NAME                          exit NAME rc=N
+ *   exitrace NAME TAG FILE...          exitrace NAME exit=N ok=N retry=N error=N late=N
+ *       a thread flushes FILE 1, then NAME exits while the thread keeps
+ *       flushing the other FILEs (the last one repeatedly) until the exit
+ *       has returned, then flushes the last FILE once more (late=its rc)
  *   exitlegacy                         exitlegacy rc=N
  *   unregister                         unregister
  *   quit
@@ -220,6 +224,59 @@ static void *bench_worker(void *arg)
     return NULL;
 }
 
+struct race {
+    struct instance *in;
+    char *tag;
+    int nfiles;
+    char **data;
+    size_t *lens;
+    int started, exited;  /* guarded by mu */
+    long ok, retry, error;
+    int late;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+};
+
+static int race_flush(struct race *r, int i)
+{
+    char *tag = strdup(r->tag);
+    int rc = cb_flush_ctx(r->in->ctx.remote_context, r->data[i], r->lens[i], tag);
+    free(tag);
+    return rc;
+}
+
+/* race_worker flushes while the main thread exits the instance. */
+static void *race_worker(void *arg)
+{
+    struct race *r = arg;
+    for (int i = 0;; i++) {
+        pthread_mutex_lock(&r->mu);
+        int exited = r->exited;
+        pthread_mutex_unlock(&r->mu);
+        if (exited) {
+            break;
+        }
+        int rc = race_flush(r, i < r->nfiles ? i : r->nfiles - 1);
+        if (rc == 1) {
+            r->ok++;
+        } else if (rc == 2) {
+            r->retry++;
+        } else {
+            r->error++;
+        }
+        if (i == 0) {
+            pthread_mutex_lock(&r->mu);
+            r->started = 1;
+            pthread_cond_signal(&r->cond);
+            pthread_mutex_unlock(&r->mu);
+        }
+        struct timespec pause = {0, 2000000};
+        nanosleep(&pause, NULL);
+    }
+    r->late = race_flush(r, r->nfiles - 1);
+    return NULL;
+}
+
 static double now_seconds(void)
 {
     struct timespec ts;
@@ -415,6 +472,53 @@ int main(int argc, char **argv)
             int rc = cb_exit_ctx(in->ctx.remote_context);
             in->used = 0;
             printf("exit %s rc=%d\n", args[1], rc);
+        }
+        else if (strcmp(cmd, "exitrace") == 0 && n >= 4) {
+            struct instance *in = find(args[1]);
+            if (!in) {
+                printf("error unknown instance %s\n", args[1]);
+                continue;
+            }
+            struct race r;
+            memset(&r, 0, sizeof(r));
+            pthread_mutex_init(&r.mu, NULL);
+            pthread_cond_init(&r.cond, NULL);
+            r.in = in;
+            r.tag = args[2];
+            r.nfiles = n - 3;
+            r.data = calloc(r.nfiles, sizeof(char *));
+            r.lens = calloc(r.nfiles, sizeof(size_t));
+            int ok = 1;
+            for (int i = 0; i < r.nfiles; i++) {
+                r.data[i] = read_file(args[3 + i], &r.lens[i]);
+                ok = ok && r.data[i];
+            }
+            if (!ok) {
+                printf("error unreadable chunk\n");
+            }
+            else {
+                pthread_t tid;
+                pthread_create(&tid, NULL, race_worker, &r);
+                pthread_mutex_lock(&r.mu);
+                while (!r.started) {
+                    pthread_cond_wait(&r.cond, &r.mu);
+                }
+                pthread_mutex_unlock(&r.mu);
+                int rc = cb_exit_ctx(in->ctx.remote_context);
+                pthread_mutex_lock(&r.mu);
+                r.exited = 1;
+                pthread_mutex_unlock(&r.mu);
+                pthread_join(tid, NULL);
+                in->used = 0;
+                printf("exitrace %s exit=%d ok=%ld retry=%ld error=%ld late=%d\n", args[1], rc, r.ok, r.retry, r.error, r.late);
+            }
+            for (int i = 0; i < r.nfiles; i++) {
+                free(r.data[i]);
+            }
+            free(r.data);
+            free(r.lens);
+            pthread_cond_destroy(&r.cond);
+            pthread_mutex_destroy(&r.mu);
         }
         else if (strcmp(cmd, "exitlegacy") == 0) {
             int rc = cb_exit ? cb_exit() : -1;
