@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -192,10 +193,14 @@ func TestShipReplicasBillMergedTotals(t *testing.T) {
 		t.Fatalf("status exit %d\n%s", code, stderr)
 	}
 	h := now.Truncate(time.Hour).Add(-2 * time.Hour).Format("2006-01-02T15")
-	mustContain(t, stdout, h+"  partials: 3 (pod-0, pod-1, pod-2)")
-	mustContain(t, stdout, "merged 3 (pod-0, pod-1, pod-2)")
+	// Replica ids are the agent id made unique by the buffer's instance id.
+	pods := `\(pod-0\.[0-9a-f]{8}, pod-1\.[0-9a-f]{8}, pod-2\.[0-9a-f]{8}\)`
+	for _, re := range []string{h + "  partials: 3 " + pods, "merged 3 " + pods, `this replica: agent pod-0\.[0-9a-f]{8}`} {
+		if !regexp.MustCompile(re).MatchString(stdout) {
+			t.Fatalf("output does not match %s:\n%s", re, stdout)
+		}
+	}
 	mustContain(t, stdout, "answers:  sent by")
-	mustContain(t, stdout, "this replica: agent pod-0")
 }
 
 // The replica that claimed the hours is SIGKILLed while its

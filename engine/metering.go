@@ -65,7 +65,7 @@ func newMeterRuntime(cfg conf.Config, p *pipeline.Pipeline, client *mm.Client, l
 	var err error
 	var sharedState metering.SharedState
 	if cfg.Metering.StateURL != "" {
-		if m.shared, err = newSharedRuntime(cfg, p.Buffer().InstanceID(), client, log, reg); err != nil {
+		if m.shared, err = newSharedRuntime(cfg, replicaID(p.Buffer().AgentID(), p.Buffer().InstanceID()), client, log, reg); err != nil {
 			return nil, err
 		}
 		sharedState = m.shared.agent

@@ -45,6 +45,18 @@ func sharedConfig(cfg conf.Config, store shared.Store, agentID string, client *m
 	}
 }
 
+// replicaID names this replica in the shared state: the agent id, which
+// people recognise (a pod name) but replicas may share, made unique by
+// the start of the buffer's instance id. Both are kept in the buffer
+// directory, so the id is stable across restarts (the journal refuses a
+// changed one).
+func replicaID(agentID, instanceID string) string {
+	if agentID == instanceID {
+		return agentID
+	}
+	return agentID + "." + instanceID[:min(8, len(instanceID))]
+}
+
 func newSharedRuntime(cfg conf.Config, agentID string, client *mm.Client, log *zap.Logger, reg prometheus.Registerer) (*sharedRuntime, error) {
 	store, err := shared.Open(context.Background(), cfg.Metering.StateURL, SharedS3Options(cfg))
 	if err != nil {
