@@ -25,6 +25,7 @@ Usage:
   metership check [-c FILE]              validate and print the effective config
   metership emulate-metering [--listen ADDR]  run the local AWS Marketplace Metering emulator
   metership jobs serve [-c FILE]         serve the export Jobs API (jobs.listen, default :9465)
+  metership metering status [-c FILE]    replicas' shared metering: partials, claims, answers
   metership version                      print version information
 
 Without -c the embedded defaults are used: output to file://./out/ingest/amberdata,
@@ -52,6 +53,8 @@ func runMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdEmulate(rest, stdout, stderr)
 	case "jobs":
 		return cmdJobs(rest, stdout, stderr)
+	case "metering":
+		return cmdMetering(rest, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, versionString())
 		return exitOK

@@ -56,7 +56,7 @@ func cmdShip(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if *final {
 		report = engine.FinalAll
 	}
-	rt, err := engine.Start(ctx, cfg, engine.Options{Logger: log, FinalReport: report})
+	rt, err := engine.Start(ctx, cfg, engine.Options{Logger: log, FinalReport: report, SettleShared: true})
 	if err != nil {
 		fmt.Fprintf(stderr, "metership: %v\n", err)
 		return exitFailure

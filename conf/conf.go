@@ -127,6 +127,12 @@ type Metering struct {
 	// while the sources read what their files held at the start, so a
 	// backlog's usage lands in its own hours.
 	CatchUpTimeout Duration `yaml:"catch_up_timeout"`
+	// StateURL (s3://bucket/prefix or file:///dir), batch mode: where
+	// replicas of one product merge their hourly usage; empty: this
+	// agent reports alone. MergeGrace: how long a claim waits for live
+	// replicas' partials.
+	StateURL   string   `yaml:"state_url"`
+	MergeGrace Duration `yaml:"merge_grace"`
 }
 
 // Jobs configures the export Jobs API (`metership jobs serve`).
@@ -219,6 +225,7 @@ func Default() Config {
 			ReportOnStop:   true,
 			MaxCarry:       Duration(24 * 3600e9),
 			CatchUpTimeout: Duration(10 * 60e9),
+			MergeGrace:     Duration(10 * 60e9),
 		},
 		Jobs:   Jobs{Listen: ":9465", Store: "file://./jobs", SMTP: JobsSMTP{Port: 587}, Tick: Duration(10e9)},
 		Server: Server{Listen: ":9464", UnreadyAfter: Duration(5 * 60e9)},

@@ -173,6 +173,22 @@ func TestValidateNamesEveryKey(t *testing.T) {
 			c.Metering.Dimensions = map[string]string{"api": "calls"}
 			c.Metering.Window = Duration(30 * time.Minute)
 		}, "metering.window", "between 1h and 168h"},
+		{"state url mode", func(c *Config) {
+			c.Metering.Mode, c.Metering.ProductCode = "meter_usage", "p"
+			c.Metering.Dimensions = map[string]string{"api": "calls"}
+			c.Metering.StateURL = "s3://bucket/state"
+		}, "metering.state_url", "only used with metering.mode batch_meter_usage"},
+		{"state url", func(c *Config) {
+			c.Metering.Mode, c.Metering.ProductCode = "batch_meter_usage", "p"
+			c.Metering.Dimensions = map[string]string{"api": "calls"}
+			c.Metering.StateURL = "gs://bucket/state"
+		}, "metering.state_url", `scheme "gs" not supported`},
+		{"merge grace", func(c *Config) {
+			c.Metering.Mode, c.Metering.ProductCode = "batch_meter_usage", "p"
+			c.Metering.Dimensions = map[string]string{"api": "calls"}
+			c.Metering.StateURL = "s3://bucket/state"
+			c.Metering.MergeGrace = Duration(-time.Minute)
+		}, "metering.merge_grace", "between 0 and half of metering.window"},
 		{"window that can never report", func(c *Config) {
 			c.Metering.Mode, c.Metering.ProductCode = "meter_usage", "p"
 			c.Metering.Dimensions = map[string]string{"api": "calls"}

@@ -301,6 +301,16 @@ func (c *Config) validateMetering(v *collector) {
 	if m.CatchUpTimeout < 0 {
 		v.add("metering.catch_up_timeout", "must not be negative")
 	}
+	if m.StateURL != "" {
+		if m.Mode != "batch_meter_usage" {
+			v.add("metering.state_url", "only used with metering.mode batch_meter_usage (meter_usage reports per pod)")
+		} else if _, err := ship.ParseURL(m.StateURL); err != nil {
+			v.add("metering.state_url", "%v", strings.Replace(err.Error(), "output.url", "URL", 1))
+		}
+	}
+	if m.MergeGrace < 0 || m.MergeGrace.D() > m.Window.D()/2 {
+		v.add("metering.merge_grace", "%s must be between 0 and half of metering.window (%s)", m.MergeGrace, m.Window)
+	}
 	if m.Endpoint != "" {
 		if u, err := url.Parse(m.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			v.add("metering.endpoint", "%q is not an http(s) URL", m.Endpoint)

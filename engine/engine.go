@@ -31,12 +31,17 @@ type Engine struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	runErr error
+	settle bool
 }
 
 // Options are the non-config inputs of Start.
 type Options struct {
 	Logger     *zap.Logger
 	Registerer prometheus.Registerer
+	// SettleShared: Finish waits (bounded by its ctx) until the hours this
+	// replica closed are claimed and its partials merged or carried
+	// (metering.state_url; `ship`).
+	SettleShared bool
 	// FinalReport says which metering hours Finish reports.
 	FinalReport FinalReport
 	// CatchUpSources is how many sources will call SourceCaughtUp once
@@ -69,7 +74,7 @@ func Start(ctx context.Context, cfg conf.Config, opts Options) (*Engine, error) 
 	if log == nil {
 		log = zap.NewNop()
 	}
-	e := &Engine{cfg: cfg, log: log, final: opts.FinalReport}
+	e := &Engine{cfg: cfg, log: log, settle: opts.SettleShared, final: opts.FinalReport}
 	metered := cfg.Metering.Mode != "" && cfg.Metering.Mode != "off"
 	popts := pipeline.Options{Logger: log, Registerer: opts.Registerer, UnhealthyAfter: cfg.Server.UnreadyAfter.D(), BufferFaults: opts.BufferFaults}
 	late := &lateCounter{}
@@ -118,7 +123,7 @@ func Start(ctx context.Context, cfg conf.Config, opts Options) (*Engine, error) 
 		e.runErr = e.pipe.Run(runCtx)
 	}()
 	if e.meter != nil {
-		e.meter.start(runCtx)
+		e.meter.start(runCtx, &e.wg, e.settle)
 	}
 	return e, nil
 }
@@ -160,6 +165,8 @@ func (e *Engine) Finish(ctx context.Context, drain bool) error {
 		if e.meter != nil {
 			if err := e.meter.report(ctx, e.final); err != nil {
 				errs = append(errs, fmt.Errorf("metering: %w", err))
+			} else if err := e.meter.shared.finish(ctx, e.settle); err != nil {
+				errs = append(errs, fmt.Errorf("metering: %w", err))
 			}
 		}
 	}
@@ -173,6 +180,9 @@ func (e *Engine) Finish(ctx context.Context, drain bool) error {
 	}
 	if err := e.pipe.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("closing buffer: %w", err))
+	}
+	if e.meter != nil {
+		e.meter.shared.close()
 	}
 	return errors.Join(errs...)
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	mm "github.com/aws/aws-sdk-go-v2/service/marketplacemetering"
@@ -50,6 +51,8 @@ func (c *lateCounter) NewBatchCount() pipeline.BatchCount {
 type meterRuntime struct {
 	log   *zap.Logger
 	meter *metering.Meter
+	// shared is the replicas' protocol when metering.state_url is set.
+	shared *sharedRuntime
 	// cancel stops Run's loop; done is closed when it has returned.
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -60,9 +63,17 @@ type meterRuntime struct {
 func newMeterRuntime(cfg conf.Config, p *pipeline.Pipeline, client *mm.Client, log *zap.Logger, reg prometheus.Registerer, catchUpSources int) (*meterRuntime, error) {
 	m := &meterRuntime{log: log}
 	var err error
+	var sharedState metering.SharedState
+	if cfg.Metering.StateURL != "" {
+		if m.shared, err = newSharedRuntime(cfg, replicaID(p.Buffer().AgentID(), p.Buffer().InstanceID()), client, log, reg); err != nil {
+			return nil, err
+		}
+		sharedState = m.shared.agent
+	}
 	m.meter, err = metering.New(cfg.Metering, metering.Options{
+		Shared:     sharedState,
 		Dir:        filepath.Join(cfg.Buffer.Dir, "metering"),
-		InstanceID: p.Buffer().AgentID(),
+		InstanceID: p.Buffer().InstanceID(),
 		Client:     client,
 		Logger:     log.Named("metering"),
 		Registerer: reg,
@@ -73,21 +84,25 @@ func newMeterRuntime(cfg conf.Config, p *pipeline.Pipeline, client *mm.Client, l
 		CatchUpSources: catchUpSources,
 	})
 	if err != nil {
+		m.shared.close()
 		return nil, fmt.Errorf("metering: %w", err)
 	}
 	return m, nil
 }
 
-// start reports hours as they close, until stop.
-func (m *meterRuntime) start(ctx context.Context) {
-	ctx, m.cancel = context.WithCancel(ctx)
+// start reports hours as they close, until stop, and runs the
+// replicas' protocol (on ctx: it goes on until the engine stops).
+func (m *meterRuntime) start(ctx context.Context, wg *sync.WaitGroup, settle bool) {
+	mctx, cancel := context.WithCancel(ctx)
+	m.cancel = cancel
 	m.done = make(chan struct{})
 	go func() {
 		defer close(m.done)
-		if err := m.meter.Run(ctx); err != nil && ctx.Err() == nil {
+		if err := m.meter.Run(mctx); err != nil && mctx.Err() == nil {
 			m.log.Error("metering stopped", zap.Error(err))
 		}
 	}()
+	m.shared.start(ctx, wg, settle)
 }
 
 // stop ends Run's loop and waits for it: its pass in progress gives up
@@ -124,6 +139,7 @@ func (m *meterRuntime) summary() []string {
 	for _, d := range dims {
 		lines = append(lines, fmt.Sprintf("metering quantity:  %s = %d", d, s.Quantities[d]))
 	}
+	lines = append(lines, m.shared.summary()...)
 	if s.UnbilledRecords > 0 {
 		var parts []string
 		for _, d := range slices.Sorted(maps.Keys(s.Unbilled)) {

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -335,21 +336,33 @@ func (s *S3Store) Get(ctx context.Context, id string) (*Job, string, error) {
 }
 
 func (s *S3Store) getObject(ctx context.Context, key string) ([]byte, string, error) {
+	b, etag, _, err := s.getObjectAt(ctx, key)
+	return b, etag, err
+}
+
+// getObjectAt is getObject with the object's Last-Modified time.
+func (s *S3Store) getObjectAt(ctx context.Context, key string) ([]byte, string, time.Time, error) {
 	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.bucket, Key: &key})
 	if err != nil {
 		var nsk *types.NoSuchKey
 		if errors.As(err, &nsk) || httpStatus(err) == 404 {
-			return nil, "", ErrNotFound
+			return nil, "", time.Time{}, ErrNotFound
 		}
-		return nil, "", fmt.Errorf("jobs store: get %s: %w", key, err)
+		return nil, "", time.Time{}, fmt.Errorf("jobs store: get %s: %w", key, err)
 	}
 	defer out.Body.Close()
 	b, err := io.ReadAll(out.Body)
 	if err != nil {
-		return nil, "", fmt.Errorf("jobs store: get %s: %w", key, err)
+		return nil, "", time.Time{}, fmt.Errorf("jobs store: get %s: %w", key, err)
 	}
-	return b, aws.ToString(out.ETag), nil
+	return b, aws.ToString(out.ETag), aws.ToTime(out.LastModified), nil
 }
+
+// claimGrace is how long a name claim whose job does not exist yet is
+// taken to be a create in progress on another server (claim written, job
+// not yet): only an older one is stale. It also absorbs clock skew
+// between this server and the store's.
+const claimGrace = 5 * time.Minute
 
 // nameKey is where a name's claim lives (names/<hash>.json, holding the
 // id of the job with that name).
@@ -360,9 +373,12 @@ func (s *S3Store) nameKey(name string) string {
 
 // claim makes job id the owner of name: the claim object is created with
 // If-None-Match: *, so of two servers creating one name only one gets
-// it. A claim whose job is gone or renamed is stale and taken over with
-// If-Match on its ETag. Claims are never deleted: a stale one costs a
-// few bytes, and deleting could race with a server taking it over.
+// it. A claim released by Delete, or whose job was renamed, is stale and
+// taken over with If-Match on its ETag; so is one whose job does not
+// exist once claimGrace has passed (a create that died between its claim
+// and its job). A younger claim without its job is a create in progress
+// elsewhere: the name is taken. Claims are never deleted: a stale one
+// costs a few bytes, and deleting could race with a server taking it over.
 func (s *S3Store) claim(ctx context.Context, name, id string) error {
 	key := s.nameKey(name)
 	body := []byte(`{"id":"` + id + `"}`)
@@ -380,7 +396,7 @@ func (s *S3Store) claim(ctx context.Context, name, id string) error {
 		if !isPrecondition(err) {
 			return fmt.Errorf("jobs store: claim name: %w", err)
 		}
-		b, etag, err := s.getObject(ctx, key)
+		b, etag, modified, err := s.getObjectAt(ctx, key)
 		if errors.Is(err, ErrNotFound) {
 			continue
 		}
@@ -392,12 +408,16 @@ func (s *S3Store) claim(ctx context.Context, name, id string) error {
 		if c.ID == id {
 			return nil
 		}
-		owner, _, err := s.Get(ctx, c.ID)
-		switch {
-		case err == nil && owner.JobName == name:
-			return &NameTakenError{Name: name, ID: c.ID}
-		case err != nil && !errors.Is(err, ErrNotFound):
-			return err
+		if c.ID != "" {
+			owner, _, err := s.Get(ctx, c.ID)
+			switch {
+			case err == nil && owner.JobName == name:
+				return &NameTakenError{Name: name, ID: c.ID}
+			case errors.Is(err, ErrNotFound) && time.Since(modified) < claimGrace:
+				return &NameTakenError{Name: name, ID: c.ID}
+			case err != nil && !errors.Is(err, ErrNotFound):
+				return err
+			}
 		}
 		err = put(func(in *s3.PutObjectInput) { in.IfMatch = aws.String(etag) })
 		if err == nil {
@@ -461,7 +481,8 @@ func (s *S3Store) Update(ctx context.Context, j *Job, ver string) error {
 
 // Delete removes a job and its run record.
 func (s *S3Store) Delete(ctx context.Context, id string) error {
-	if _, _, err := s.Get(ctx, id); err != nil {
+	j, _, err := s.Get(ctx, id)
+	if err != nil {
 		return err
 	}
 	for _, kind := range []string{"jobs", "runs"} {
@@ -470,6 +491,26 @@ func (s *S3Store) Delete(ctx context.Context, id string) error {
 			return fmt.Errorf("jobs store: delete %s: %w", key, err)
 		}
 	}
+	return s.release(ctx, j.JobName, id)
+}
+
+// release frees name if job id still holds its claim, so it can be used
+// again at once (a claim without its job would hold it for claimGrace).
+// A failed release only delays reuse of the name.
+func (s *S3Store) release(ctx context.Context, name, id string) error {
+	key := s.nameKey(name)
+	b, etag, err := s.getObject(ctx, key)
+	if err != nil {
+		return nil
+	}
+	var c struct{ ID string }
+	if json.Unmarshal(b, &c) != nil || c.ID != id {
+		return nil
+	}
+	_, _ = s.client.PutObject(ctx, &s3.PutObjectInput{
+		Bucket: &s.bucket, Key: &key, Body: bytes.NewReader([]byte(`{"id":""}`)),
+		IfMatch: aws.String(etag), ContentType: aws.String("application/json"),
+	})
 	return nil
 }
 

@@ -160,4 +160,11 @@ func TestUniqueNamesTwoServers(t *testing.T) {
 	if st, raw := a.do("POST", "/jobs", with("jobName", "New name"), nil); st != http.StatusConflict {
 		t.Fatalf("new name: %d %s", st, raw)
 	}
+	// Delete: the name is free at once, on the other server too.
+	if st, raw := b.do("DELETE", "/jobs/"+list[0].ID, nil, nil); st != http.StatusOK && st != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", st, raw)
+	}
+	if st, raw := a.do("POST", "/jobs", with("jobName", "New name"), nil); st != http.StatusCreated {
+		t.Fatalf("name of a deleted job: %d %s", st, raw)
+	}
 }

@@ -102,6 +102,10 @@ func propertyDoc(name string) string {
 		return "Usage of an hour older than this when counted is recorded as unbilled, not billed now; 0: no limit."
 	case "metering_catch_up_timeout":
 		return "Not used by the plugin (how long the agent keeps hours open while its sources read their backlog)."
+	case "metering_state_url":
+		return "`batch_meter_usage` with several replicas: `s3://bucket/prefix` or `file:///dir` where they merge their hourly usage into one record per customer, dimension and hour."
+	case "metering_merge_grace":
+		return "How long a claim of an hour waits for live replicas' partials before merging without them (their usage is carried, not lost)."
 	case "metering_report_zero":
 		return "Report hours with zero usage."
 	case "metering_dry_run":

@@ -91,6 +91,7 @@ type intent struct {
 	Dimension            string       `json:"dimension"`
 	Quantity             int64        `json:"quantity"`
 	Allocations          []allocation `json:"allocations,omitempty"`
+	Buckets              []*bucket    `json:"buckets,omitempty"` // op shared: the exact usage handed over
 	ClientToken          string       `json:"client_token,omitempty"`
 	DryRun               bool         `json:"dry_run,omitempty"`
 	Records              int64        `json:"records"`

@@ -67,7 +67,8 @@ type Options struct {
 	// <buffer.dir>/metering, so the buffer's directory lock covers it.
 	Dir string
 	// InstanceID identifies this agent in MeterUsage ClientTokens (the
-	// buffer's agent id). Two agents must never share one.
+	// buffer's instance id, unique to its directory, not agent.id, which
+	// replicas may share). Two agents must never share one.
 	InstanceID string
 	// Client calls AWS Marketplace (NewClient), or the emulator in tests.
 	Client     API
@@ -94,6 +95,9 @@ type Options struct {
 	CallTimeout time.Duration
 	// Tick is how often Run reports closed hours; default 1m.
 	Tick time.Duration
+	// Shared, in batch_meter_usage mode, takes closed hours' usage instead
+	// of this agent reporting it (metering.state_url; see shared.go).
+	Shared SharedState
 	// CatchUpSources is how many sources will call SourceCaughtUp once
 	// they have read what their files held at the start. Until they all
 	// have (or metering.catch_up_timeout has passed), no hour closes, so
@@ -272,6 +276,9 @@ func New(cfg conf.Metering, opts Options) (*Meter, error) {
 	if opts.Client == nil {
 		return nil, fmt.Errorf("%w: Options.Client is nil", ErrInvalidConfig)
 	}
+	if opts.Shared != nil && set.mode != ModeBatchMeterUsage {
+		return nil, fmt.Errorf("%w: metering.state_url: only used with metering.mode %s", ErrInvalidConfig, ModeBatchMeterUsage)
+	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
@@ -332,8 +339,13 @@ func New(cfg conf.Metering, opts Options) (*Meter, error) {
 	}
 	m.led = led
 	if led.instance != opts.InstanceID {
+		// E.g. a ledger from before buffer instance ids (ClientTokens
+		// used the agent id, which replicas may share): new intents use
+		// this id from now on, so the warning is given once.
 		m.log.Warn("ledger was written by another instance id; pending intents keep their original ClientTokens",
 			zap.String("ledger_instance", led.instance), zap.String("instance", opts.InstanceID))
+		led.instance = opts.InstanceID
+		existed = false
 	}
 	if !existed {
 		if err := m.saveLocked(); err != nil {

@@ -102,6 +102,9 @@ func (m *Meter) report(ctx context.Context, final bool) error {
 		return fmt.Errorf("%w: waiting for the reporting pass in progress: %w", ErrNotReported, ctx.Err())
 	}
 	defer func() { <-m.reportSem }()
+	if m.opts.Shared != nil {
+		return m.reportShared(ctx, final)
+	}
 	deadline := time.Now().Add(m.opts.MaxRetryElapsed)
 	for range maxRounds {
 		if err := ctx.Err(); err != nil {
@@ -238,6 +241,11 @@ func (m *Meter) plan(final bool) ([]*intent, error) {
 			}
 		}
 		for _, h := range slices.Sorted(maps.Keys(hours)) {
+			if m.opts.Shared != nil {
+				m.handOffLocked(s, h, now)
+				changed = true
+				continue
+			}
 			m.createIntentLocked(s, h, now)
 			changed = true
 		}

@@ -180,7 +180,9 @@ func TestRetryGivesUpAfterMaxElapsed(t *testing.T) {
 	srv := s3server.Start(t)
 	u := newS3(t, srv, srv.Endpoint(), func(o *S3Options) { o.Bucket = "no-such-bucket" })
 	rec := newRecorder()
-	r := Retry{Next: u, Initial: time.Millisecond, Max: 10 * time.Millisecond, MaxElapsed: 50 * time.Millisecond, OnError: rec.onError}
+	// MaxElapsed leaves room for a first attempt slowed by a loaded
+	// machine: a failure that would wait past it gives up without OnError.
+	r := Retry{Next: u, Initial: time.Millisecond, Max: 10 * time.Millisecond, MaxElapsed: 500 * time.Millisecond, OnError: rec.onError}
 	err := r.Put(testCtx(t), &Object{Key: "k.gz", Body: []byte("x")})
 	if !errors.Is(err, ErrGaveUp) || !IsPermanent(err) {
 		t.Fatalf("Put = %v, want ErrGaveUp wrapping a permanent error", err)

@@ -1,0 +1,48 @@
+package shared
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// registerMetrics exports the agent's Summary and state as
+// metership_metering_shared_* series (nothing when reg is nil).
+func (a *Agent) registerMetrics(reg prometheus.Registerer) error {
+	if reg == nil {
+		return nil
+	}
+	const ns, sub = "metership", "metering_shared"
+	read := func(f func(*Agent) float64) func() float64 {
+		return func() float64 {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			return f(a)
+		}
+	}
+	cs := []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "partials_written_total",
+			Help: "Hourly partials this replica wrote to the shared state."}, read(func(a *Agent) float64 { return float64(a.sum.PartialsWritten) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "partials_late_total",
+			Help: "Partials of this replica that their hour's claim did not merge; their usage was carried into its next hour."},
+			read(func(a *Agent) float64 { return float64(a.sum.PartialsLate) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "hours_claimed_total",
+			Help: "Hours this replica claimed (merged and fixed the records of)."}, read(func(a *Agent) float64 { return float64(a.sum.HoursClaimed) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "records_sent_total",
+			Help: "Claimed usage records this replica sent and AWS accepted."}, read(func(a *Agent) float64 { return float64(a.sum.RecordsSent) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "step_errors_total",
+			Help: "Steps of the shared protocol that failed (S3 or AWS errors); retried every minute."}, read(func(a *Agent) float64 { return float64(a.stepErrors) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "hours_unsettled",
+			Help: "Hours this replica closed whose partial is not yet written, or not yet merged by an answered claim or carried."},
+			read(func(a *Agent) float64 { return float64(a.unsettledLocked()) })),
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return err
+			}
+		}
+	}
+	return nil
+}
