@@ -15,26 +15,28 @@ import (
 	"github.com/prometheus/prometheus/rules"
 )
 
-// healthySeries is one agent doing well for two hours, in promqltest's
+// healthySeries is one agent doing well for four hours, in promqltest's
 // series notation (one sample a minute): the base every scenario changes.
 var healthySeries = map[string]string{
-	`metership_upload_failures_total{instance="a"}`:                               "0+0x120",
-	`metership_uploads_total{instance="a"}`:                                       "0+10x120",
-	`metership_oldest_pending_seconds{instance="a"}`:                              "5+0x120",
-	`metership_tail_file_size_bytes{instance="a",path="/l/app.log",inode="1"}`:    "0+100000x120",
-	`metership_tail_file_offset_bytes{instance="a",path="/l/app.log",inode="1"}`:  "0+100000x120",
-	`metership_buffer_bytes{instance="a"}`:                                        "1000+0x120",
-	`metership_buffer_max_bytes{instance="a"}`:                                    "10000+0x120",
-	`metership_buffer_writes_failing{instance="a"}`:                               "0+0x120",
-	`metership_buffer_segments_damaged_total{instance="a"}`:                       "0+0x120",
-	`metership_metering_hours_conflicted_total{instance="a"}`:                     "0+0x120",
-	`metership_metering_usage_unbilled_total{instance="a",reason="max_carry"}`:    "0+0x120",
-	`metership_metering_records_unbillable_total{instance="a",reason="value"}`:    "0+0x120",
-	`metership_metering_records_unbillable_total{instance="a",reason="customer"}`: "0+0x120",
-	`metership_metering_dead_letters_total{instance="a"}`:                         "0+0x120",
-	`metership_metering_oldest_pending_hour_seconds{instance="a"}`:                "1800+0x120",
-	`metership_export_runs_total{instance="a",result="failure"}`:                  "0+0x120",
-	`metership_export_runs_total{instance="a",result="success"}`:                  "0+1x120",
+	`metership_upload_failures_total{instance="a"}`:                               "0+0x240",
+	`metership_uploads_total{instance="a"}`:                                       "0+10x240",
+	`metership_oldest_pending_seconds{instance="a"}`:                              "5+0x240",
+	`metership_tail_file_size_bytes{instance="a",path="/l/app.log",inode="1"}`:    "0+100000x240",
+	`metership_tail_file_offset_bytes{instance="a",path="/l/app.log",inode="1"}`:  "0+100000x240",
+	`metership_buffer_bytes{instance="a"}`:                                        "1000+0x240",
+	`metership_buffer_max_bytes{instance="a"}`:                                    "10000+0x240",
+	`metership_buffer_writes_failing{instance="a"}`:                               "0+0x240",
+	`metership_buffer_segments_damaged_total{instance="a"}`:                       "0+0x240",
+	`metership_metering_hours_conflicted_total{instance="a"}`:                     "0+0x240",
+	`metership_metering_usage_unbilled_total{instance="a",reason="max_carry"}`:    "0+0x240",
+	`metership_metering_records_unbillable_total{instance="a",reason="value"}`:    "0+0x240",
+	`metership_metering_records_unbillable_total{instance="a",reason="customer"}`: "0+0x240",
+	`metership_metering_dead_letters_total{instance="a"}`:                         "0+0x240",
+	`metership_metering_oldest_pending_hour_seconds{instance="a"}`:                "1800+0x240",
+	`metership_export_runs_total{instance="a",result="failure"}`:                  "0+0x240",
+	`metership_metering_shared_replicas_stalled{instance="a"}`:                    "0+0x240",
+	`metership_metering_shared_hours_unsettled{instance="a"}`:                     "1+0x240",
+	`metership_export_runs_total{instance="a",result="success"}`:                  "0+1x240",
 }
 
 // firingAt evaluates alerts.yaml, loaded by Prometheus' rule manager,
@@ -114,26 +116,28 @@ func TestAlertsFire(t *testing.T) {
 	}{
 		{"", nil, 0, 120},
 		{"MetershipUploadsFailing", map[string]string{
-			`metership_upload_failures_total{instance="a"}`: "0+2x120",
-			`metership_uploads_total{instance="a"}`:         "50+0x120"}, 10, 20},
+			`metership_upload_failures_total{instance="a"}`: "0+2x240",
+			`metership_uploads_total{instance="a"}`:         "50+0x240"}, 10, 20},
 		// Some uploads still succeed: degraded, not failing.
-		{"", map[string]string{`metership_upload_failures_total{instance="a"}`: "0+2x120", `metership_uploads_total{instance="a"}`: "0+1x120"}, 0, 60},
-		{"MetershipLagGrowing", map[string]string{`metership_oldest_pending_seconds{instance="a"}`: "0+60x120"}, 20, 40},
-		{"MetershipLagGrowing", map[string]string{`metership_tail_file_offset_bytes{instance="a",path="/l/app.log",inode="1"}`: "0+0x120",
-			`metership_tail_file_size_bytes{instance="a",path="/l/app.log",inode="1"}`: "0+1048576x120"}, 25, 45},
+		{"", map[string]string{`metership_upload_failures_total{instance="a"}`: "0+2x240", `metership_uploads_total{instance="a"}`: "0+1x240"}, 0, 60},
+		{"MetershipLagGrowing", map[string]string{`metership_oldest_pending_seconds{instance="a"}`: "0+60x240"}, 20, 40},
+		{"MetershipLagGrowing", map[string]string{`metership_tail_file_offset_bytes{instance="a",path="/l/app.log",inode="1"}`: "0+0x240",
+			`metership_tail_file_size_bytes{instance="a",path="/l/app.log",inode="1"}`: "0+1048576x240"}, 25, 45},
 		// Behind by a steady 20 MiB that does not grow: not lag growing.
-		{"", map[string]string{`metership_tail_file_offset_bytes{instance="a",path="/l/app.log",inode="1"}`: "0+100000x120",
-			`metership_tail_file_size_bytes{instance="a",path="/l/app.log",inode="1"}`: "20971520+100000x120"}, 0, 60},
-		{"MetershipBufferNearlyFull", map[string]string{`metership_buffer_bytes{instance="a"}`: "9000+0x120"}, 3, 10},
-		{"MetershipBufferDiskFailing", map[string]string{`metership_buffer_writes_failing{instance="a"}`: "1+0x120"}, 3, 10},
-		{"MetershipSegmentDamaged", map[string]string{`metership_buffer_segments_damaged_total{instance="a"}`: "0 0 0 0 0 1+0x115"}, 4, 6},
-		{"MetershipMeteringConflict", map[string]string{`metership_metering_hours_conflicted_total{instance="a"}`: "0 0 0 0 0 1+0x115"}, 4, 6},
-		{"MetershipUsageUnbilled", map[string]string{`metership_metering_records_unbillable_total{instance="a",reason="value"}`: "0 0 0 0 0 3+0x115"}, 4, 6},
-		{"MetershipUsageUnbilled", map[string]string{`metership_metering_usage_unbilled_total{instance="a",reason="max_carry"}`: "0 0 0 0 0 40+0x115"}, 4, 6},
-		{"MetershipUsageUnbilled", map[string]string{`metership_metering_dead_letters_total{instance="a"}`: "0 0 0 0 0 1+0x115"}, 4, 6},
+		{"", map[string]string{`metership_tail_file_offset_bytes{instance="a",path="/l/app.log",inode="1"}`: "0+100000x240",
+			`metership_tail_file_size_bytes{instance="a",path="/l/app.log",inode="1"}`: "20971520+100000x240"}, 0, 60},
+		{"MetershipBufferNearlyFull", map[string]string{`metership_buffer_bytes{instance="a"}`: "9000+0x240"}, 3, 10},
+		{"MetershipBufferDiskFailing", map[string]string{`metership_buffer_writes_failing{instance="a"}`: "1+0x240"}, 3, 10},
+		{"MetershipSegmentDamaged", map[string]string{`metership_buffer_segments_damaged_total{instance="a"}`: "0 0 0 0 0 1+0x235"}, 4, 6},
+		{"MetershipMeteringConflict", map[string]string{`metership_metering_hours_conflicted_total{instance="a"}`: "0 0 0 0 0 1+0x235"}, 4, 6},
+		{"MetershipUsageUnbilled", map[string]string{`metership_metering_records_unbillable_total{instance="a",reason="value"}`: "0 0 0 0 0 3+0x235"}, 4, 6},
+		{"MetershipUsageUnbilled", map[string]string{`metership_metering_usage_unbilled_total{instance="a",reason="max_carry"}`: "0 0 0 0 0 40+0x235"}, 4, 6},
+		{"MetershipUsageUnbilled", map[string]string{`metership_metering_dead_letters_total{instance="a"}`: "0 0 0 0 0 1+0x235"}, 4, 6},
 		// 4 h from the hour's start at 0, growing a minute a minute: 5 h at 60m.
-		{"MetershipHourNotReported", map[string]string{`metership_metering_oldest_pending_hour_seconds{instance="a"}`: "14400+60x120"}, 59, 61},
-		{"MetershipExportFailed", map[string]string{`metership_export_runs_total{instance="a",result="failure"}`: "0 0 0 0 0 1+0x115"}, 4, 6},
+		{"MetershipHourNotReported", map[string]string{`metership_metering_oldest_pending_hour_seconds{instance="a"}`: "14400+60x240"}, 59, 61},
+		{"MetershipReplicaHeartbeatStopped", map[string]string{`metership_metering_shared_replicas_stalled{instance="a"}`: "0 0 0 0 0 1+0x235"}, 10, 20},
+		{"MetershipReplicaHoursUnsettled", map[string]string{`metership_metering_shared_hours_unsettled{instance="a"}`: "3+0x240"}, 100, 130},
+		{"MetershipExportFailed", map[string]string{`metership_export_runs_total{instance="a",result="failure"}`: "0 0 0 0 0 1+0x235"}, 4, 6},
 	} {
 		name := c.alert
 		if name == "" {

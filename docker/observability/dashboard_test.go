@@ -24,6 +24,9 @@ var wantPanelMetrics = []string{
 	"metership_metering_oldest_pending_hour_seconds", "metership_metering_window_seconds",
 	// export runs
 	"metership_export_runs_total", "metership_export_run_duration_seconds_bucket",
+	// replicas: partials, claims, late partials carried, heartbeats
+	"metership_metering_shared_partials_written_total", "metership_metering_shared_hours_claimed_total",
+	"metership_metering_shared_partials_late_total", "metership_metering_shared_replicas_stalled",
 }
 
 // TestDashboard checks the Grafana dashboard: a current schema version, a

@@ -232,7 +232,8 @@ func usageLines(now time.Time) (string, int) {
 
 // TestDashboardAndRulesReadExposedMetrics starts the real agent (`metership
 // run` tailing a file, shipping to versitygw, metering to the emulator,
-// which throttles its first calls) and the export jobs server, waits until
+// which throttles its first calls), a replica billing through a shared
+// state (metering.state_url) and the export jobs server, waits until
 // records are shipped, hours reported, a call refused and an export run,
 // scrapes both /metrics and checks that every metric, label and label
 // value the dashboard's queries and the alert rules name is exposed.
@@ -320,6 +321,26 @@ metering:
 	fmt.Fprintf(f, `{"customerId":"c1","meterApiName":"api-calls","meterValue":1,"meterTimeInMillis":%d}`+"\nnot JSON either\n", now.UnixMilli())
 	f.Close()
 
+	// A replica of a SaaS product billing through the shared state
+	// (metering.state_url): the metership_metering_shared_* series.
+	replicaAddr := freeAddr(t)
+	replicaCfg := strings.NewReplacer(
+		"id: observability-test", "id: observability-replica",
+		filepath.Join(dir, "buf"), filepath.Join(dir, "replica-buf"),
+		filepath.Join(logs, "*.log"), filepath.Join(dir, "replica-logs", "*.log"),
+		runAddr, replicaAddr,
+		"mode: meter_usage", "mode: batch_meter_usage\n  state_url: file://"+filepath.Join(dir, "state"),
+	).Replace(cfg)
+	replicaPath := filepath.Join(dir, "replica.yaml")
+	if err := os.WriteFile(replicaPath, []byte(replicaCfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	replica := start(t, env, replicaAddr, "run", "-c", replicaPath)
+	waitFor(t, 30*time.Second, func() string { return "the replica's first step\n" + replica.out.String() }, func() bool {
+		n, _ := replica.value("metership_metering_shared_replicas_live")
+		return n >= 1
+	})
+
 	// The jobs server, with a one-off export job over what is shipped.
 	jobsAddr := freeAddr(t)
 	const key = "observability-test-key-0123456789"
@@ -364,7 +385,7 @@ metering:
 		t.Fatal(err)
 	}
 	e := exposition{}
-	for _, p := range []*proc{agent, jobs} {
+	for _, p := range []*proc{agent, replica, jobs} {
 		mfs, err := p.scrape()
 		if err != nil {
 			t.Fatal(err)
@@ -405,5 +426,6 @@ metering:
 	t.Logf("exposed, not on the dashboard nor in a rule: %s", strings.Join(unused, " "))
 
 	agent.stop()
+	replica.stop()
 	jobs.stop()
 }

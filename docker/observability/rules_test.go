@@ -15,15 +15,17 @@ import (
 // wantAlerts are the alerts issue #15 asks for (and one for a failing
 // disk), each with the severity operators route on.
 var wantAlerts = map[string]string{
-	"MetershipUploadsFailing":    "critical",
-	"MetershipLagGrowing":        "warning",
-	"MetershipBufferNearlyFull":  "warning",
-	"MetershipBufferDiskFailing": "critical",
-	"MetershipSegmentDamaged":    "warning",
-	"MetershipMeteringConflict":  "critical",
-	"MetershipUsageUnbilled":     "warning",
-	"MetershipHourNotReported":   "critical",
-	"MetershipExportFailed":      "warning",
+	"MetershipUploadsFailing":          "critical",
+	"MetershipLagGrowing":              "warning",
+	"MetershipBufferNearlyFull":        "warning",
+	"MetershipBufferDiskFailing":       "critical",
+	"MetershipSegmentDamaged":          "warning",
+	"MetershipMeteringConflict":        "critical",
+	"MetershipUsageUnbilled":           "warning",
+	"MetershipHourNotReported":         "critical",
+	"MetershipExportFailed":            "warning",
+	"MetershipReplicaHeartbeatStopped": "warning",
+	"MetershipReplicaHoursUnsettled":   "warning",
 }
 
 // TestRuleFileLoads loads alerts.yaml with Prometheus' rule-file loader
