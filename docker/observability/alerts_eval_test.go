@@ -2,17 +2,18 @@ package observability
 
 import (
 	"context"
-	"fmt"
 	"maps"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/promslog"
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/promql/promqltest"
-	"github.com/prometheus/prometheus/rules"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"github.com/prometheus/prometheus/tsdb/chunks"
+	"github.com/prometheus/prometheus/util/annotations"
 )
 
 // healthySeries is one agent doing well for four hours, in promqltest's
@@ -39,70 +40,129 @@ var healthySeries = map[string]string{
 	`metership_export_runs_total{instance="a",result="success"}`:                  "0+1x240",
 }
 
-// firingAt evaluates alerts.yaml, loaded by Prometheus' rule manager,
-// every minute over series as Prometheus would (for: included) and
-// returns the alerts firing at each minute.
+// firingAt evaluates the alerts of alerts.yaml (loaded with Prometheus'
+// rule-file loader) every minute over series with Prometheus' PromQL
+// engine, as Prometheus' rule manager does: an alert's series is pending
+// from the first evaluation that returns it and firing once it has been
+// returned at every evaluation for its for: duration. It returns the
+// alerts firing at each minute. (The rule manager itself, with its TSDB,
+// would pull half of Prometheus' dependencies into this module.)
 func firingAt(t *testing.T, series map[string]string, minutes int) [][]string {
 	t.Helper()
-	var load strings.Builder
-	load.WriteString("load 1m\n")
-	for _, s := range slices.Sorted(maps.Keys(series)) {
-		fmt.Fprintf(&load, "  %s %s\n", s, series[s])
-	}
-	suite, err := promqltest.NewLazyLoader(load.String(), promqltest.LazyLoaderOpts{EnableAtModifier: true, EnableNegativeOffset: true, Parser: promParser})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer suite.Close()
-	suite.SubqueryInterval = time.Minute
-	m := rules.NewManager(&rules.ManagerOptions{
-		QueryFunc:    rules.EngineQueryFunc(suite.QueryEngine(), suite.Storage()),
-		AppendableV2: suite.Storage(),
-		Context:      context.Background(),
-		NotifyFunc:   func(context.Context, string, ...*rules.Alert) {},
-		Logger:       promslog.NewNopLogger(),
-		Parser:       promParser,
-	})
-	groups, errs := m.LoadGroups(time.Minute, labels.EmptyLabels(), "", nil, false, alertsFile)
-	if len(errs) > 0 {
-		t.Fatalf("rule manager: %v", errs)
-	}
-	for _, g := range groups {
-		for _, r := range g.Rules() {
-			if ar, ok := r.(*rules.AlertingRule); ok {
-				ar.SetRestored(true)
+	var stored []storage.Series
+	for _, desc := range slices.Sorted(maps.Keys(series)) {
+		ls, values, err := promParser.ParseSeriesDesc(desc + " " + series[desc])
+		if err != nil {
+			t.Fatalf("%s: %v", desc, err)
+		}
+		var samples []chunks.Sample
+		for i, v := range values {
+			if !v.Omitted {
+				samples = append(samples, floatSample{t: int64(i) * time.Minute.Milliseconds(), f: v.Value})
 			}
 		}
+		stored = append(stored, storage.NewListSeries(ls, samples))
 	}
+	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 1e6, Timeout: time.Minute, LookbackDelta: 5 * time.Minute,
+		NoStepSubqueryIntervalFn: func(int64) int64 { return time.Minute.Milliseconds() }})
+	type rule struct {
+		name string
+		hold time.Duration
+		expr string
+	}
+	var alerts []rule
+	for _, g := range loadRules(t).Groups {
+		for _, r := range g.Rules {
+			alerts = append(alerts, rule{r.Alert, time.Duration(r.For), r.Expr})
+		}
+	}
+	activeAt := map[string]map[string]time.Time{} // alert -> series -> since
 	out := make([][]string, minutes+1)
-	start := time.Unix(0, 0).UTC()
 	for i := 0; i <= minutes; i++ {
-		ts := start.Add(time.Duration(i) * time.Minute)
-		suite.WithSamplesTill(ts, func(err error) {
+		ts := time.UnixMilli(int64(i) * time.Minute.Milliseconds())
+		for _, a := range alerts {
+			q, err := engine.NewInstantQuery(context.Background(), memQueryable(stored), nil, a.expr, ts)
 			if err != nil {
-				t.Fatal(err)
+				t.Fatalf("%s: %v", a.name, err)
 			}
-			for _, g := range groups {
-				g.Eval(suite.Context(), ts)
-				for _, r := range g.Rules() {
-					if err := r.LastError(); err != nil {
-						t.Fatalf("%s at %dm: %v", r.Name(), i, err)
-					}
-					ar, ok := r.(*rules.AlertingRule)
-					if !ok {
-						continue
-					}
-					for _, a := range ar.ActiveAlerts() {
-						if a.State == rules.StateFiring && !slices.Contains(out[i], ar.Name()) {
-							out[i] = append(out[i], ar.Name())
-						}
-					}
+			res := q.Exec(context.Background())
+			if res.Err != nil {
+				t.Fatalf("%s at %dm: %v", a.name, i, res.Err)
+			}
+			vec, err := res.Vector()
+			if err != nil {
+				t.Fatalf("%s at %dm: %v", a.name, i, err)
+			}
+			q.Close()
+			seen := map[string]time.Time{}
+			for _, s := range vec {
+				key := s.Metric.DropMetricName().String()
+				since, ok := activeAt[a.name][key]
+				if !ok {
+					since = ts
+				}
+				seen[key] = since
+				if ts.Sub(since) >= a.hold && !slices.Contains(out[i], a.name) {
+					out[i] = append(out[i], a.name)
 				}
 			}
-		})
+			activeAt[a.name] = seen
+		}
 	}
 	return out
 }
+
+// floatSample is one float sample of the in-memory series.
+type floatSample struct {
+	t int64
+	f float64
+}
+
+func (s floatSample) T() int64                      { return s.t }
+func (s floatSample) ST() int64                     { return 0 }
+func (s floatSample) F() float64                    { return s.f }
+func (s floatSample) H() *histogram.Histogram       { return nil }
+func (s floatSample) FH() *histogram.FloatHistogram { return nil }
+func (s floatSample) Type() chunkenc.ValueType      { return chunkenc.ValFloat }
+func (s floatSample) Copy() chunks.Sample           { return s }
+
+// memQueryable serves the test's series to the engine.
+type memQueryable []storage.Series
+
+func (m memQueryable) Querier(_, _ int64) (storage.Querier, error) { return m, nil }
+
+func (m memQueryable) Select(_ context.Context, _ bool, _ *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
+	out := &seriesSet{}
+	for _, s := range m {
+		ls := s.Labels()
+		if slices.IndexFunc(ms, func(mt *labels.Matcher) bool { return !mt.Matches(ls.Get(mt.Name)) }) < 0 {
+			out.series = append(out.series, s)
+		}
+	}
+	slices.SortFunc(out.series, func(a, b storage.Series) int { return labels.Compare(a.Labels(), b.Labels()) })
+	return out
+}
+
+func (memQueryable) LabelValues(context.Context, string, *storage.LabelHints, ...*labels.Matcher) ([]string, annotations.Annotations, error) {
+	return nil, nil, nil
+}
+
+func (memQueryable) LabelNames(context.Context, *storage.LabelHints, ...*labels.Matcher) ([]string, annotations.Annotations, error) {
+	return nil, nil, nil
+}
+
+func (memQueryable) Close() error { return nil }
+
+// seriesSet iterates the selected series.
+type seriesSet struct {
+	series []storage.Series
+	next   int
+}
+
+func (s *seriesSet) Next() bool                        { s.next++; return s.next <= len(s.series) }
+func (s *seriesSet) At() storage.Series                { return s.series[s.next-1] }
+func (s *seriesSet) Err() error                        { return nil }
+func (s *seriesSet) Warnings() annotations.Annotations { return nil }
 
 // TestAlertsFire runs each alert's failure on the healthy agent through
 // Prometheus' rule manager: the alert is not firing yet at quiet (its
