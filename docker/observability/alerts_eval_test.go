@@ -164,10 +164,10 @@ func (s *seriesSet) At() storage.Series                { return s.series[s.next-
 func (s *seriesSet) Err() error                        { return nil }
 func (s *seriesSet) Warnings() annotations.Annotations { return nil }
 
-// TestAlertsFire runs each alert's failure on the healthy agent through
-// Prometheus' rule manager: the alert is not firing yet at quiet (its
-// for: or the threshold not reached), fires at fire, and no other alert
-// fires; the healthy agent fires nothing in two hours.
+// TestAlertsFire evaluates the alerts (firingAt) over each failure of the
+// healthy agent: the alert is not firing yet at quiet (its for: or the
+// threshold not reached), fires at fire, and no other alert fires; the
+// healthy agent fires nothing.
 func TestAlertsFire(t *testing.T) {
 	for _, c := range []struct {
 		alert       string // "" for none
