@@ -181,3 +181,18 @@ func mapsEqual(a, b map[string]string) bool {
 	}
 	return true
 }
+
+// The strict decode refuses what Kubernetes would reject or drop: a
+// misspelt field, a rule field at the wrong level, a wrong type.
+func TestPrometheusRuleDecodeIsStrict(t *testing.T) {
+	for _, doc := range []string{
+		"apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nmetadata: {name: x}\nspec:\n  group:\n    - name: g\n",
+		"apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nmetadata: {name: x}\nspec:\n  groups:\n    - name: g\n      rules:\n        - alert: A\n          expr: up\n          annotation: {runbook: x}\n",
+		"apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nmetadata: {name: x}\nspec:\n  groups:\n    - name: g\n      rules:\n        - alert: A\n          expr: up\n          labels: [severity]\n",
+	} {
+		var pr monitoringv1.PrometheusRule
+		if err := yaml.UnmarshalStrict([]byte(doc), &pr); err == nil {
+			t.Errorf("decoded without error:\n%s", doc)
+		}
+	}
+}
