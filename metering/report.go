@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,9 +20,8 @@ import (
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"go.uber.org/zap"
 
-	"github.com/metership/metership/internal/ctxtime"
 	"github.com/metership/metership/internal/fsutil"
-	"github.com/metership/metership/ship"
+	"github.com/metership/metership/internal/retry"
 )
 
 // Limits of the API the reporter respects.
@@ -468,39 +466,24 @@ func classify(ctx context.Context, err error) (outcome, string) {
 	}
 	// What is worth retrying is the same for every AWS API: the output's
 	// rules (throttling and timeout codes, 408, 429, 5xx, network errors).
-	if ship.IsPermanent(err) {
+	if retry.IsPermanent(err) {
 		return outPermanent, code
 	}
 	return outRetry, code
 }
 
-// backoff is exponential with jitter: each wait is in [d/2, d].
-type backoff struct {
-	initial, max, cur time.Duration
+// backoff is the wait sequence of one sending loop (Options.Backoff).
+func (m *Meter) backoff() *retry.Backoff {
+	return &retry.Backoff{Initial: m.opts.Backoff.Initial, Max: m.opts.Backoff.Max}
 }
-
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.initial
-	} else {
-		b.cur = min(2*b.cur, b.max)
-	}
-	return b.cur/2 + rand.N(b.cur/2+1)
-}
-
-func (b *backoff) reset() { b.cur = 0 }
 
 // retryWait sleeps before retrying after err, within deadline; false means
 // give up (deadline passed or ctx done).
-func (m *Meter) retryWait(ctx context.Context, bo *backoff, deadline time.Time, err error) bool {
+func (m *Meter) retryWait(ctx context.Context, bo *retry.Backoff, deadline time.Time, err error) bool {
 	if m.opts.onRetry != nil {
 		m.opts.onRetry(err)
 	}
-	wait := bo.next()
-	if time.Now().Add(wait).After(deadline) {
-		return false
-	}
-	return ctxtime.Sleep(ctx, wait)
+	return retry.Wait(ctx, bo.Next(), time.Now(), deadline)
 }
 
 // notReported is the error of a pass that left n intents pending.
@@ -540,7 +523,7 @@ func (m *Meter) sendMeterUsage(ctx context.Context, pending []*intent, deadline 
 	}
 	for range min(m.opts.reportWorkers, len(pending)) {
 		wg.Go(func() {
-			bo := &backoff{initial: m.opts.Backoff.Initial, max: m.opts.Backoff.Max}
+			bo := m.backoff()
 			for in := take(); in != nil; in = take() {
 				mv, quit, err := m.sendOne(callCtx, in, bo, deadline)
 				mu.Lock()
@@ -575,7 +558,7 @@ func (m *Meter) sendMeterUsage(ctx context.Context, pending []*intent, deadline 
 // sendOne sends one MeterUsage intent, retrying throttling, 5xx and
 // network errors. quit means stop the pass: retries ran out or ctx is
 // done. err is the last error when the intent is still pending.
-func (m *Meter) sendOne(ctx context.Context, in *intent, bo *backoff, deadline time.Time) (moved, quit bool, err error) {
+func (m *Meter) sendOne(ctx context.Context, in *intent, bo *retry.Backoff, deadline time.Time) (moved, quit bool, err error) {
 	if !withinWindow(in.Hour.Unix(), m.now(), m.set.window) {
 		m.expire(in, "hour is past the MeterUsage window")
 		return true, false, nil
@@ -586,11 +569,11 @@ func (m *Meter) sendOne(ctx context.Context, in *intent, bo *backoff, deadline t
 		res, code := classify(ctx, callErr)
 		switch res {
 		case outOK:
-			bo.reset()
+			bo.Reset()
 			m.resolve(in, statusAccepted, aws.ToString(out.MeteringRecordId), "")
 			return false, false, nil
 		case outDryRun:
-			bo.reset()
+			bo.Reset()
 			m.resolve(in, statusDryRun, "", "")
 			return false, false, nil
 		case outConflict:
@@ -856,7 +839,7 @@ func (m *Meter) sendBatches(ctx context.Context, pending []*intent, deadline tim
 		}
 		queue = append(queue, in)
 	}
-	bo := &backoff{initial: m.opts.Backoff.Initial, max: m.opts.Backoff.Max}
+	bo := m.backoff()
 	// A call has one ProductCode and is sent or not (dry_run) as a whole:
 	// each intent goes out under its own product and dry-run flag, as
 	// decided when it was created, even across a config change.
@@ -885,7 +868,7 @@ func (m *Meter) sendBatches(ctx context.Context, pending []*intent, deadline tim
 		case outOK:
 			retry := m.applyBatchResults(chunk, out)
 			if len(retry) == 0 {
-				bo.reset()
+				bo.Reset()
 				continue
 			}
 			m.log.Warn("BatchMeterUsage left records unprocessed; retrying", zap.Int("records", len(retry)))
