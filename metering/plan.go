@@ -26,93 +26,14 @@ func (m *Meter) plan(final bool) ([]*intent, error) {
 	if err := m.flushLocked(); err != nil {
 		return nil, err
 	}
-	cut := closedBefore(now, m.set.lateness, pendMin, hasPend)
-	if final {
-		// The instance stops: no more records come for the hour in
-		// progress, except those not counted yet.
-		cut = floorHour(now) + hourSeconds
-		if hasPend {
-			cut = min(cut, hourOfMillis(pendMin))
-		}
-	}
+	cut := planCut(now, m.set.lateness, final, pendMin, hasPend)
 	// While sources read the backlog of a downtime, no hour closes: its
 	// usage must land in its own hours. Decided intents are still sent.
 	gated := !final && m.catchingUpLocked(now)
+	changed := false
 	if !gated {
 		m.lastCut = cut
-	}
-	oldest := oldestReportable(now, m.set.window, m.set.lateness, cut)
-	changed := false
-	zero := m.set.reportZero && m.set.mode == ModeMeterUsage
-	if zero {
-		for _, d := range m.set.dimNames {
-			m.led.seriesFor(seriesKey{dimension: d})
-		}
-	}
-	for _, s := range m.led.sortedSeries() {
-		if gated {
-			break
-		}
-		// One log line per series: an agent down for days would otherwise
-		// log every hour of every dimension.
-		var moved int
-		var first, last, firstTo, lastTo int64
-		for _, h := range slices.Sorted(maps.Keys(s.open)) {
-			if h >= cut {
-				break
-			}
-			if h >= oldest && !s.hasIntent(h) {
-				continue
-			}
-			to := s.firstFree(max(h, oldest))
-			if to == h {
-				continue
-			}
-			s.moveHour(h, to)
-			changed = true
-			m.metrics.hoursCarried.WithLabelValues("window").Inc()
-			m.sum.Carried++
-			if moved == 0 {
-				first, firstTo = h, to
-			}
-			moved++
-			last, lastTo = h, to
-		}
-		if moved > 0 {
-			fields := []zap.Field{zap.String("dimension", s.key.dimension), zap.String("customer", s.key.customer),
-				zap.Int("hours", moved), zap.Time("from", hourTime(first)), zap.Time("through", hourTime(last)),
-				zap.Time("to", hourTime(firstTo))}
-			if lastTo != firstTo {
-				fields = append(fields, zap.Time("to_last", hourTime(lastTo)))
-			}
-			m.log.Warn("usage of hours past the reporting window added to the oldest reportable hour", fields...)
-		}
-		hours := make(map[int64]bool)
-		for h := range s.open {
-			if h < cut {
-				hours[h] = true
-			}
-		}
-		if zero && s.key.customer == "" && s.key.license == "" {
-			for h := max(m.led.zeroFrom, oldest); h < cut; h += hourSeconds {
-				if !s.hasIntent(h) {
-					hours[h] = true
-				}
-			}
-		}
-		for _, h := range slices.Sorted(maps.Keys(hours)) {
-			if m.opts.Shared != nil {
-				m.handOffLocked(s, h, now)
-				changed = true
-				continue
-			}
-			m.createIntentLocked(s, h, now)
-			changed = true
-		}
-	}
-	if zero && !gated && cut > m.led.zeroFrom {
-		m.led.zeroFrom = cut
-		changed = true
+		changed = m.closeHoursLocked(cut, now)
 	}
 	if m.pruneLocked(now) {
 		changed = true
@@ -126,6 +47,125 @@ func (m *Meter) plan(final bool) ([]*intent, error) {
 		}
 		m.crash("intents-saved")
 	}
+	pending := m.pendingLocked()
+	m.updatePendingLocked()
+	return pending, nil
+}
+
+// planCut is the first hour (unix seconds) a pass leaves open: the hours
+// before it are closed. With final the instance stops: no more records
+// come for the hour in progress, except those not counted yet.
+func planCut(now time.Time, lateness time.Duration, final bool, pendMin int64, hasPend bool) int64 {
+	if !final {
+		return closedBefore(now, lateness, pendMin, hasPend)
+	}
+	cut := floorHour(now) + hourSeconds
+	if hasPend {
+		cut = min(cut, hourOfMillis(pendMin))
+	}
+	return cut
+}
+
+// closeHoursLocked turns the usage of every hour before cut into intents
+// (in shared mode, hands it off), after moving usage of hours past the
+// reporting window to the oldest reportable one; report_zero adds the
+// empty hours of the configured dimensions. It reports whether the ledger
+// changed.
+func (m *Meter) closeHoursLocked(cut int64, now time.Time) bool {
+	oldest := oldestReportable(now, m.set.window, m.set.lateness, cut)
+	changed := false
+	zero := m.set.reportZero && m.set.mode == ModeMeterUsage
+	if zero {
+		for _, d := range m.set.dimNames {
+			m.led.seriesFor(seriesKey{dimension: d})
+		}
+	}
+	for _, s := range m.led.sortedSeries() {
+		if m.carryPastWindowLocked(s, cut, oldest) {
+			changed = true
+		}
+		for _, h := range m.hoursToCloseLocked(s, cut, oldest, zero) {
+			if m.opts.Shared != nil {
+				m.handOffLocked(s, h, now)
+			} else {
+				m.createIntentLocked(s, h, now)
+			}
+			changed = true
+		}
+	}
+	if zero && cut > m.led.zeroFrom {
+		m.led.zeroFrom = cut
+		changed = true
+	}
+	return changed
+}
+
+// carryPastWindowLocked moves the usage of s's open hours before cut that
+// can no longer be reported (older than oldest, or already holding an
+// intent) to the first free hour from oldest on. It reports whether it
+// moved any.
+func (m *Meter) carryPastWindowLocked(s *series, cut, oldest int64) bool {
+	// One log line per series: an agent down for days would otherwise
+	// log every hour of every dimension.
+	var moved int
+	var first, last, firstTo, lastTo int64
+	for _, h := range slices.Sorted(maps.Keys(s.open)) {
+		if h >= cut {
+			break
+		}
+		if h >= oldest && !s.hasIntent(h) {
+			continue
+		}
+		to := s.firstFree(max(h, oldest))
+		if to == h {
+			continue
+		}
+		s.moveHour(h, to)
+		m.metrics.hoursCarried.WithLabelValues("window").Inc()
+		m.sum.Carried++
+		if moved == 0 {
+			first, firstTo = h, to
+		}
+		moved++
+		last, lastTo = h, to
+	}
+	if moved == 0 {
+		return false
+	}
+	fields := []zap.Field{zap.String("dimension", s.key.dimension), zap.String("customer", s.key.customer),
+		zap.Int("hours", moved), zap.Time("from", hourTime(first)), zap.Time("through", hourTime(last)),
+		zap.Time("to", hourTime(firstTo))}
+	if lastTo != firstTo {
+		fields = append(fields, zap.Time("to_last", hourTime(lastTo)))
+	}
+	m.log.Warn("usage of hours past the reporting window added to the oldest reportable hour", fields...)
+	return true
+}
+
+// hoursToCloseLocked lists, in order, the hours of s before cut that get
+// an intent now: those with usage and, with zero, for the untagged series
+// of a configured dimension, every hour from zeroFrom (or oldest) on
+// without one.
+func (m *Meter) hoursToCloseLocked(s *series, cut, oldest int64, zero bool) []int64 {
+	hours := make(map[int64]bool)
+	for h := range s.open {
+		if h < cut {
+			hours[h] = true
+		}
+	}
+	if zero && s.key.customer == "" && s.key.license == "" {
+		for h := max(m.led.zeroFrom, oldest); h < cut; h += hourSeconds {
+			if !s.hasIntent(h) {
+				hours[h] = true
+			}
+		}
+	}
+	return slices.Sorted(maps.Keys(hours))
+}
+
+// pendingLocked returns every pending intent, by hour, dimension,
+// customer and license.
+func (m *Meter) pendingLocked() []*intent {
 	var pending []*intent
 	for _, s := range m.led.series {
 		for _, in := range s.intents {
@@ -147,8 +187,7 @@ func (m *Meter) plan(final bool) ([]*intent, error) {
 		}
 		return a.License < b.License
 	})
-	m.updatePendingLocked()
-	return pending, nil
+	return pending
 }
 
 // createIntentLocked turns hour h of series s into a pending intent: the
