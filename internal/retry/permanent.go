@@ -23,11 +23,7 @@ func (e *PermanentError) Unwrap() error { return e.Err }
 
 // Permanent wraps err as a PermanentError; nil stays nil.
 func Permanent(err error) error {
-	if err == nil {
-		return nil
-	}
-	var pe *PermanentError
-	if errors.As(err, &pe) {
+	if err == nil || isMarked(err) {
 		return err
 	}
 	return &PermanentError{Err: err}
@@ -43,8 +39,7 @@ func IsPermanent(err error) bool {
 	if err == nil {
 		return false
 	}
-	var pe *PermanentError
-	if errors.As(err, &pe) {
+	if isMarked(err) {
 		return true
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
@@ -70,6 +65,12 @@ func IsPermanent(err error) bool {
 	// Anything else (connection refused or reset, EOF, DNS, credential
 	// fetch failures) is treated as transient.
 	return false
+}
+
+// isMarked reports whether err wraps a PermanentError.
+func isMarked(err error) bool {
+	var pe *PermanentError
+	return errors.As(err, &pe)
 }
 
 // transientCode reports whether err carries an AWS error code worth
