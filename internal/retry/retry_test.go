@@ -48,6 +48,11 @@ func TestIsPermanent(t *testing.T) {
 		{"RequestLimitExceeded", apiErr(400, "RequestLimitExceeded"), false},
 		{"PriorRequestNotComplete", apiErr(400, "PriorRequestNotComplete"), false},
 		{"TransactionInProgressException", apiErr(400, "TransactionInProgressException"), false},
+		{"ThrottledException", apiErr(400, "ThrottledException"), false},
+		{"RequestThrottled", apiErr(400, "RequestThrottled"), false},
+		{"RequestThrottledException", apiErr(400, "RequestThrottledException"), false},
+		{"BandwidthLimitExceeded", apiErr(400, "BandwidthLimitExceeded"), false},
+		{"EC2ThrottledException", apiErr(400, "EC2ThrottledException"), false},
 		// The SDK's retryable codes.
 		{"RequestTimeout 400", apiErr(400, "RequestTimeout"), false},
 		{"RequestTimeoutException", apiErr(400, "RequestTimeoutException"), false},
