@@ -20,7 +20,7 @@ import (
 // the design; the Fluent Bit property of a field is "<section>_<key>".
 type Config struct {
 	Agent    Agent    `yaml:"agent"`
-	Sources  []Source `yaml:"sources"`
+	Sources  []Input  `yaml:"sources"`
 	Records  Records  `yaml:"records"`
 	Buffer   Buffer   `yaml:"buffer"`
 	Output   Output   `yaml:"output"`
@@ -40,8 +40,9 @@ type Agent struct {
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 }
 
-// Source is one input of the agent.
-type Source struct {
+// Input is one entry of the YAML sources list: a set of files the agent
+// tails. (Not record.Source, the position of one line in it.)
+type Input struct {
 	Type            string   `yaml:"type"`
 	Paths           []string `yaml:"paths"`
 	Exclude         []string `yaml:"exclude"`
@@ -234,7 +235,7 @@ func Default() Config {
 }
 
 // sourceDefaults fills one source's unset fields.
-func sourceDefaults(s *Source) {
+func sourceDefaults(s *Input) {
 	if s.Type == "" {
 		s.Type = "tail"
 	}

@@ -210,13 +210,13 @@ func TestValidateNamesEveryKey(t *testing.T) {
 		{"log level", func(c *Config) { c.Log.Level = "loud" }, "log.level", `"loud" not supported`},
 		{"agent id", func(c *Config) { c.Agent.ID = "has space" }, "agent.id", "must be 1-64 characters"},
 		{"source type", func(c *Config) {
-			c.Sources = []Source{{Type: "kafka", Paths: []string{"x"}, StartAt: "beginning", RefreshInterval: 1}}
+			c.Sources = []Input{{Type: "kafka", Paths: []string{"x"}, StartAt: "beginning", RefreshInterval: 1}}
 		}, "sources[0].type", `"kafka" not supported`},
 		{"source glob", func(c *Config) {
-			c.Sources = []Source{{Type: "tail", Paths: []string{"[x"}, StartAt: "beginning", RefreshInterval: 1}}
+			c.Sources = []Input{{Type: "tail", Paths: []string{"[x"}, StartAt: "beginning", RefreshInterval: 1}}
 		}, "sources[0].paths[0]", "not a valid glob"},
 		{"start_at", func(c *Config) {
-			c.Sources = []Source{{Type: "tail", Paths: []string{"x"}, StartAt: "middle", RefreshInterval: 1}}
+			c.Sources = []Input{{Type: "tail", Paths: []string{"x"}, StartAt: "middle", RefreshInterval: 1}}
 		}, "sources[0].start_at", `"middle" not supported`},
 	}
 	all := Default()
