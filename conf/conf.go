@@ -5,10 +5,8 @@
 package conf
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"regexp"
 	"strings"
@@ -28,7 +26,15 @@ type Config struct {
 	Jobs     Jobs     `yaml:"jobs"`
 	Server   Server   `yaml:"server"`
 	Log      Log      `yaml:"log"`
+
+	// lines maps each key path read from a file to its line, so errors
+	// about it can say where it is.
+	lines map[string]int
 }
+
+// Line returns the line of key in the file the configuration was read
+// from; 0 when the key was not there (a default, a Fluent Bit property).
+func (c *Config) Line(key string) int { return c.lines[key] }
 
 // Agent identifies this producer and bounds shutdown.
 type Agent struct {
@@ -254,12 +260,17 @@ func sourceDefaults(s *Input) {
 }
 
 // Load reads a YAML file over the defaults, expanding ${ENV} references.
+// Its errors are Parse's.
 func Load(path string) (Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
 	cfg, err := Parse(b)
+	var keyErrs Errors
+	if errors.As(err, &keyErrs) {
+		return cfg, keyErrs // each names its key and line
+	}
 	if err != nil {
 		return Config{}, fmt.Errorf("config %s: %w", path, err)
 	}
@@ -268,26 +279,31 @@ func Load(path string) (Config, error) {
 
 // Parse reads YAML bytes over the defaults. Unknown keys are errors, so a
 // typo never silently falls back to a default.
+//
+// Every key that is unknown or whose value does not parse is reported, as
+// Errors with key paths and lines; the returned Config then still holds
+// every value that did parse (the defaults elsewhere), so that the rules
+// can run too and check reports everything at once (see Report). Any
+// other error (YAML syntax, an unset ${VAR}) is returned alone, with a
+// zero Config.
 func Parse(b []byte) (Config, error) {
 	cfg := Default()
-	if err := cfg.merge(b); err != nil {
-		return Config{}, err
-	}
-	cfg.fill()
-	return cfg, nil
-}
-
-func (c *Config) merge(b []byte) error {
 	expanded, err := ExpandEnv(string(b))
 	if err != nil {
-		return err
+		return Config{}, err
 	}
-	dec := yaml.NewDecoder(bytes.NewReader([]byte(expanded)))
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte(expanded), &doc); err != nil {
+		return Config{}, fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
 	}
-	return nil
+	d := &decoder{lines: map[string]int{}}
+	d.decodeDocument(&doc, &cfg)
+	cfg.lines = d.lines
+	cfg.fill()
+	if len(d.errs) > 0 {
+		return cfg, d.errs
+	}
+	return cfg, nil
 }
 
 // fill applies defaults that depend on other settings.

@@ -28,7 +28,7 @@ func ParseSize(s string) (Size, error) {
 	num, unit := strings.TrimSpace(s[:i]), strings.ToLower(strings.TrimSpace(s[i:]))
 	f, err := strconv.ParseFloat(num, 64)
 	if err != nil || f < 0 || math.IsInf(f, 0) {
-		return 0, fmt.Errorf("%q is not a size (use e.g. 8MiB, 1GiB, 1048576)", s)
+		return 0, fmt.Errorf("%q is not a size; use e.g. 8MiB, 1GiB, 1048576", s)
 	}
 	mult := map[string]float64{
 		"": 1, "b": 1,
@@ -38,7 +38,7 @@ func ParseSize(s string) (Size, error) {
 		"t": 1 << 40, "tb": 1e12, "tib": 1 << 40,
 	}[unit]
 	if mult == 0 {
-		return 0, fmt.Errorf("%q has an unknown unit %q (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)", s, s[i:])
+		return 0, fmt.Errorf("%q has an unknown unit %q; use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB", s, s[i:])
 	}
 	v := f * mult
 	if v > math.MaxInt64/2 {
@@ -85,7 +85,7 @@ func ParseDuration(s string) (Duration, error) {
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, fmt.Errorf("%q is not a duration (use e.g. 60s, 5m, 1h)", s)
+		return 0, fmt.Errorf("%q is not a duration; use e.g. 60s, 5m, 1h", s)
 	}
 	return Duration(d), nil
 }

@@ -316,7 +316,7 @@ func TestFactor(t *testing.T) {
 		{"x*0.1", "0.3", 30_000_000},
 	}
 	for _, tt := range tests {
-		_, f, err := conf.ParseDimension(tt.spec)
+		_, f, err := ParseDimension(tt.spec)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -349,7 +349,7 @@ func TestSanitizeTagValue(t *testing.T) {
 		if got != tt.want {
 			t.Errorf("sanitizeTagValue(%q) = %q, want %q", tt.in, got, tt.want)
 		}
-		if !conf.ValidTag(got, conf.MaxTagValueLen) {
+		if !ValidTag(got, MaxTagValueLen) {
 			t.Errorf("sanitizeTagValue(%q) = %q is not a valid tag value", tt.in, got)
 		}
 	}

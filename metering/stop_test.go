@@ -183,8 +183,8 @@ func TestWindowsAlwaysReport(t *testing.T) {
 				cfg := meterConfig()
 				cfg.AllocationTags = nil
 				cfg.Window, cfg.Lateness = conf.Duration(window), conf.Duration(lateness)
-				err := conf.ValidateMetering(cfg)
-				if canReport := window-time.Hour-lateness >= conf.MinReportSlack; canReport != (err == nil) {
+				err := ValidateConfig(cfg)
+				if canReport := window-time.Hour-lateness >= MinReportSlack; canReport != (err == nil) {
 					t.Fatalf("validation = %v for slack %s", err, window-time.Hour-lateness)
 				}
 				if err != nil {
