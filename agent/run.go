@@ -116,7 +116,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	// of its life idle, so hand it back once, now.
 	debug.FreeOSMemory()
 	log.Info("metership running", zap.String("version", version), zap.String("agent_id", rt.Pipeline().Buffer().AgentID()),
-		zap.String("output", cfg.Output.URL), zap.String("metering", cfg.Metering.Mode), zap.Int("sources", len(cfg.Sources)))
+		zap.String("output", cfg.Output.URL), zap.String("metering", string(cfg.Metering.Mode)), zap.Int("sources", len(cfg.Sources)))
 
 	code := exitOK
 wait:

@@ -71,7 +71,7 @@ type Buffer struct {
 	MaxSize       Size     `yaml:"max_size"`
 	SegmentSize   Size     `yaml:"segment_size"`
 	FlushInterval Duration `yaml:"flush_interval"`
-	Sync          string   `yaml:"sync"`
+	Sync          SyncMode `yaml:"sync"`
 	SyncInterval  Duration `yaml:"sync_interval"`
 }
 
@@ -102,10 +102,10 @@ type Output struct {
 
 // Metering configures AWS Marketplace reporting.
 type Metering struct {
-	Mode        string `yaml:"mode"`
-	ProductCode string `yaml:"product_code"`
-	Region      string `yaml:"region"`
-	Endpoint    string `yaml:"endpoint"`
+	Mode        MeteringMode `yaml:"mode"`
+	ProductCode string       `yaml:"product_code"`
+	Region      string       `yaml:"region"`
+	Endpoint    string       `yaml:"endpoint"`
 	// Dimensions maps meterApiName -> Marketplace dimension, optionally
 	// with a factor: "api_calls" or "gb_hours*0.001".
 	Dimensions     map[string]string `yaml:"dimensions"`
@@ -211,7 +211,7 @@ func Default() Config {
 			MaxSize:       1 << 30,
 			SegmentSize:   8 << 20,
 			FlushInterval: Duration(60e9),
-			Sync:          "always",
+			Sync:          SyncAlways,
 			SyncInterval:  Duration(1e9),
 		},
 		Output: Output{
@@ -225,7 +225,7 @@ func Default() Config {
 			Concurrency:         2,
 		},
 		Metering: Metering{
-			Mode:           "off",
+			Mode:           MeteringOff,
 			CustomerIDType: "customer_identifier",
 			Lateness:       Duration(5 * 60e9),
 			Window:         Duration(6 * 3600e9),

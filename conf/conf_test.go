@@ -96,6 +96,9 @@ func TestParseErrors(t *testing.T) {
 			`output.concurrency (line 2): "two" is not an integer`},
 		{"boolean", "output:\n  force_path_style: maybe\n",
 			`output.force_path_style (line 2): "maybe" is not a boolean (true or false)`},
+		{"enum", "buffer:\n  sync: sometimes\nmetering:\n  mode: hourly\n",
+			`buffer.sync (line 2): "sometimes" not supported; use always, interval, never` + "\n" +
+				`metering.mode (line 4): "hourly" not supported; use off, meter_usage, batch_meter_usage`},
 		{"section not a mapping", "buffer: [a]\n",
 			"buffer (line 1): got a list; use a mapping of dir, max_size, segment_size, flush_interval, sync, sync_interval"},
 		{"list expected", "sources:\n  - paths: /var/log/x.log\n",
@@ -214,6 +217,8 @@ func TestFromPropertiesErrorsNameTheProperty(t *testing.T) {
 		{"output_force_path_style", "maybe", `output_force_path_style: "maybe" is not a boolean`},
 		{"output_concurrency", "two", `output_concurrency: "two" is not an integer`},
 		{"records_fields", "customerId", `records_fields: "customerId" is not key=value`},
+		{"buffer_sync", "sometimes", `buffer_sync: "sometimes" not supported; use always, interval, never`},
+		{"metering_mode", "hourly", `metering_mode: "hourly" not supported; use off, meter_usage, batch_meter_usage`},
 		{"config_file", "/nonexistent/m.yaml", "config_file: config: open /nonexistent/m.yaml"},
 	}
 	for _, tt := range tests {

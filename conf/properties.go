@@ -1,6 +1,7 @@
 package conf
 
 import (
+	"encoding"
 	"errors"
 	"fmt"
 	"reflect"
@@ -165,6 +166,9 @@ func fieldByYAML(v reflect.Value, name string) reflect.Value {
 // setFromString parses one property value into a field: lists are
 // comma-separated, maps are k=v pairs separated by commas.
 func setFromString(f reflect.Value, s string) error {
+	if u, ok := f.Addr().Interface().(encoding.TextUnmarshaler); ok && f.Kind() == reflect.String {
+		return u.UnmarshalText([]byte(s)) // an enum: parsed once, here
+	}
 	switch f.Type() {
 	case sizeType:
 		v, err := ParseSize(s)

@@ -3,6 +3,7 @@ package conf
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -107,3 +108,57 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 
 // MarshalYAML renders the duration as a string.
 func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// SyncMode is buffer.sync: when a write is fsynced.
+type SyncMode string
+
+// The buffer.sync values.
+const (
+	SyncAlways   SyncMode = "always"   // before Write returns (group commit)
+	SyncInterval SyncMode = "interval" // every buffer.sync_interval
+	SyncNever    SyncMode = "never"    // left to the OS
+)
+
+// UnmarshalText accepts the buffer.sync values only.
+func (m *SyncMode) UnmarshalText(b []byte) error {
+	return parseEnum(m, string(b), SyncAlways, SyncInterval, SyncNever)
+}
+
+// UnmarshalYAML accepts the buffer.sync values only.
+func (m *SyncMode) UnmarshalYAML(n *yaml.Node) error { return m.UnmarshalText([]byte(n.Value)) }
+
+// MeteringMode is metering.mode: off, or the AWS Marketplace API usage is
+// reported with.
+type MeteringMode string
+
+// The metering.mode values.
+const (
+	MeteringOff             MeteringMode = "off"
+	MeteringMeterUsage      MeteringMode = "meter_usage"
+	MeteringBatchMeterUsage MeteringMode = "batch_meter_usage"
+)
+
+// On reports whether usage is metered.
+func (m MeteringMode) On() bool { return m == MeteringMeterUsage || m == MeteringBatchMeterUsage }
+
+// UnmarshalText accepts the metering.mode values only.
+func (m *MeteringMode) UnmarshalText(b []byte) error {
+	return parseEnum(m, string(b), MeteringOff, MeteringMeterUsage, MeteringBatchMeterUsage)
+}
+
+// UnmarshalYAML accepts the metering.mode values only.
+func (m *MeteringMode) UnmarshalYAML(n *yaml.Node) error { return m.UnmarshalText([]byte(n.Value)) }
+
+// parseEnum sets *dst to the allowed value s, with the same message the
+// rules give (Errors.OneOf).
+func parseEnum[T ~string](dst *T, s string, allowed ...T) error {
+	if !slices.Contains(allowed, T(s)) {
+		names := make([]string, len(allowed))
+		for i, a := range allowed {
+			names[i] = string(a)
+		}
+		return fmt.Errorf("%q not supported; use %s", s, strings.Join(names, ", "))
+	}
+	*dst = T(s)
+	return nil
+}

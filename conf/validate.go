@@ -58,6 +58,15 @@ func (e *Errors) OneOf(key, v string, allowed ...string) {
 	}
 }
 
+// checkEnum is OneOf for a Config built in code rather than parsed (Parse
+// already refuses other values).
+func checkEnum[T ~string](v *Errors, key string, val T, allowed ...T) {
+	var t T
+	if err := parseEnum(&t, string(val), allowed...); err != nil {
+		v.Add(key, "%v", err)
+	}
+}
+
 // Report is the last step of validation: it joins the problems Parse (or
 // FromProperties) found, parsed (nil or an Errors), and those of the rules
 // into one error, nil when there are none. Each problem gets its key's
@@ -121,7 +130,7 @@ func (c *Config) Check(needSources bool) Errors {
 	c.validateBuffer(&v)
 	c.validateOutput(&v)
 	// The rest of metering is metering's rules.
-	v.OneOf("metering.mode", c.Metering.Mode, "off", "meter_usage", "batch_meter_usage")
+	checkEnum(&v, "metering.mode", c.Metering.Mode, MeteringOff, MeteringMeterUsage, MeteringBatchMeterUsage)
 	if l := c.Server.Listen; l != "" && l != "off" {
 		CheckListen(&v, "server.listen", l, `:9464, 127.0.0.1:9464; "off" disables`)
 	}
@@ -207,8 +216,8 @@ func (c *Config) validateBuffer(v *Errors) {
 	if b.FlushInterval <= 0 {
 		v.Add("buffer.flush_interval", "must be positive")
 	}
-	v.OneOf("buffer.sync", b.Sync, "always", "interval", "never")
-	if b.Sync == "interval" && b.SyncInterval <= 0 {
+	checkEnum(v, "buffer.sync", b.Sync, SyncAlways, SyncInterval, SyncNever)
+	if b.Sync == SyncInterval && b.SyncInterval <= 0 {
 		v.Add("buffer.sync_interval", "must be positive with buffer.sync interval")
 	}
 }

@@ -28,8 +28,8 @@ import (
 
 // Modes of metering.mode that New accepts.
 const (
-	ModeMeterUsage      = "meter_usage"
-	ModeBatchMeterUsage = "batch_meter_usage"
+	ModeMeterUsage      = conf.MeteringMeterUsage
+	ModeBatchMeterUsage = conf.MeteringBatchMeterUsage
 )
 
 // Sentinel errors.
@@ -126,7 +126,7 @@ type dimension struct {
 
 // settings are the parsed metering config.
 type settings struct {
-	mode         string
+	mode         conf.MeteringMode
 	product      string
 	dims         map[string]dimension // meterApiName -> dimension
 	dimNames     []string             // distinct Marketplace dimensions, sorted

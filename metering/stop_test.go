@@ -46,8 +46,8 @@ func byHour(st emulator.State) map[string]int64 {
 // hour instead of a second call for it, and is reported once that hour
 // closes. Both APIs.
 func TestReportFinalReportsTheHourInProgress(t *testing.T) {
-	for _, mode := range []string{ModeMeterUsage, ModeBatchMeterUsage} {
-		t.Run(mode, func(t *testing.T) {
+	for _, mode := range []conf.MeteringMode{ModeMeterUsage, ModeBatchMeterUsage} {
+		t.Run(string(mode), func(t *testing.T) {
 			clk := newClock(testNow) // 12:30: 12:00 is in progress
 			ecfg := emulatorConfig(clk)
 			ecfg.Products[testProduct] = emulator.Product{Dimensions: []string{"api_calls", "users"}, Licenses: []string{testLicense}}
