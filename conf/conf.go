@@ -1,7 +1,11 @@
 // Package conf is metership's one configuration schema. The YAML loader
 // (the agent) and the Fluent Bit property reader (the plugin) fill the same
-// Config, and Validate is the one validation path for both: every message
-// names the YAML key it is about.
+// Config. conf is a leaf (it imports no other package of the module): it
+// holds the schema, the defaults, the parsing and its own rules (Check);
+// the rules of the packages that use a setting live with them, and
+// engine.Validate, the one validation path for both, runs them all and
+// hands the problems to Config.Report. Every message names the YAML key it
+// is about, with its line when it came from a file.
 package conf
 
 import (
