@@ -355,6 +355,9 @@ func TestSanitizeTagValue(t *testing.T) {
 	}
 }
 
+// TestParseSettings: metering's rules (ValidateConfig, which
+// engine.Validate runs) and what New itself refuses (parseSettings: a
+// mode it cannot run, a dimension it cannot parse) name the key.
 func TestParseSettings(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -378,7 +381,13 @@ func TestParseSettings(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := meterConfig()
 			tt.mutate(&cfg)
-			_, err := parseSettings(cfg)
+			var err error
+			if errs := ValidateConfig(cfg); len(errs) > 0 {
+				err = errs
+			}
+			if _, perr := parseSettings(cfg); perr != nil {
+				err = errors.Join(err, perr)
+			}
 			if tt.key == "" {
 				if err != nil {
 					t.Fatalf("unexpected error: %v", err)
