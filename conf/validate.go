@@ -35,7 +35,8 @@ func (e FieldError) Error() string {
 	return e.Key + ": " + e.Msg
 }
 
-// Errors is every problem found, in key order.
+// Errors is every problem found: in document order from Parse, sorted by
+// key from Report.
 type Errors []FieldError
 
 func (e Errors) Error() string {
