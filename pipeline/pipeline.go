@@ -221,11 +221,11 @@ func New(ctx context.Context, cfg conf.Config, opts Options) (*Pipeline, error) 
 	return p, nil
 }
 
-func syncPolicy(s string) buffer.SyncPolicy {
+func syncPolicy(s conf.SyncMode) buffer.SyncPolicy {
 	switch s {
-	case "interval":
+	case conf.SyncInterval:
 		return buffer.SyncInterval
-	case "never":
+	case conf.SyncNever:
 		return buffer.SyncNever
 	}
 	return buffer.SyncAlways
