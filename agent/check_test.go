@@ -39,28 +39,29 @@ log:
 `,
 			wantCode: exitConfig,
 			want: []string{
-				`output.url: scheme "ftp" not supported; use s3:// or file://`,
-				`output.compression: "zstd" not supported`,
-				`output.key_format: "%Q/$UUID": unsupported strftime specifier %Q`,
-				`buffer.sync: "sometimes" not supported`,
-				`buffer.segment_size: 1KiB must be between 64KiB and 1GiB`,
-				`records.format: "csv" not supported`,
+				`output.url (line 2): scheme "ftp" not supported; use s3:// or file://`,
+				`output.compression (line 3): "zstd" not supported; use gzip, none`,
+				`output.key_format (line 4): "%Q/$UUID": unsupported strftime specifier %Q`,
+				`buffer.sync (line 6): "sometimes" not supported; use always, interval, never`,
+				`buffer.segment_size (line 7): 1KiB must be between 64KiB and 1GiB`,
+				`records.format (line 9): "csv" not supported; use meter, json`,
+				// Absent keys have no line.
 				`metering.product_code: required when metering.mode is meter_usage`,
-				`metering.dimensions: map at least one meterApiName`,
-				`log.level: "loud" not supported`,
+				`metering.dimensions: map at least one meterApiName to a Marketplace dimension`,
+				`log.level (line 13): "loud" not supported; use debug, info, warn, error`,
 			},
 		},
 		{
 			name:     "unknown key",
 			yaml:     "outptu:\n  url: s3://b/p\n",
 			wantCode: exitConfig,
-			want:     []string{"field outptu not found"},
+			want:     []string{"outptu (line 1): unknown key; use one of agent, sources, records, buffer, output, metering, jobs, server, log"},
 		},
 		{
 			name:     "bad size",
 			yaml:     "buffer:\n  max_size: plenty\n",
 			wantCode: exitConfig,
-			want:     []string{`"plenty" is not a size`},
+			want:     []string{`buffer.max_size (line 2): "plenty" is not a size; use e.g. 8MiB, 1GiB, 1048576`},
 		},
 	}
 	for _, tt := range tests {
@@ -81,6 +82,37 @@ log:
 				}
 			}
 		})
+	}
+}
+
+// TestCheckListsEveryKindOfProblem: an unknown key, a value that does not
+// parse and a rule violation (in another package's rules) are all named
+// in one pass, each with its key and line, and check exits 2. Before, the
+// unknown key stopped the load and hid the other two.
+func TestCheckListsEveryKindOfProblem(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.yaml")
+	yaml := `output:
+  url: ftp://billing/x
+buffer:
+  segmnt_size: 8MiB
+  max_size: lots
+`
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := runMain([]string{"check", "-c", path}, nil, &stdout, &stderr); code != exitConfig {
+		t.Fatalf("exit %d, want %d\n%s", code, exitConfig, stderr.String())
+	}
+	want := "metership: " + path + ": 3 error(s):\n" +
+		`  buffer.max_size (line 5): "lots" is not a size; use e.g. 8MiB, 1GiB, 1048576` + "\n" +
+		"  buffer.segmnt_size (line 4): unknown key; use one of dir, max_size, segment_size, flush_interval, sync, sync_interval\n" +
+		`  output.url (line 2): scheme "ftp" not supported; use s3:// or file://` + "\n"
+	if stderr.String() != want {
+		t.Fatalf("stderr:\n%s\nwant:\n%s", stderr.String(), want)
+	}
+	if stdout.Len() != 0 {
+		t.Fatalf("an invalid configuration was printed:\n%s", stdout.String())
 	}
 }
 

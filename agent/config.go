@@ -9,10 +9,11 @@ import (
 
 	"github.com/metership/metership/agent/tail"
 	"github.com/metership/metership/conf"
+	"github.com/metership/metership/engine"
 )
 
-// loadConfig reads -c FILE (or the embedded defaults) and validates it,
-// printing every error. ok is false when the command must exit 2.
+// loadConfig reads -c FILE (or the embedded defaults) and validates it
+// with engine.Validate, printing every error. ok is false when the command must exit 2.
 func loadConfig(path string, needSources bool, stderr io.Writer) (conf.Config, bool) {
 	var (
 		cfg conf.Config
@@ -23,11 +24,13 @@ func loadConfig(path string, needSources bool, stderr io.Writer) (conf.Config, b
 	} else {
 		cfg, err = conf.Load(path)
 	}
-	if err != nil {
-		fmt.Fprintf(stderr, "metership: %v\n", err)
+	var keyErrs conf.Errors
+	if err != nil && !errors.As(err, &keyErrs) {
+		fmt.Fprintf(stderr, "metership: %v\n", err) // unreadable, not YAML, unset ${VAR}
 		return cfg, false
 	}
-	if err := cfg.Validate(needSources); err != nil {
+	// Key problems are listed together with the rules' in one pass.
+	if err := engine.Validate(cfg, err, needSources); err != nil {
 		printConfigErrors(stderr, path, err)
 		return cfg, false
 	}

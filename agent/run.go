@@ -116,7 +116,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	// of its life idle, so hand it back once, now.
 	debug.FreeOSMemory()
 	log.Info("metership running", zap.String("version", version), zap.String("agent_id", rt.Pipeline().Buffer().AgentID()),
-		zap.String("output", cfg.Output.URL), zap.String("metering", cfg.Metering.Mode), zap.Int("sources", len(cfg.Sources)))
+		zap.String("output", cfg.Output.URL), zap.String("metering", string(cfg.Metering.Mode)), zap.Int("sources", len(cfg.Sources)))
 
 	code := exitOK
 wait:
@@ -166,7 +166,7 @@ wait:
 }
 
 // tailInputs are the config's sources as tail inputs.
-func tailInputs(sources []conf.Source) []tail.Input {
+func tailInputs(sources []conf.Input) []tail.Input {
 	inputs := make([]tail.Input, len(sources))
 	for i, src := range sources {
 		inputs[i] = tail.Input{
@@ -220,7 +220,7 @@ func newTailer(cfg conf.Config, p *pipeline.Pipeline, restored []buffer.Checkpoi
 // every file, and for files rotated while the agent was down to be found
 // and read (a rotated file is followed for rotate_wait after its last
 // growth).
-func checkpointGrace(sources []conf.Source) time.Duration {
+func checkpointGrace(sources []conf.Input) time.Duration {
 	var grace time.Duration
 	for _, s := range sources {
 		grace = max(grace, 2*s.RotateWait.D()+s.RefreshInterval.D())

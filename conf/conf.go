@@ -1,14 +1,16 @@
 // Package conf is metership's one configuration schema. The YAML loader
 // (the agent) and the Fluent Bit property reader (the plugin) fill the same
-// Config, and Validate is the one validation path for both: every message
-// names the YAML key it is about.
+// Config. conf is a leaf (it imports no other package of the module): it
+// holds the schema, the defaults, the parsing and its own rules (Check);
+// the rules of the packages that use a setting live with them, and
+// engine.Validate, the one validation path for both, runs them all and
+// hands the problems to Config.Report. Every message names the YAML key it
+// is about, with its line when it came from a file.
 package conf
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"regexp"
 	"strings"
@@ -20,7 +22,7 @@ import (
 // the design; the Fluent Bit property of a field is "<section>_<key>".
 type Config struct {
 	Agent    Agent    `yaml:"agent"`
-	Sources  []Source `yaml:"sources"`
+	Sources  []Input  `yaml:"sources"`
 	Records  Records  `yaml:"records"`
 	Buffer   Buffer   `yaml:"buffer"`
 	Output   Output   `yaml:"output"`
@@ -28,7 +30,15 @@ type Config struct {
 	Jobs     Jobs     `yaml:"jobs"`
 	Server   Server   `yaml:"server"`
 	Log      Log      `yaml:"log"`
+
+	// lines maps each key path read from a file to its line, so errors
+	// about it can say where it is.
+	lines map[string]int
 }
+
+// Line returns the line of key in the file the configuration was read
+// from; 0 when the key was not there (a default, a Fluent Bit property).
+func (c *Config) Line(key string) int { return c.lines[key] }
 
 // Agent identifies this producer and bounds shutdown.
 type Agent struct {
@@ -40,8 +50,9 @@ type Agent struct {
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 }
 
-// Source is one input of the agent.
-type Source struct {
+// Input is one entry of the YAML sources list: a set of files the agent
+// tails. (Not record.Source, the position of one line in it.)
+type Input struct {
 	Type            string   `yaml:"type"`
 	Paths           []string `yaml:"paths"`
 	Exclude         []string `yaml:"exclude"`
@@ -64,7 +75,7 @@ type Buffer struct {
 	MaxSize       Size     `yaml:"max_size"`
 	SegmentSize   Size     `yaml:"segment_size"`
 	FlushInterval Duration `yaml:"flush_interval"`
-	Sync          string   `yaml:"sync"`
+	Sync          SyncMode `yaml:"sync"`
 	SyncInterval  Duration `yaml:"sync_interval"`
 }
 
@@ -95,10 +106,10 @@ type Output struct {
 
 // Metering configures AWS Marketplace reporting.
 type Metering struct {
-	Mode        string `yaml:"mode"`
-	ProductCode string `yaml:"product_code"`
-	Region      string `yaml:"region"`
-	Endpoint    string `yaml:"endpoint"`
+	Mode        MeteringMode `yaml:"mode"`
+	ProductCode string       `yaml:"product_code"`
+	Region      string       `yaml:"region"`
+	Endpoint    string       `yaml:"endpoint"`
 	// Dimensions maps meterApiName -> Marketplace dimension, optionally
 	// with a factor: "api_calls" or "gb_hours*0.001".
 	Dimensions     map[string]string `yaml:"dimensions"`
@@ -204,7 +215,7 @@ func Default() Config {
 			MaxSize:       1 << 30,
 			SegmentSize:   8 << 20,
 			FlushInterval: Duration(60e9),
-			Sync:          "always",
+			Sync:          SyncAlways,
 			SyncInterval:  Duration(1e9),
 		},
 		Output: Output{
@@ -218,7 +229,7 @@ func Default() Config {
 			Concurrency:         2,
 		},
 		Metering: Metering{
-			Mode:           "off",
+			Mode:           MeteringOff,
 			CustomerIDType: "customer_identifier",
 			Lateness:       Duration(5 * 60e9),
 			Window:         Duration(6 * 3600e9),
@@ -234,7 +245,7 @@ func Default() Config {
 }
 
 // sourceDefaults fills one source's unset fields.
-func sourceDefaults(s *Source) {
+func sourceDefaults(s *Input) {
 	if s.Type == "" {
 		s.Type = "tail"
 	}
@@ -253,12 +264,17 @@ func sourceDefaults(s *Source) {
 }
 
 // Load reads a YAML file over the defaults, expanding ${ENV} references.
+// Its errors are Parse's.
 func Load(path string) (Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
 	cfg, err := Parse(b)
+	var keyErrs Errors
+	if errors.As(err, &keyErrs) {
+		return cfg, keyErrs // each names its key and line
+	}
 	if err != nil {
 		return Config{}, fmt.Errorf("config %s: %w", path, err)
 	}
@@ -267,26 +283,31 @@ func Load(path string) (Config, error) {
 
 // Parse reads YAML bytes over the defaults. Unknown keys are errors, so a
 // typo never silently falls back to a default.
+//
+// Every key that is unknown or whose value does not parse is reported, as
+// Errors with key paths and lines; the returned Config then still holds
+// every value that did parse (the defaults elsewhere), so that the rules
+// can run too and check reports everything at once (see Report). Any
+// other error (YAML syntax, an unset ${VAR}) is returned alone, with a
+// zero Config.
 func Parse(b []byte) (Config, error) {
 	cfg := Default()
-	if err := cfg.merge(b); err != nil {
-		return Config{}, err
-	}
-	cfg.fill()
-	return cfg, nil
-}
-
-func (c *Config) merge(b []byte) error {
 	expanded, err := ExpandEnv(string(b))
 	if err != nil {
-		return err
+		return Config{}, err
 	}
-	dec := yaml.NewDecoder(bytes.NewReader([]byte(expanded)))
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte(expanded), &doc); err != nil {
+		return Config{}, fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
 	}
-	return nil
+	d := &decoder{lines: map[string]int{}}
+	d.decodeDocument(&doc, &cfg)
+	cfg.lines = d.lines
+	cfg.fill()
+	if len(d.errs) > 0 {
+		return cfg, d.errs
+	}
+	return cfg, nil
 }
 
 // fill applies defaults that depend on other settings.

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestDefaultsAreValid(t *testing.T) {
@@ -14,7 +13,7 @@ func TestDefaultsAreValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.Validate(false); err != nil {
+	if err := cfg.Check(false); err != nil {
 		t.Fatalf("embedded defaults invalid:\n%v", err)
 	}
 	if cfg.Output.URL != "file://./out/ingest/amberdata" || cfg.Output.KeyFormat != "%m-%d-%Y/$UUID.gz" {
@@ -52,7 +51,7 @@ metering:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.Validate(true); err != nil {
+	if err := cfg.Check(true); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Output.URL != "s3://billing/ingest/amberdata" || cfg.Output.Region != "eu-west-1" {
@@ -80,176 +79,94 @@ metering:
 	}
 }
 
+// TestParseErrors: every key that is unknown or whose value does not
+// parse is reported at once, each with its key path, line, what is wrong
+// and what is accepted; the values that parse are kept.
 func TestParseErrors(t *testing.T) {
-	tests := []struct{ yaml, want string }{
-		{"outptu:\n  url: x\n", "field outptu not found"},
-		{"buffer:\n  max_size: lots\n", `"lots" is not a size`},
-		{"buffer:\n  flush_interval: soon\n", `"soon" is not a duration`},
-		{"output:\n  url: s3://${NOPE_NOT_SET}/x\n", "environment variable(s) not set: NOPE_NOT_SET"},
+	tests := []struct{ name, yaml, want string }{
+		{"unknown section", "outptu:\n  url: x\n",
+			"outptu (line 1): unknown key; use one of agent, sources, records, buffer, output, metering, jobs, server, log"},
+		{"unknown key", "buffer:\n  dir: /d\n  segmnt_size: 8MiB\n",
+			"buffer.segmnt_size (line 3): unknown key; use one of dir, max_size, segment_size, flush_interval, sync, sync_interval"},
+		{"size", "buffer:\n  max_size: lots\n",
+			`buffer.max_size (line 2): "lots" is not a size; use e.g. 8MiB, 1GiB, 1048576`},
+		{"duration", "buffer:\n  flush_interval: soon\n",
+			`buffer.flush_interval (line 2): "soon" is not a duration; use e.g. 60s, 5m, 1h`},
+		{"integer", "output:\n  concurrency: two\n",
+			`output.concurrency (line 2): "two" is not an integer`},
+		{"boolean", "output:\n  force_path_style: maybe\n",
+			`output.force_path_style (line 2): "maybe" is not a boolean (true or false)`},
+		{"enum", "buffer:\n  sync: sometimes\nmetering:\n  mode: hourly\n",
+			`buffer.sync (line 2): "sometimes" not supported; use always, interval, never` + "\n" +
+				`metering.mode (line 4): "hourly" not supported; use off, meter_usage, batch_meter_usage`},
+		{"section not a mapping", "buffer: [a]\n",
+			"buffer (line 1): got a list; use a mapping of dir, max_size, segment_size, flush_interval, sync, sync_interval"},
+		{"list expected", "sources:\n  - paths: /var/log/x.log\n",
+			`sources[0].paths (line 2): got "/var/log/x.log"; use a list (e.g. [a, b])`},
+		{"string expected", "output:\n  tags:\n    team: [a, b]\n",
+			"output.tags.team (line 3): got a list; use a string"},
+		{"key in a list entry", "sources:\n  - paths: [x]\n    tags: y\n",
+			"sources[0].tags (line 3): unknown key; use one of type, paths, exclude, start_at, tag, refresh_interval, rotate_wait"},
+		{"duplicate key", "log:\n  level: info\n  level: debug\n",
+			"log.level (line 3): duplicate key; set it once"},
+		{"not a mapping", "- a\n",
+			"(top level) (line 1): the configuration is a list; use a mapping of sections (agent, sources, records, buffer, output, metering, jobs, server, log)"},
+		{"all at once", "buffer:\n  max_size: lots\n  segmnt_size: 1\noutput:\n  concurrency: two\n",
+			`buffer.max_size (line 2): "lots" is not a size; use e.g. 8MiB, 1GiB, 1048576` + "\n" +
+				"buffer.segmnt_size (line 3): unknown key; use one of dir, max_size, segment_size, flush_interval, sync, sync_interval\n" +
+				`output.concurrency (line 5): "two" is not an integer`},
+		{"unset variable", "output:\n  url: s3://${NOPE_NOT_SET}/x\n",
+			"environment variable(s) not set: NOPE_NOT_SET (use ${NAME:-default} for optional ones)"},
+		{"syntax", "buffer:\n  dir: [x\n",
+			"line 1: did not find expected ',' or ']'"},
 	}
 	for _, tt := range tests {
-		_, err := Parse([]byte(tt.yaml))
-		if err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("%q: err = %v, want %q", tt.yaml, err, tt.want)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.yaml))
+			if err == nil || err.Error() != tt.want {
+				t.Errorf("err =\n%v\nwant\n%s", err, tt.want)
+			}
+		})
 	}
 }
 
-// TestValidateNamesEveryKey: each broken setting is reported with its key,
-// and all of them at once.
-func TestValidateNamesEveryKey(t *testing.T) {
-	tests := []struct {
-		name   string
-		mutate func(*Config)
-		key    string
-		msg    string
-	}{
-		{"ftp", func(c *Config) { c.Output.URL = "ftp://x/y" }, "output.url", `scheme "ftp" not supported; use s3:// or file://`},
-		{"no bucket", func(c *Config) { c.Output.URL = "s3:///prefix" }, "output.url", "has no bucket"},
-		{"no scheme", func(c *Config) { c.Output.URL = "bucket/prefix" }, "output.url", "has no scheme"},
-		{"bucket name", func(c *Config) { c.Output.URL = "s3://Billing_Bucket/x" }, "output.url", `bucket name "Billing_Bucket": character 'B' not allowed`},
-		{"file host", func(c *Config) { c.Output.URL = "file://server/x" }, "output.url", `host "server" not supported`},
-		{"empty url", func(c *Config) { c.Output.URL = "" }, "output.url", "required"},
-		{"key format", func(c *Config) { c.Output.KeyFormat = "%Y/data.gz" }, "output.key_format", "needs $UUID"},
-		{"key format specifier", func(c *Config) { c.Output.KeyFormat = "%Q/$UUID.gz" }, "output.key_format", "unsupported strftime specifier %Q"},
-		{"compression", func(c *Config) { c.Output.Compression = "zstd" }, "output.compression", `"zstd" not supported`},
-		{"format", func(c *Config) { c.Output.Format = "csv" }, "output.format", `"csv" not supported`},
-		{"acl", func(c *Config) { c.Output.ACL = "everyone" }, "output.acl", `"everyone" not supported`},
-		{"storage class", func(c *Config) { c.Output.StorageClass = "COLD" }, "output.storage_class", `"COLD" not supported`},
-		{"kms key", func(c *Config) { c.Output.SSEKMSKeyID = "k" }, "output.sse_kms_key_id", "needs output.server_side_encryption aws:kms"},
-		{"endpoint", func(c *Config) { c.Output.Endpoint = "localhost:9000" }, "output.endpoint", "not an http(s) URL"},
-		{"role", func(c *Config) { c.Output.RoleARN = "admin" }, "output.role_arn", "not an ARN"},
-		{"multipart", func(c *Config) { c.Output.MultipartThreshold = 1 << 20 }, "output.multipart_threshold", "at least 5MiB"},
-		{"concurrency", func(c *Config) { c.Output.Concurrency = 0 }, "output.concurrency", "between 1 and 64"},
-		{"buffer dir", func(c *Config) { c.Buffer.Dir = "" }, "buffer.dir", "required"},
-		{"segment", func(c *Config) { c.Buffer.SegmentSize = 10 }, "buffer.segment_size", "between 64KiB and 1GiB"},
-		{"max size", func(c *Config) { c.Buffer.MaxSize = 8 << 20 }, "buffer.max_size", "at least twice"},
-		{"sync", func(c *Config) { c.Buffer.Sync = "sometimes" }, "buffer.sync", `"sometimes" not supported`},
-		{"flush", func(c *Config) { c.Buffer.FlushInterval = 0 }, "buffer.flush_interval", "must be positive"},
-		{"records format", func(c *Config) { c.Records.Format = "csv" }, "records.format", `"csv" not supported`},
-		{"records fields", func(c *Config) { c.Records.Format = "json"; c.Records.Fields = map[string]string{"cost": "x"} }, "records.fields.cost", "unknown target"},
-		{"line size", func(c *Config) { c.Records.MaxLineSize = 10 }, "records.max_line_size", "between 1KiB and 64MiB"},
-		{"mode", func(c *Config) { c.Metering.Mode = "hourly" }, "metering.mode", `"hourly" not supported`},
-		{"product", func(c *Config) { c.Metering.Mode = "meter_usage"; c.Metering.Dimensions = map[string]string{"a": "b"} }, "metering.product_code", "required when metering.mode is meter_usage"},
-		{"dimension", func(c *Config) {
-			c.Metering.Mode = "meter_usage"
-			c.Metering.ProductCode = "p"
-			c.Metering.Dimensions = map[string]string{"api": "bad name!"}
-		}, "metering.dimensions.api", "is not a Marketplace dimension name"},
-		{"factor", func(c *Config) {
-			c.Metering.Mode = "meter_usage"
-			c.Metering.ProductCode = "p"
-			c.Metering.Dimensions = map[string]string{"api": "calls*-1"}
-		}, "metering.dimensions.api", "must be a positive number"},
-		{"tags", func(c *Config) {
-			c.Metering.Mode = "meter_usage"
-			c.Metering.ProductCode = "p"
-			c.Metering.Dimensions = map[string]string{"api": "calls"}
-			c.Metering.AllocationTags = []string{"a", "b", "c", "d", "e", "f"}
-		}, "metering.allocation_tags", "at most 5"},
-		{"customer type", func(c *Config) {
-			c.Metering.Mode = "batch_meter_usage"
-			c.Metering.ProductCode = "p"
-			c.Metering.Dimensions = map[string]string{"api": "calls"}
-			c.Metering.CustomerIDType = "email"
-		}, "metering.customer_id_type", `"email" not supported`},
-		{"tag key", func(c *Config) {
-			c.Metering.Mode, c.Metering.ProductCode = "meter_usage", "p"
-			c.Metering.Dimensions = map[string]string{"api": "calls"}
-			c.Metering.AllocationTags = []string{"team", "a{b}"}
-		}, "metering.allocation_tags[1]", "is not a valid tag key"},
-		{"duplicate tag", func(c *Config) {
-			c.Metering.Mode, c.Metering.ProductCode = "meter_usage", "p"
-			c.Metering.Dimensions = map[string]string{"api": "calls"}
-			c.Metering.AllocationTags = []string{"team", "team"}
-		}, "metering.allocation_tags[1]", "duplicate tag"},
-		{"license", func(c *Config) {
-			c.Metering.Mode, c.Metering.ProductCode = "batch_meter_usage", "p"
-			c.Metering.Dimensions = map[string]string{"api": "calls"}
-			c.Metering.LicenseARN = "l-1"
-		}, "metering.license_arn", "neither an ARN"},
-		{"short window", func(c *Config) {
-			c.Metering.Mode, c.Metering.ProductCode = "meter_usage", "p"
-			c.Metering.Dimensions = map[string]string{"api": "calls"}
-			c.Metering.Window = Duration(30 * time.Minute)
-		}, "metering.window", "between 1h and 168h"},
-		{"state url mode", func(c *Config) {
-			c.Metering.Mode, c.Metering.ProductCode = "meter_usage", "p"
-			c.Metering.Dimensions = map[string]string{"api": "calls"}
-			c.Metering.StateURL = "s3://bucket/state"
-		}, "metering.state_url", "only used with metering.mode batch_meter_usage"},
-		{"state url", func(c *Config) {
-			c.Metering.Mode, c.Metering.ProductCode = "batch_meter_usage", "p"
-			c.Metering.Dimensions = map[string]string{"api": "calls"}
-			c.Metering.StateURL = "gs://bucket/state"
-		}, "metering.state_url", `scheme "gs" not supported`},
-		{"merge grace", func(c *Config) {
-			c.Metering.Mode, c.Metering.ProductCode = "batch_meter_usage", "p"
-			c.Metering.Dimensions = map[string]string{"api": "calls"}
-			c.Metering.StateURL = "s3://bucket/state"
-			c.Metering.MergeGrace = Duration(-time.Minute)
-		}, "metering.merge_grace", "between 0 and half of metering.window"},
-		{"window that can never report", func(c *Config) {
-			c.Metering.Mode, c.Metering.ProductCode = "meter_usage", "p"
-			c.Metering.Dimensions = map[string]string{"api": "calls"}
-			c.Metering.Window = Duration(time.Hour + 20*time.Minute)
-			c.Metering.Lateness = Duration(20 * time.Minute)
-		}, "metering.window", "leaves no time to report an hour"},
-		{"one hour window", func(c *Config) {
-			c.Metering.Mode, c.Metering.ProductCode = "batch_meter_usage", "p"
-			c.Metering.Dimensions = map[string]string{"api": "calls"}
-			c.Metering.Window = Duration(time.Hour)
-			c.Metering.Lateness = 0
-		}, "metering.window", "must exceed 1h + metering.lateness"},
-		{"max_carry", func(c *Config) {
-			c.Metering.Mode, c.Metering.ProductCode = "meter_usage", "p"
-			c.Metering.Dimensions = map[string]string{"api": "calls"}
-			c.Metering.MaxCarry = Duration(-time.Hour)
-		}, "metering.max_carry", "must not be negative"},
-		{"listen", func(c *Config) { c.Server.Listen = "9464" }, "server.listen", "not host:port"},
-		{"log level", func(c *Config) { c.Log.Level = "loud" }, "log.level", `"loud" not supported`},
-		{"agent id", func(c *Config) { c.Agent.ID = "has space" }, "agent.id", "must be 1-64 characters"},
-		{"source type", func(c *Config) {
-			c.Sources = []Source{{Type: "kafka", Paths: []string{"x"}, StartAt: "beginning", RefreshInterval: 1}}
-		}, "sources[0].type", `"kafka" not supported`},
-		{"source glob", func(c *Config) {
-			c.Sources = []Source{{Type: "tail", Paths: []string{"[x"}, StartAt: "beginning", RefreshInterval: 1}}
-		}, "sources[0].paths[0]", "not a valid glob"},
-		{"start_at", func(c *Config) {
-			c.Sources = []Source{{Type: "tail", Paths: []string{"x"}, StartAt: "middle", RefreshInterval: 1}}
-		}, "sources[0].start_at", `"middle" not supported`},
-	}
-	all := Default()
-	all.fill()
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			cfg := Default()
-			tt.mutate(&cfg)
-			cfg.fill()
-			err := cfg.Validate(false)
-			var errs Errors
-			if !errors.As(err, &errs) {
-				t.Fatalf("want Errors, got %v", err)
-			}
-			for _, fe := range errs {
-				if fe.Key == tt.key && strings.Contains(fe.Msg, tt.msg) {
-					return
-				}
-			}
-			t.Fatalf("no error for %s containing %q; got:\n%v", tt.key, tt.msg, err)
-		})
-		tt.mutate(&all)
-	}
-	all.fill()
+// TestParseKeepsWhatParses: next to a value that does not parse, the
+// others are read (so the rules can check them in the same pass), and
+// every key's line is known.
+func TestParseKeepsWhatParses(t *testing.T) {
+	cfg, err := Parse([]byte("buffer:\n  max_size: lots\n  dir: /d\noutput:\n  url: ftp://x\n"))
 	var errs Errors
-	if !errors.As(all.Validate(true), &errs) || len(errs) < 15 {
-		t.Fatalf("Validate should report every problem at once, got %d:\n%v", len(errs), errs)
+	if !errors.As(err, &errs) || len(errs) != 1 {
+		t.Fatalf("err = %v", err)
+	}
+	if cfg.Buffer.Dir != "/d" || cfg.Output.URL != "ftp://x" || cfg.Buffer.MaxSize != Default().Buffer.MaxSize {
+		t.Fatalf("cfg %+v %+v", cfg.Buffer, cfg.Output)
+	}
+	if cfg.Line("output.url") != 5 || cfg.Line("buffer") != 1 || cfg.Line("log.level") != 0 {
+		t.Fatalf("lines: output.url %d buffer %d log.level %d", cfg.Line("output.url"), cfg.Line("buffer"), cfg.Line("log.level"))
+	}
+}
+
+// TestReport: rule problems get their lines, those about a key that did
+// not parse are dropped (the key kept its default), and all are sorted by
+// key.
+func TestReport(t *testing.T) {
+	cfg, err := Parse([]byte("buffer:\n  max_size: lots\n  segment_size: 1KiB\nlog:\n  level: loud\n"))
+	got := cfg.Report(err, cfg.Check(false), Errors{{Key: "buffer.max_size", Msg: "about the default"}})
+	want := `buffer.max_size (line 2): "lots" is not a size; use e.g. 8MiB, 1GiB, 1048576` + "\n" +
+		"buffer.segment_size (line 3): 1KiB must be between 64KiB and 1GiB\n" +
+		`log.level (line 5): "loud" not supported; use debug, info, warn, error`
+	if got == nil || got.Error() != want {
+		t.Fatalf("got\n%v\nwant\n%s", got, want)
+	}
+	if err := cfg.Report(nil); err != nil {
+		t.Fatalf("no problems: %v", err)
 	}
 }
 
 func TestRunNeedsSources(t *testing.T) {
 	cfg, _ := Parse(nil)
-	err := cfg.Validate(true)
+	err := cfg.Check(true)
 	if err == nil || !strings.Contains(err.Error(), "sources: no sources configured") {
 		t.Fatalf("got %v", err)
 	}
@@ -289,7 +206,7 @@ func TestFromProperties(t *testing.T) {
 	if strings.Join(cfg.Metering.AllocationTags, "|") != "team|env" || cfg.Output.Concurrency != 4 {
 		t.Fatalf("lists/ints %+v", cfg.Metering)
 	}
-	if err := cfg.Validate(false); err != nil {
+	if err := cfg.Check(false); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -300,6 +217,8 @@ func TestFromPropertiesErrorsNameTheProperty(t *testing.T) {
 		{"output_force_path_style", "maybe", `output_force_path_style: "maybe" is not a boolean`},
 		{"output_concurrency", "two", `output_concurrency: "two" is not an integer`},
 		{"records_fields", "customerId", `records_fields: "customerId" is not key=value`},
+		{"buffer_sync", "sometimes", `buffer_sync: "sometimes" not supported; use always, interval, never`},
+		{"metering_mode", "hourly", `metering_mode: "hourly" not supported; use off, meter_usage, batch_meter_usage`},
 		{"config_file", "/nonexistent/m.yaml", "config_file: config: open /nonexistent/m.yaml"},
 	}
 	for _, tt := range tests {

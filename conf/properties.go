@@ -1,9 +1,11 @@
 package conf
 
 import (
+	"encoding"
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -105,37 +107,50 @@ func render(v reflect.Value) string {
 
 // FromProperties builds a Config the way the Fluent Bit plugin does:
 // defaults, then the YAML named by config_file (if any), then every
-// property that get returns non-empty, then derived defaults. Errors name
-// the property. The result still needs Validate.
+// property that get returns non-empty, then derived defaults. Like Parse,
+// it reports every key problem at once, as Errors (a property's names the
+// property), with the Config holding every value that did parse, for
+// engine.Validate; an unreadable config_file is an error of its own.
 func FromProperties(get func(name string) string) (Config, error) {
 	cfg := Default()
+	var errs Errors
 	if path := strings.TrimSpace(get(PropertyConfigFile)); path != "" {
 		loaded, err := Load(path)
-		if err != nil {
+		if !errors.As(err, &errs) && err != nil {
 			return Config{}, fmt.Errorf("%s: %w", PropertyConfigFile, err)
 		}
 		cfg = loaded
 	}
-	var errs []error
 	root := reflect.ValueOf(&cfg).Elem()
 	for _, p := range Properties() {
 		raw := strings.TrimSpace(get(p.Name))
 		if raw == "" {
 			continue
 		}
+		// The property overrides the file: errors about the key are no
+		// longer about the file's line.
+		for k := range cfg.lines {
+			if within(k, p.Key) {
+				delete(cfg.lines, k)
+			}
+		}
+		errs = slices.DeleteFunc(errs, func(fe FieldError) bool { return within(fe.Key, p.Key) })
 		expanded, err := ExpandEnv(raw)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", p.Name, err))
+			errs = append(errs, FieldError{Key: p.Key, Property: p.Name, Msg: err.Error()})
 			continue
 		}
 		sec, key, _ := strings.Cut(p.Key, ".")
 		field := fieldByYAML(fieldByYAML(root, sec), key)
 		if err := setFromString(field, expanded); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", p.Name, err))
+			errs = append(errs, FieldError{Key: p.Key, Property: p.Name, Msg: err.Error()})
 		}
 	}
 	cfg.fill()
-	return cfg, errors.Join(errs...)
+	if len(errs) > 0 {
+		return cfg, errs
+	}
+	return cfg, nil
 }
 
 func fieldByYAML(v reflect.Value, name string) reflect.Value {
@@ -151,6 +166,9 @@ func fieldByYAML(v reflect.Value, name string) reflect.Value {
 // setFromString parses one property value into a field: lists are
 // comma-separated, maps are k=v pairs separated by commas.
 func setFromString(f reflect.Value, s string) error {
+	if u, ok := f.Addr().Interface().(encoding.TextUnmarshaler); ok && f.Kind() == reflect.String {
+		return u.UnmarshalText([]byte(s)) // an enum: parsed once, here
+	}
 	switch f.Type() {
 	case sizeType:
 		v, err := ParseSize(s)

@@ -3,6 +3,7 @@ package conf
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -28,7 +29,7 @@ func ParseSize(s string) (Size, error) {
 	num, unit := strings.TrimSpace(s[:i]), strings.ToLower(strings.TrimSpace(s[i:]))
 	f, err := strconv.ParseFloat(num, 64)
 	if err != nil || f < 0 || math.IsInf(f, 0) {
-		return 0, fmt.Errorf("%q is not a size (use e.g. 8MiB, 1GiB, 1048576)", s)
+		return 0, fmt.Errorf("%q is not a size; use e.g. 8MiB, 1GiB, 1048576", s)
 	}
 	mult := map[string]float64{
 		"": 1, "b": 1,
@@ -38,7 +39,7 @@ func ParseSize(s string) (Size, error) {
 		"t": 1 << 40, "tb": 1e12, "tib": 1 << 40,
 	}[unit]
 	if mult == 0 {
-		return 0, fmt.Errorf("%q has an unknown unit %q (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)", s, s[i:])
+		return 0, fmt.Errorf("%q has an unknown unit %q; use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB", s, s[i:])
 	}
 	v := f * mult
 	if v > math.MaxInt64/2 {
@@ -85,7 +86,7 @@ func ParseDuration(s string) (Duration, error) {
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, fmt.Errorf("%q is not a duration (use e.g. 60s, 5m, 1h)", s)
+		return 0, fmt.Errorf("%q is not a duration; use e.g. 60s, 5m, 1h", s)
 	}
 	return Duration(d), nil
 }
@@ -107,3 +108,57 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 
 // MarshalYAML renders the duration as a string.
 func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// SyncMode is buffer.sync: when a write is fsynced.
+type SyncMode string
+
+// The buffer.sync values.
+const (
+	SyncAlways   SyncMode = "always"   // before Write returns (group commit)
+	SyncInterval SyncMode = "interval" // every buffer.sync_interval
+	SyncNever    SyncMode = "never"    // left to the OS
+)
+
+// UnmarshalText accepts the buffer.sync values only.
+func (m *SyncMode) UnmarshalText(b []byte) error {
+	return parseEnum(m, string(b), SyncAlways, SyncInterval, SyncNever)
+}
+
+// UnmarshalYAML accepts the buffer.sync values only.
+func (m *SyncMode) UnmarshalYAML(n *yaml.Node) error { return m.UnmarshalText([]byte(n.Value)) }
+
+// MeteringMode is metering.mode: off, or the AWS Marketplace API usage is
+// reported with.
+type MeteringMode string
+
+// The metering.mode values.
+const (
+	MeteringOff             MeteringMode = "off"
+	MeteringMeterUsage      MeteringMode = "meter_usage"
+	MeteringBatchMeterUsage MeteringMode = "batch_meter_usage"
+)
+
+// On reports whether usage is metered.
+func (m MeteringMode) On() bool { return m == MeteringMeterUsage || m == MeteringBatchMeterUsage }
+
+// UnmarshalText accepts the metering.mode values only.
+func (m *MeteringMode) UnmarshalText(b []byte) error {
+	return parseEnum(m, string(b), MeteringOff, MeteringMeterUsage, MeteringBatchMeterUsage)
+}
+
+// UnmarshalYAML accepts the metering.mode values only.
+func (m *MeteringMode) UnmarshalYAML(n *yaml.Node) error { return m.UnmarshalText([]byte(n.Value)) }
+
+// parseEnum sets *dst to the allowed value s, with the same message the
+// rules give (Errors.OneOf).
+func parseEnum[T ~string](dst *T, s string, allowed ...T) error {
+	if !slices.Contains(allowed, T(s)) {
+		names := make([]string, len(allowed))
+		for i, a := range allowed {
+			names[i] = string(a)
+		}
+		return fmt.Errorf("%q not supported; use %s", s, strings.Join(names, ", "))
+	}
+	*dst = T(s)
+	return nil
+}

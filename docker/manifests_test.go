@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/metership/metership/conf"
+	"github.com/metership/metership/engine"
 )
 
 // Errors the manifest decoder returns, so tests can tell why a document was
@@ -564,10 +565,11 @@ func checkMetershipConfig(t *testing.T, text string, needSources bool, env map[s
 		t.Setenv(k, v)
 	}
 	cfg, err := conf.Parse([]byte(text))
-	if err != nil {
+	var keyErrs conf.Errors
+	if err != nil && !errors.As(err, &keyErrs) {
 		return conf.Config{}, fmt.Errorf("parse: %w", err)
 	}
-	if err := cfg.Validate(needSources); err != nil {
+	if err := engine.Validate(cfg, err, needSources); err != nil {
 		return conf.Config{}, fmt.Errorf("validate:\n%w", err)
 	}
 	return cfg, nil

@@ -75,7 +75,7 @@ func Start(ctx context.Context, cfg conf.Config, opts Options) (*Engine, error) 
 		log = zap.NewNop()
 	}
 	e := &Engine{cfg: cfg, log: log, settle: opts.SettleShared, final: opts.FinalReport}
-	metered := cfg.Metering.Mode != "" && cfg.Metering.Mode != "off"
+	metered := cfg.Metering.Mode.On()
 	popts := pipeline.Options{Logger: log, Registerer: opts.Registerer, UnhealthyAfter: cfg.Server.UnreadyAfter.D(), BufferFaults: opts.BufferFaults}
 	late := &lateCounter{}
 	if metered {

@@ -130,7 +130,7 @@ log:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.Validate(false); err != nil {
+	if err := engine.Validate(cfg, nil, false); err != nil {
 		t.Fatal(err)
 	}
 	return cfg
@@ -436,7 +436,7 @@ log: {level: warn}
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.Validate(false); err != nil {
+	if err := engine.Validate(cfg, nil, false); err != nil {
 		t.Fatal(err)
 	}
 	recs := genRecords(1500)

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/metership/metership/conf"
+	"github.com/metership/metership/engine"
 	"github.com/metership/metership/export"
 	"github.com/metership/metership/internal/testutil/fakeclock"
 )
@@ -55,7 +56,7 @@ jobs:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.Validate(false); err != nil {
+	if err := engine.Validate(cfg, nil, false); err != nil {
 		t.Fatal(err)
 	}
 	return cfg

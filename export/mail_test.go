@@ -12,6 +12,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/metership/metership/conf"
+	"github.com/metership/metership/engine"
 	"github.com/metership/metership/export"
 )
 
@@ -71,7 +72,7 @@ func TestMailResult(t *testing.T) {
 	sink, host, port := startSMTP(t)
 	cfg := fileConfig(t)
 	cfg.Jobs.SMTP = conf.JobsSMTP{Host: host, Port: port, From: "metership@example.com"}
-	if err := cfg.Validate(false); err != nil {
+	if err := engine.Validate(cfg, nil, false); err != nil {
 		t.Fatal(err)
 	}
 	e := newEnv(t, cfg, t0, exportOptions())

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/metership/metership/conf"
+	"github.com/metership/metership/engine"
 )
 
 // ErrConfig is wrapped by NewInstance errors caused by the properties: an
@@ -16,41 +17,52 @@ var ErrConfig = errors.New("fluentbit: invalid configuration")
 // Problem is one configuration error, named the way the user wrote it.
 type Problem struct {
 	// Property is the Fluent Bit property at fault (e.g. output_url), or ""
-	// for a key only a config_file can set (e.g. sources[0].paths).
+	// for a key only a config_file can set (e.g. sources[0].paths) or one
+	// the config_file set wrongly (Line says where).
 	Property string
-	// Key is the YAML key (e.g. output.url), or "" when the property did
-	// not parse.
+	// Key is the YAML key (e.g. output.url); "" for an unreadable
+	// config_file.
 	Key string
+	// Line is the line of Key in the config_file, 0 if not from it.
+	Line int
 	// Msg says what is wrong.
 	Msg string
 }
 
-// String renders the problem as "property: message" (the YAML key when no
-// property sets it).
+// String renders the problem as "property: message", or as the YAML key
+// (with its line in the config_file) when no property sets it.
 func (p Problem) String() string {
-	name := p.Property
-	if name == "" {
-		name = p.Key
+	if p.Property != "" {
+		return p.Property + ": " + p.Msg
 	}
-	return name + ": " + p.Msg
+	if p.Line > 0 {
+		return fmt.Sprintf("%s: %s (line %d): %s", conf.PropertyConfigFile, p.Key, p.Line, p.Msg)
+	}
+	return p.Key + ": " + p.Msg
 }
 
 // LoadConfig builds and validates the configuration of one output from its
-// properties (get returns "" for a property that is not set), exactly like
-// the agent validates its YAML. On failure it returns every problem, each
-// naming its property, and an error wrapping ErrConfig.
+// properties (get returns "" for a property that is not set) with
+// engine.Validate, exactly like the agent validates its YAML. On failure
+// it returns every problem, each naming its property, and an error
+// wrapping ErrConfig.
 func LoadConfig(get func(name string) string) (conf.Config, []Problem, error) {
 	cfg, err := conf.FromProperties(get)
-	if err != nil {
-		problems := parseProblems(err)
+	var keyErrs conf.Errors
+	if err != nil && !errors.As(err, &keyErrs) {
+		problems := []Problem{{Property: conf.PropertyConfigFile, Msg: strings.TrimPrefix(err.Error(), conf.PropertyConfigFile+": ")}}
 		return conf.Config{}, problems, fmt.Errorf("%w: %s", ErrConfig, joinProblems(problems))
 	}
-	if err := cfg.Validate(false); err != nil {
+	if err := engine.Validate(cfg, err, false); err != nil {
 		var problems []Problem
 		var fes conf.Errors
 		if errors.As(err, &fes) {
 			for _, fe := range fes {
-				problems = append(problems, Problem{Property: PropertyOf(fe.Key), Key: fe.Key, Msg: fe.Msg})
+				p := Problem{Property: fe.Property, Key: fe.Key, Line: fe.Line, Msg: fe.Msg}
+				if p.Property == "" && p.Line == 0 {
+					p.Property = PropertyOf(fe.Key)
+				}
+				problems = append(problems, p)
 			}
 		} else {
 			problems = []Problem{{Msg: err.Error()}}
@@ -58,23 +70,6 @@ func LoadConfig(get func(name string) string) (conf.Config, []Problem, error) {
 		return conf.Config{}, problems, fmt.Errorf("%w: %s", ErrConfig, joinProblems(problems))
 	}
 	return cfg, nil, nil
-}
-
-// parseProblems splits the errors of conf.FromProperties, each "name: msg".
-func parseProblems(err error) []Problem {
-	errs := []error{err}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		errs = j.Unwrap()
-	}
-	problems := make([]Problem, 0, len(errs))
-	for _, e := range errs {
-		name, msg, ok := strings.Cut(e.Error(), ": ")
-		if !ok {
-			name, msg = "", e.Error()
-		}
-		problems = append(problems, Problem{Property: name, Msg: msg})
-	}
-	return problems
 }
 
 func joinProblems(problems []Problem) string {

@@ -193,6 +193,37 @@ func TestLoadConfigReportsEveryProblem(t *testing.T) {
 	}
 }
 
+// TestLoadConfigParsesAndChecksInOnePass: a property that does not parse,
+// a config_file key that is unknown and a rule violation are reported
+// together, the file's by key and line, the properties' by name. Before,
+// the first parse error hid the rest.
+func TestLoadConfigParsesAndChecksInOnePass(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "m.yaml")
+	if err := os.WriteFile(file, []byte("output:\n  url: s3://billing/x\n  urll: s3://billing/y\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, problems, err := LoadConfig(props(map[string]string{
+		"config_file":        file,
+		"buffer_max_size":    "lots",
+		"output_compression": "zip",
+	}))
+	if !errors.Is(err, ErrConfig) {
+		t.Fatalf("err = %v", err)
+	}
+	var got []string
+	for _, p := range problems {
+		got = append(got, p.String())
+	}
+	want := []string{
+		`buffer_max_size: "lots" is not a size; use e.g. 8MiB, 1GiB, 1048576`,
+		`output_compression: "zip" not supported; use gzip, none`,
+		"config_file: output.urll (line 3): unknown key; use one of url, key_format, dead_letter_url, dead_letter_key_format, compression, format, region, endpoint, force_path_style, role_arn, external_id, acl, storage_class, server_side_encryption, sse_kms_key_id, content_type, content_encoding, tags, multipart_threshold, concurrency, hostname",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
 func TestNewInstanceLogsTheProperty(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
 	_, err := NewInstance(props(map[string]string{"buffer_sync": "sometimes", "output_url": "ftp://x"}), zap.New(core))

@@ -131,7 +131,7 @@ func newInstance(get func(name string) string, log *zap.Logger, eopts engine.Opt
 	log.Info("metership output started",
 		zap.String("output_url", cfg.Output.URL),
 		zap.String("records_format", cfg.Records.Format),
-		zap.String("metering_mode", cfg.Metering.Mode))
+		zap.String("metering_mode", string(cfg.Metering.Mode)))
 	return x, nil
 }
 

@@ -152,7 +152,7 @@ type factor struct {
 }
 
 // parseFactor turns the text after '*' in a metering.dimensions value into
-// an exact rational; f is the float conf.ParseDimension already validated,
+// an exact rational; f is the float ParseDimension already validated,
 // used when the text is not a plain decimal.
 func parseFactor(spec string, f float64) factor {
 	_, text, ok := strings.Cut(spec, "*")

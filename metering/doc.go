@@ -151,9 +151,11 @@
 //     written to Dir/dead-letters/<hour>-<intent id>.ndjson, counted;
 //     never re-sent.
 //   - ThrottlingException, InternalServiceErrorException, other 5xx,
-//     network errors, UnprocessedRecords: retried with exponential backoff
-//     and jitter for up to Options.MaxRetryElapsed (30 min) per pass, then
-//     left pending for the next pass. Never dropped.
+//     network errors, UnprocessedRecords: retried with the project's one
+//     backoff (internal/retry: exponential, equal jitter, Options.Backoff)
+//     for up to Options.MaxRetryElapsed (30 min) per pass, then left
+//     pending for the next pass. Never dropped. What is worth retrying is
+//     internal/retry's IsPermanent, the same rules as the S3 output.
 //   - TimestampOutOfBoundsException, or an intent found past the window
 //     before sending: the intent is marked expired and its quantity added
 //     to the oldest reportable hour (AWS's guidance). This is the one place
@@ -185,4 +187,12 @@
 // and written, grouped, while later segments ship; only the segments'
 // Acks wait for the write. Its failures never affect readiness; they are
 // logged and visible in metership_metering_* metrics.
+//
+// # Where things are
+//
+// report.go runs a reporting pass; plan.go turns closed hours into
+// intents (Meter.plan and its steps, allocations, pruning); meterusage.go
+// and batch.go send them with MeterUsage and BatchMeterUsage; answers.go
+// classifies the answers, records them (resolve, expire) and writes the
+// dead letters. ledger.go and meter.go hold the ledger and its writes.
 package metering

@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
-
-	"github.com/metership/metership/conf"
 )
 
 // hourSeconds is one hour in Unix seconds; ledger hours are the Unix
@@ -169,14 +167,14 @@ func hashParts(parts ...string) string {
 // Values that only differ in refused characters share a bucket; sums are
 // unaffected.
 func sanitizeTagValue(v string) string {
-	if conf.ValidTag(v, conf.MaxTagValueLen) || v == "" {
+	if ValidTag(v, MaxTagValueLen) || v == "" {
 		return v
 	}
-	out := make([]byte, 0, min(len(v), conf.MaxTagValueLen))
-	for i := 0; i < len(v) && len(out) < conf.MaxTagValueLen; {
+	out := make([]byte, 0, min(len(v), MaxTagValueLen))
+	for i := 0; i < len(v) && len(out) < MaxTagValueLen; {
 		c := v[i]
 		if c < utf8.RuneSelf {
-			if conf.TagByteOK(c) {
+			if TagByteOK(c) {
 				out = append(out, c)
 			} else {
 				out = append(out, '_')

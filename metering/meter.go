@@ -28,8 +28,8 @@ import (
 
 // Modes of metering.mode that New accepts.
 const (
-	ModeMeterUsage      = "meter_usage"
-	ModeBatchMeterUsage = "batch_meter_usage"
+	ModeMeterUsage      = conf.MeteringMeterUsage
+	ModeBatchMeterUsage = conf.MeteringBatchMeterUsage
 )
 
 // Sentinel errors.
@@ -126,7 +126,7 @@ type dimension struct {
 
 // settings are the parsed metering config.
 type settings struct {
-	mode         string
+	mode         conf.MeteringMode
 	product      string
 	dims         map[string]dimension // meterApiName -> dimension
 	dimNames     []string             // distinct Marketplace dimensions, sorted
@@ -145,8 +145,9 @@ type settings struct {
 
 var accountIDPattern = regexp.MustCompile(`^[0-9]{12}$`)
 
-// parseSettings reads a metering section checked by conf.ValidateMetering
-// (New is also given sections that did not come through conf.Validate).
+// parseSettings reads a metering section checked by ValidateConfig (run
+// by engine.Validate); it does not check it again, only parses what it
+// needs.
 func parseSettings(cfg conf.Metering) (settings, error) {
 	s := settings{
 		mode:       cfg.Mode,
@@ -166,12 +167,12 @@ func parseSettings(cfg conf.Metering) (settings, error) {
 	if s.mode != ModeMeterUsage && s.mode != ModeBatchMeterUsage {
 		return s, fmt.Errorf("%w: metering.mode: %q: New needs %s or %s", ErrInvalidConfig, cfg.Mode, ModeMeterUsage, ModeBatchMeterUsage)
 	}
-	if err := conf.ValidateMetering(cfg); err != nil {
-		return s, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
-	}
 	names := map[string]bool{}
 	for api, spec := range cfg.Dimensions {
-		name, f, _ := conf.ParseDimension(spec) // validated
+		name, f, err := ParseDimension(spec)
+		if err != nil {
+			return s, fmt.Errorf("%w: metering.dimensions.%s: %w", ErrInvalidConfig, api, err)
+		}
 		s.dims[api] = dimension{name: name, factor: parseFactor(spec, f)}
 		names[name] = true
 	}

@@ -316,7 +316,7 @@ func TestFactor(t *testing.T) {
 		{"x*0.1", "0.3", 30_000_000},
 	}
 	for _, tt := range tests {
-		_, f, err := conf.ParseDimension(tt.spec)
+		_, f, err := ParseDimension(tt.spec)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -349,12 +349,15 @@ func TestSanitizeTagValue(t *testing.T) {
 		if got != tt.want {
 			t.Errorf("sanitizeTagValue(%q) = %q, want %q", tt.in, got, tt.want)
 		}
-		if !conf.ValidTag(got, conf.MaxTagValueLen) {
+		if !ValidTag(got, MaxTagValueLen) {
 			t.Errorf("sanitizeTagValue(%q) = %q is not a valid tag value", tt.in, got)
 		}
 	}
 }
 
+// TestParseSettings: metering's rules (ValidateConfig, which
+// engine.Validate runs) and what New itself refuses (parseSettings: a
+// mode it cannot run, a dimension it cannot parse) name the key.
 func TestParseSettings(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -378,7 +381,13 @@ func TestParseSettings(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := meterConfig()
 			tt.mutate(&cfg)
-			_, err := parseSettings(cfg)
+			var err error
+			if errs := ValidateConfig(cfg); len(errs) > 0 {
+				err = errs
+			}
+			if _, perr := parseSettings(cfg); perr != nil {
+				err = errors.Join(err, perr)
+			}
 			if tt.key == "" {
 				if err != nil {
 					t.Fatalf("unexpected error: %v", err)

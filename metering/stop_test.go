@@ -46,8 +46,8 @@ func byHour(st emulator.State) map[string]int64 {
 // hour instead of a second call for it, and is reported once that hour
 // closes. Both APIs.
 func TestReportFinalReportsTheHourInProgress(t *testing.T) {
-	for _, mode := range []string{ModeMeterUsage, ModeBatchMeterUsage} {
-		t.Run(mode, func(t *testing.T) {
+	for _, mode := range []conf.MeteringMode{ModeMeterUsage, ModeBatchMeterUsage} {
+		t.Run(string(mode), func(t *testing.T) {
 			clk := newClock(testNow) // 12:30: 12:00 is in progress
 			ecfg := emulatorConfig(clk)
 			ecfg.Products[testProduct] = emulator.Product{Dimensions: []string{"api_calls", "users"}, Licenses: []string{testLicense}}
@@ -183,8 +183,8 @@ func TestWindowsAlwaysReport(t *testing.T) {
 				cfg := meterConfig()
 				cfg.AllocationTags = nil
 				cfg.Window, cfg.Lateness = conf.Duration(window), conf.Duration(lateness)
-				err := conf.ValidateMetering(cfg)
-				if canReport := window-time.Hour-lateness >= conf.MinReportSlack; canReport != (err == nil) {
+				err := ValidateConfig(cfg)
+				if canReport := window-time.Hour-lateness >= MinReportSlack; canReport != (err == nil) {
 					t.Fatalf("validation = %v for slack %s", err, window-time.Hour-lateness)
 				}
 				if err != nil {

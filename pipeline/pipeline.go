@@ -14,7 +14,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -26,6 +25,7 @@ import (
 	"github.com/metership/metership/buffer"
 	"github.com/metership/metership/conf"
 	"github.com/metership/metership/internal/ctxtime"
+	"github.com/metership/metership/internal/retry"
 	"github.com/metership/metership/record"
 	"github.com/metership/metership/ship"
 )
@@ -221,11 +221,11 @@ func New(ctx context.Context, cfg conf.Config, opts Options) (*Pipeline, error) 
 	return p, nil
 }
 
-func syncPolicy(s string) buffer.SyncPolicy {
+func syncPolicy(s conf.SyncMode) buffer.SyncPolicy {
 	switch s {
-	case "interval":
+	case conf.SyncInterval:
 		return buffer.SyncInterval
-	case "never":
+	case conf.SyncNever:
 		return buffer.SyncNever
 	}
 	return buffer.SyncAlways
@@ -423,7 +423,18 @@ func (p *Pipeline) sealLoop(ctx context.Context) {
 	}
 }
 
+// Waits of the pipeline's own retries (internal/retry's equal jitter).
+// A segment not shipped is picked up again after 1-2 s: the uploader's
+// Retry stage below already backed off for up to its MaxElapsed. A ledger
+// sync or an ack (local disk) is retried from 100-200 ms up to 15-30 s.
+const (
+	reshipWait    = 2 * time.Second
+	localRetry    = 200 * time.Millisecond
+	localRetryMax = 30 * time.Second
+)
+
 func (p *Pipeline) shipLoop(ctx context.Context) error {
+	bo := retry.Backoff{Initial: reshipWait, Max: reshipWait}
 	for {
 		seg, err := p.buf.Next(ctx)
 		if err != nil {
@@ -438,7 +449,7 @@ func (p *Pipeline) shipLoop(ctx context.Context) error {
 				return nil
 			}
 			p.log.Error("segment not shipped; it stays in the buffer", zap.Uint64("segment", seg.Seq), zap.Error(err))
-			if !ctxtime.Sleep(ctx, time.Second+rand.N(time.Second)) {
+			if !ctxtime.Sleep(ctx, bo.Next()) {
 				return nil
 			}
 		}
@@ -645,9 +656,10 @@ func (c *countingSource) Frames(fn func(buffer.Frame) error) error {
 	})
 }
 
-// retry calls fn until it succeeds or ctx is done, backing off.
+// retry calls fn until it succeeds or ctx is done, backing off
+// (localRetry..localRetryMax).
 func (p *Pipeline) retry(ctx context.Context, seg *buffer.Segment, what string, fn func(context.Context) error) error {
-	wait := 200 * time.Millisecond
+	bo := retry.Backoff{Initial: localRetry, Max: localRetryMax}
 	for attempt := 1; ; attempt++ {
 		err := fn(ctx)
 		if err == nil {
@@ -657,10 +669,9 @@ func (p *Pipeline) retry(ctx context.Context, seg *buffer.Segment, what string, 
 			return ctx.Err()
 		}
 		p.log.Error(what+"; retrying", zap.Uint64("segment", seg.Seq), zap.Int("attempt", attempt), zap.Error(err))
-		if !ctxtime.Sleep(ctx, wait) {
+		if !ctxtime.Sleep(ctx, bo.Next()) {
 			return ctx.Err()
 		}
-		wait = min(wait*2, 30*time.Second)
 	}
 }
 

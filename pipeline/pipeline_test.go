@@ -35,7 +35,7 @@ func testConfig(t *testing.T, out string) conf.Config {
 	cfg.Buffer.Dir = filepath.Join(t.TempDir(), "buf")
 	cfg.Buffer.FlushInterval = conf.Duration(50 * time.Millisecond)
 	cfg.Output.URL = "file://" + out
-	if err := cfg.Validate(false); err != nil {
+	if err := cfg.Check(false); err != nil {
 		t.Fatal(err)
 	}
 	return cfg

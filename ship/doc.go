@@ -25,8 +25,9 @@
 // never replaces an existing file and compares its content. Records are
 // therefore uploaded at least once and stored exactly once.
 //
-// Uploads compose as stages, outermost first: Retry (exponential backoff,
-// full jitter, permanent errors retried slowly, never dropped) -> Timeout
+// Uploads compose as stages, outermost first: Retry (internal/retry's
+// exponential backoff with equal jitter, permanent errors retried slowly,
+// never dropped) -> Timeout
 // (per attempt) -> Collisions (re-key on ErrKeyCollision) -> S3Uploader or
 // FileUploader. Shutdown cancels the context
 // given to Put; every stage returns promptly with an error wrapping the

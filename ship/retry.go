@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
-	"github.com/aws/smithy-go"
-
 	"github.com/metership/metership/internal/ctxtime"
+	"github.com/metership/metership/internal/retry"
 )
 
 // Retry defaults.
@@ -28,103 +26,25 @@ var (
 )
 
 // PermanentError marks an error that retrying cannot fix without outside
-// help (credentials, permissions, a missing bucket, a bad request). Retry
-// still retries it, slowly: data is never dropped.
-type PermanentError struct {
-	Err error
-}
-
-func (e *PermanentError) Error() string { return "permanent error: " + e.Err.Error() }
-
-// Unwrap returns the underlying error.
-func (e *PermanentError) Unwrap() error { return e.Err }
+// help; see retry.PermanentError. Retry still retries it, slowly: data is
+// never dropped.
+type PermanentError = retry.PermanentError
 
 // Permanent wraps err as a PermanentError; nil stays nil.
-func Permanent(err error) error {
-	if err == nil {
-		return nil
-	}
-	var pe *PermanentError
-	if errors.As(err, &pe) {
-		return err
-	}
-	return &PermanentError{Err: err}
-}
+func Permanent(err error) error { return retry.Permanent(err) }
 
-// IsPermanent reports whether err is permanent: wrapped by Permanent, or an
-// S3 / HTTP error that repeating the same request cannot fix, such as 403
-// AccessDenied, InvalidAccessKeyId or SignatureDoesNotMatch, 404
-// NoSuchBucket, or 400 InvalidArgument. Throttling (503 SlowDown, 429), other
-// 5xx, 408, 409 ConditionalRequestConflict, timeouts, network errors and
-// context errors are not permanent.
+// IsPermanent reports whether err is permanent (retry.IsPermanent); an
+// attempt cut off by a Timeout stage (ErrAttemptTimeout) never is.
 func IsPermanent(err error) bool {
-	if err == nil {
-		return false
-	}
-	var pe *PermanentError
-	if errors.As(err, &pe) {
-		return true
-	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrAttemptTimeout) {
-		return false
-	}
-	var apiErr smithy.APIError
-	if errors.As(err, &apiErr) {
-		if transientCodes[apiErr.ErrorCode()] {
-			return false
-		}
-	}
-	var se interface{ HTTPStatusCode() int }
-	if errors.As(err, &se) {
-		switch code := se.HTTPStatusCode(); {
-		case code == 408 || code == 409 || code == 429 || code >= 500:
-			return false
-		case code >= 400:
-			return true
-		}
-	}
-	var ipe *smithy.InvalidParamsError
-	var serr *smithy.SerializationError
-	if errors.As(err, &ipe) || errors.As(err, &serr) {
-		return true
-	}
-	// Anything else (connection refused or reset, EOF, DNS, credential
-	// fetch failures) is treated as transient.
-	return false
+	return !errors.Is(err, ErrAttemptTimeout) && retry.IsPermanent(err)
 }
 
-// transientCodes are AWS error codes that are worth retrying whatever the
-// HTTP status they come with.
-var transientCodes = map[string]bool{
-	"SlowDown":                       true,
-	"Throttling":                     true,
-	"ThrottlingException":            true,
-	"ThrottledException":             true,
-	"RequestThrottled":               true,
-	"RequestThrottledException":      true,
-	"TooManyRequestsException":       true,
-	"RequestLimitExceeded":           true,
-	"BandwidthLimitExceeded":         true,
-	"RequestTimeout":                 true,
-	"RequestTimeoutException":        true,
-	"InternalError":                  true,
-	"ServiceUnavailable":             true,
-	"ConditionalRequestConflict":     true,
-	"OperationAborted":               true,
-	"RequestTimeTooSkewed":           true,
-	"ExpiredToken":                   true,
-	"ExpiredTokenException":          true,
-	"IDPCommunicationError":          true,
-	"PriorRequestNotComplete":        true,
-	"EC2ThrottledException":          true,
-	"TransactionInProgressException": true,
-}
-
-// Retry retries Next with exponential backoff and full jitter, in the style
-// of the OpenTelemetry exporterhelper retry sender. Transient errors wait a
-// random time in [0, min(Max, Initial*2^(attempt-1))]; permanent errors (see
-// IsPermanent) are wrapped with Permanent, reported, and retried slowly, at
-// about Max, because data is never dropped: an operator can fix the
+// Retry retries Next in the style of the OpenTelemetry exporterhelper
+// retry sender, with the project's one backoff (internal/retry: exponential
+// with equal jitter). Transient errors wait a random time in [d/2, d] with
+// d = min(Max, Initial*2^(attempt-1)); permanent errors (see IsPermanent)
+// are wrapped with Permanent, reported, and retried slowly, in [Max/2,
+// Max], because data is never dropped: an operator can fix the
 // credentials or the bucket while the agent keeps trying.
 type Retry struct {
 	Next Uploader
@@ -153,9 +73,8 @@ func (r Retry) Put(ctx context.Context, obj *Object) error {
 	if maxWait <= 0 {
 		maxWait = DefaultRetryMax
 	}
-	maxWait = max(maxWait, initial)
+	bo := retry.Backoff{Initial: initial, Max: maxWait}
 	start := time.Now()
-	bound := initial
 	for attempt := 1; ; attempt++ {
 		err := r.Next.Put(ctx, obj)
 		if err == nil {
@@ -168,10 +87,9 @@ func (r Retry) Put(ctx context.Context, obj *Object) error {
 		var wait time.Duration
 		if permanent {
 			err = Permanent(err)
-			wait = maxWait/2 + rand.N(maxWait/2+1)
+			wait = bo.Slow()
 		} else {
-			wait = rand.N(bound + 1)
-			bound = min(bound*2, maxWait)
+			wait = bo.Next()
 		}
 		if r.MaxElapsed > 0 && time.Since(start)+wait > r.MaxElapsed {
 			return fmt.Errorf("put %s: %w after %d attempts in %s: %w", obj.Key, ErrGaveUp, attempt, time.Since(start).Round(time.Millisecond), err)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"sync"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/metership/metership/buffer"
+	"github.com/metership/metership/internal/retry"
 )
 
 // lineRef locates a complete line in the reader's buffer until the chunk
@@ -446,13 +446,13 @@ func (r *reader) forget(ctx context.Context, source string) error {
 }
 
 // consume calls the Sink until it accepts c or ctx is done, backing off
-// exponentially with jitter in between and counting the time as
-// back-pressure.
+// (internal/retry: exponential, equal jitter, RetryInitial..RetryMax) in
+// between and counting the time as back-pressure.
 func (r *reader) consume(ctx context.Context, c *Chunk) error {
 	o := &r.t.opts
 	m := r.t.metrics
 	var pausedAt time.Time
-	backoff := o.RetryInitial
+	bo := retry.Backoff{Initial: o.RetryInitial, Max: o.RetryMax}
 	for {
 		err := r.t.sink.Consume(ctx, c)
 		if err == nil || ctx.Err() != nil {
@@ -465,22 +465,22 @@ func (r *reader) consume(ctx context.Context, c *Chunk) error {
 			return nil
 		}
 		m.SinkErrors.Add(1)
+		wait := bo.Next()
 		if errors.Is(err, buffer.ErrFull) {
 			m.SinkFull.Add(1)
-			r.t.log.Debug("buffer full, pausing", zap.String("path", c.Path), zap.Duration("backoff", backoff))
+			r.t.log.Debug("buffer full, pausing", zap.String("path", c.Path), zap.Duration("backoff", wait))
 		} else {
-			r.t.log.Warn("sink failed, retrying", zap.String("path", c.Path), zap.Duration("backoff", backoff), zap.Error(err))
+			r.t.log.Warn("sink failed, retrying", zap.String("path", c.Path), zap.Duration("backoff", wait), zap.Error(err))
 		}
 		if pausedAt.IsZero() {
 			pausedAt = time.Now()
 		}
-		r.timer.Reset(backoff/2 + rand.N(backoff/2+1))
+		r.timer.Reset(wait)
 		select {
 		case <-ctx.Done():
 			r.timer.Stop()
 		case <-r.timer.C:
 		}
-		backoff = min(2*backoff, o.RetryMax)
 	}
 }
 

@@ -79,7 +79,7 @@ log: {level: warn}
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.Validate(false); err != nil {
+	if err := engine.Validate(cfg, nil, false); err != nil {
 		t.Fatal(err)
 	}
 	ship(t, cfg, 5000)

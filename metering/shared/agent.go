@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"maps"
-	"math/rand/v2"
 	"regexp"
 	"slices"
 	"sort"
@@ -22,8 +21,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/metership/metership/internal/ctxtime"
+	"github.com/metership/metership/internal/retry"
 	"github.com/metership/metership/metering"
-	"github.com/metership/metership/ship"
 )
 
 // Sentinel errors.
@@ -932,7 +931,7 @@ func (a *Agent) send(ctx context.Context, c *Claim) error {
 	queue := slices.Clone(c.Records)
 	answers := map[Series]RecordResult{}
 	deadline := time.Now().Add(a.cfg.MaxRetryElapsed)
-	wait := a.cfg.BackoffInitial
+	bo := retry.Backoff{Initial: a.cfg.BackoffInitial, Max: a.cfg.BackoffMax}
 	var expired []Record
 	isolate := 0 // records to send one a call: a whole call was refused
 	for len(queue) > 0 {
@@ -962,11 +961,11 @@ func (a *Agent) send(ctx context.Context, c *Claim) error {
 			retry := applyResults(chunk, out, answers)
 			queue = append(retry, queue[len(chunk):]...)
 			if len(retry) == 0 {
-				wait = a.cfg.BackoffInitial
+				bo.Reset()
 				continue
 			}
 			err = fmt.Errorf("%d unprocessed record(s)", len(retry))
-		case ctx.Err() != nil || ship.IsPermanent(err) && !recordError(err):
+		case ctx.Err() != nil || retry.IsPermanent(err) && !recordError(err):
 			// Canceled, or refused for a reason no record can fix (the
 			// API disabled, the product unknown, access denied): the
 			// claim stays unanswered, sent again next step.
@@ -976,7 +975,7 @@ func (a *Agent) send(ctx context.Context, c *Claim) error {
 			expired = append(expired, chunk...)
 			queue = queue[len(chunk):]
 			continue
-		case ship.IsPermanent(err) && recordError(err):
+		case retry.IsPermanent(err) && recordError(err):
 			if len(chunk) > 1 {
 				// One bad record fails the whole call: send them one
 				// by one so the others go through.
@@ -991,9 +990,7 @@ func (a *Agent) send(ctx context.Context, c *Claim) error {
 			queue = queue[1:]
 			continue
 		}
-		d := wait/2 + rand.N(wait/2+1)
-		wait = min(2*wait, a.cfg.BackoffMax)
-		if time.Now().Add(d).After(deadline) || !ctxtime.Sleep(ctx, d) {
+		if !retry.Wait(ctx, bo.Next(), time.Now(), deadline) {
 			return fmt.Errorf("shared: BatchMeterUsage for %s not done: %w", c.Hour.Format(hourLayout), err)
 		}
 	}
