@@ -36,6 +36,7 @@ var healthySeries = map[string]string{
 	`metership_metering_oldest_pending_hour_seconds{instance="a"}`:                "1800+0x240",
 	`metership_export_runs_total{instance="a",result="failure"}`:                  "0+0x240",
 	`metership_metering_shared_replicas_stalled{instance="a"}`:                    "0+0x240",
+	`metership_metering_shared_records_conflicted_total{instance="a"}`:            "0+0x240",
 	`metership_metering_shared_hours_unsettled{instance="a"}`:                     "1+0x240",
 	`metership_export_runs_total{instance="a",result="success"}`:                  "0+1x240",
 }
@@ -190,6 +191,7 @@ func TestAlertsFire(t *testing.T) {
 		{"MetershipBufferDiskFailing", map[string]string{`metership_buffer_writes_failing{instance="a"}`: "1+0x240"}, 3, 10},
 		{"MetershipSegmentDamaged", map[string]string{`metership_buffer_segments_damaged_total{instance="a"}`: "0 0 0 0 0 1+0x235"}, 4, 6},
 		{"MetershipMeteringConflict", map[string]string{`metership_metering_hours_conflicted_total{instance="a"}`: "0 0 0 0 0 1+0x235"}, 4, 6},
+		{"MetershipMeteringConflict", map[string]string{`metership_metering_shared_records_conflicted_total{instance="a"}`: "0 0 0 0 0 2+0x235"}, 4, 6},
 		{"MetershipUsageUnbilled", map[string]string{`metership_metering_records_unbillable_total{instance="a",reason="value"}`: "0 0 0 0 0 3+0x235"}, 4, 6},
 		{"MetershipUsageUnbilled", map[string]string{`metership_metering_usage_unbilled_total{instance="a",reason="max_carry"}`: "0 0 0 0 0 40+0x235"}, 4, 6},
 		{"MetershipUsageUnbilled", map[string]string{`metership_metering_dead_letters_total{instance="a"}`: "0 0 0 0 0 1+0x235"}, 4, 6},

@@ -112,6 +112,9 @@ type Agent struct {
 	stepErrors int
 	// stopped: Stop found nothing unwritten; heartbeats say so.
 	stopped bool
+	// conflicts counts records of this agent's sends that AWS answered
+	// DuplicateRecord (it holds another quantity).
+	conflicts int
 	// liveReplicas and stalledReplicas are what the last watchPeers saw.
 	liveReplicas, stalledReplicas int
 
@@ -1030,6 +1033,9 @@ func (a *Agent) send(ctx context.Context, c *Claim) error {
 	a.mu.Unlock()
 	for _, r := range res.Records {
 		if r.Status == string(types.UsageRecordResultStatusDuplicateRecord) {
+			a.mu.Lock()
+			a.conflicts++
+			a.mu.Unlock()
 			a.log.Error("AWS holds another quantity for this customer, dimension and hour", zap.Time("hour", c.Hour),
 				zap.String("customer", r.Customer), zap.String("dimension", r.Dimension), zap.Int64("quantity", r.Quantity))
 		}

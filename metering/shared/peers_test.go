@@ -7,6 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	mm "github.com/aws/aws-sdk-go-v2/service/marketplacemetering"
+	"github.com/aws/aws-sdk-go-v2/service/marketplacemetering/types"
+
 	"github.com/metership/metership/metering"
 )
 
@@ -108,5 +112,32 @@ func TestStopWithUnwrittenUsageIsNotClean(t *testing.T) {
 	a.mu.Unlock()
 	if stopped {
 		t.Fatal("Stop marked a replica with unwritten usage stopped")
+	}
+}
+
+// A claimed record AWS answers DuplicateRecord for (another sender got a
+// different quantity in first) is counted in records_conflicted_total,
+// the metric the conflict alert reads in replica mode.
+func TestConflictCounted(t *testing.T) {
+	w := newWorld(t)
+	w.clk.Set(hr(11).Add(10 * time.Minute))
+	a := w.agent("pod-a", tempDir(t, "a"))
+	w.clk.Set(hr(12).Add(6 * time.Minute))
+	other, tr := mmClient(w.emURL, "AKIDOTHER")
+	defer tr.CloseIdleConnections()
+	out, err := other.BatchMeterUsage(context.Background(), &mm.BatchMeterUsageInput{ProductCode: aws.String(testProduct),
+		UsageRecords: []types.UsageRecord{{CustomerIdentifier: aws.String("c1"), Dimension: aws.String("api_calls"), Quantity: aws.Int32(99), Timestamp: aws.Time(hr(11))}}})
+	if err != nil || len(out.Results) != 1 || out.Results[0].Status != types.UsageRecordResultStatusSuccess {
+		t.Fatalf("the other sender's record: %+v %v", out, err)
+	}
+	if err := a.Hand(context.Background(), hr(12), []metering.HourUsage{usage(hr(11), "c1", "api_calls", 3e9, 3)}); err != nil {
+		t.Fatal(err)
+	}
+	steps(t, 1, a)
+	a.mu.Lock()
+	n := a.conflicts
+	a.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("records_conflicted_total = %d, want 1", n)
 	}
 }
