@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"slices"
@@ -35,7 +34,7 @@ func shipOne(t *testing.T, p *Pipeline, line string) {
 func TestKeyCollisionCountedAndRekeyed(t *testing.T) {
 	root := t.TempDir()
 	cfg := testConfig(t, filepath.Join(root, "ingest", "amberdata"))
-	a, err := New(context.Background(), cfg, Options{})
+	a, err := newTestPipeline(t, cfg, Options{}, testParts{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +55,7 @@ func TestKeyCollisionCountedAndRekeyed(t *testing.T) {
 	shipOne(t, a, recA)
 
 	reg := prometheus.NewRegistry()
-	b, err := New(context.Background(), copyCfg, Options{Registerer: reg})
+	b, err := newTestPipeline(t, copyCfg, Options{Registerer: reg}, testParts{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -165,7 +165,7 @@ func TestCountsGroupedBeforeAck(t *testing.T) {
 	cfg := testConfig(t, filepath.Join(root, "out"))
 	open := func() (*Pipeline, *groupCounter) {
 		c := &groupCounter{}
-		p, err := New(context.Background(), cfg, Options{Counter: c})
+		p, err := newTestPipeline(t, cfg, Options{Counter: c}, testParts{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -224,7 +224,7 @@ func TestAcksGrouped(t *testing.T) {
 	root := t.TempDir()
 	out := filepath.Join(root, "out")
 	cfg := testConfig(t, out)
-	p, err := New(context.Background(), cfg, Options{})
+	p, err := newTestPipeline(t, cfg, Options{}, testParts{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func TestAcksAtOnceWhenBufferHalfFull(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
 	cfg.Buffer.SegmentSize = 64 << 10
 	cfg.Buffer.MaxSize = 128 << 10
-	p, err := New(context.Background(), cfg, Options{})
+	p, err := newTestPipeline(t, cfg, Options{}, testParts{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +287,7 @@ func TestDamagedSegmentSalvaged(t *testing.T) {
 	root := t.TempDir()
 	out := filepath.Join(root, "out")
 	cfg := testConfig(t, out)
-	p, err := New(context.Background(), cfg, Options{})
+	p, err := newTestPipeline(t, cfg, Options{}, testParts{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,7 +65,7 @@ func TestAddLinePolicy(t *testing.T) {
 	root := t.TempDir()
 	cfg := testConfig(t, filepath.Join(root, "ingest", "amberdata"))
 	cfg.Records.MaxLineSize = 1024
-	p, err := New(context.Background(), cfg, Options{})
+	p, err := newTestPipeline(t, cfg, Options{}, testParts{})
 	if err != nil {
 		t.Fatal(err)
 	}

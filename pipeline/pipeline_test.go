@@ -76,7 +76,7 @@ func TestIngestRunDrain(t *testing.T) {
 	root := t.TempDir()
 	cfg := testConfig(t, filepath.Join(root, "ingest", "amberdata"))
 	ctx := context.Background()
-	p, err := New(ctx, cfg, Options{})
+	p, err := newTestPipeline(t, cfg, Options{}, testParts{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func TestReadyTurnsFalseWhileUploadsFail(t *testing.T) {
 	var offset atomic.Int64 // the test moves the pipeline's clock forward
 	clock := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
 	up := failingUploader(t)
-	p, err := New(context.Background(), cfg, Options{Uploader: up, DeadLetterUploader: up, UnhealthyAfter: time.Minute, Now: clock})
+	p, err := newTestPipeline(t, cfg, Options{UnhealthyAfter: time.Minute, Now: clock}, testParts{Uploader: up})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +208,7 @@ func TestCommitWaitRewritesBatchCutByDiskError(t *testing.T) {
 	cfg := testConfig(t, filepath.Join(root, "out"))
 	var mu sync.Mutex
 	failSyncs := 1
-	p, err := New(context.Background(), cfg, Options{BufferFaults: func(op buffer.FileOp, _ string) error {
+	p, err := newTestPipeline(t, cfg, Options{}, testParts{Faults: func(op buffer.FileOp, _ string) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if op == buffer.OpSync && failSyncs > 0 {
