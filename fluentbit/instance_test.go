@@ -50,7 +50,7 @@ func TestFlushRecordsAndDeadLetters(t *testing.T) {
 	}
 	canon := func(line string, idx int64, ts fb.EventTime) string {
 		nanos := int64(ts.Sec)*1e9 + int64(ts.Nsec)
-		src := record.Source{ID: fmt.Sprintf("usage.api@%d", nanos), Offset: idx, TimeMillis: nanos / 1e6}
+		src := record.Origin{ID: fmt.Sprintf("usage.api@%d", nanos), Offset: idx, TimeMillis: nanos / 1e6}
 		b, _, err := p.Parse(nil, []byte(line), src)
 		if err != nil {
 			t.Fatal(err)

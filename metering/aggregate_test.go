@@ -73,7 +73,7 @@ func checkAggregateMatchesScan(t *testing.T, lines []string, tags []string, lice
 	scanned := newScanner(tags, licenseDim, customer)
 	var accepted int
 	for _, line := range lines {
-		out, ts, err := p.Parse(nil, []byte(line), record.Source{ID: "f", Offset: 1, TimeMillis: 1714521600000})
+		out, ts, err := p.Parse(nil, []byte(line), record.Origin{ID: "f", Offset: 1, TimeMillis: 1714521600000})
 		if err != nil {
 			continue
 		}
@@ -138,7 +138,7 @@ func FuzzAggregateMatchesScan(f *testing.F) {
 func TestMergeAggregateRefuses(t *testing.T) {
 	bc := &BatchCount{sc: newScanner([]string{"team"}, "", false)}
 	p, _ := record.NewParser(record.Options{})
-	out, ts, err := p.Parse(nil, []byte(aggregateCorpus[0]), record.Source{})
+	out, ts, err := p.Parse(nil, []byte(aggregateCorpus[0]), record.Origin{})
 	if err != nil {
 		t.Fatal(err)
 	}

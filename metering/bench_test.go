@@ -143,7 +143,7 @@ func BenchmarkCountAtIngest(b *testing.B) {
 			for i := range b.N {
 				line := lines[i%len(lines)]
 				var ts int64
-				out, ts, err = p.Parse(out[:0], line, record.Source{})
+				out, ts, err = p.Parse(out[:0], line, record.Origin{})
 				if err != nil {
 					b.Fatal(err)
 				}

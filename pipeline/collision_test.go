@@ -18,7 +18,7 @@ func shipOne(t *testing.T, p *Pipeline, line string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in.Add([]byte(line), record.Source{ID: "s"}, "src")
+	in.Add([]byte(line), record.Origin{ID: "s"}, "src")
 	if err := in.Commit(); err != nil {
 		t.Fatal(err)
 	}

@@ -77,7 +77,7 @@ func TestAddLinePolicy(t *testing.T) {
 		short := `{"customerId":"c","meterApiName":"m","meterValue":1,"meterTimeInMillis":1654560000000,"uniqueId":""}`
 		return []byte(`{"customerId":"c","meterApiName":"m","meterValue":1,"meterTimeInMillis":1654560000000,"uniqueId":"` + strings.Repeat("u", n-len(short)) + `"}`)
 	}
-	src := record.Source{ID: "s"}
+	src := record.Origin{ID: "s"}
 	in.AddLine(nil, false, src, "f")
 	in.AddLine([]byte(" \t "), false, src, "f")
 	in.AddLine(rec(1024), false, src, "f")

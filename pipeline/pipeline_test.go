@@ -84,9 +84,9 @@ func TestIngestRunDrain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in.Add([]byte(`{"customerId":"c","meterApiName":"m","meterValue":1,"meterTimeInMillis":1654560000000,"uniqueId":"a"}`), record.Source{ID: "s"}, "src")
-	in.Add([]byte(`{"customerId":"c","meterApiName":"m","meterValue":2,"meterTimeInMillis":1654646400000,"uniqueId":"b"}`), record.Source{ID: "s", Offset: 1}, "src")
-	in.Add([]byte(`nope`), record.Source{ID: "s", Offset: 2}, "src")
+	in.Add([]byte(`{"customerId":"c","meterApiName":"m","meterValue":1,"meterTimeInMillis":1654560000000,"uniqueId":"a"}`), record.Origin{ID: "s"}, "src")
+	in.Add([]byte(`{"customerId":"c","meterApiName":"m","meterValue":2,"meterTimeInMillis":1654646400000,"uniqueId":"b"}`), record.Origin{ID: "s", Offset: 1}, "src")
+	in.Add([]byte(`nope`), record.Origin{ID: "s", Offset: 2}, "src")
 	in.SetCheckpoint("s", 3, []byte("meta"))
 	if a, r := in.Counts(); a != 2 || r != 1 {
 		t.Fatalf("counts %d %d", a, r)
@@ -161,7 +161,7 @@ func TestReadyTurnsFalseWhileUploadsFail(t *testing.T) {
 		t.Fatal(err)
 	}
 	in, _ := p.NewIngester("")
-	in.Add([]byte(`{"customerId":"c","meterApiName":"m","meterValue":1,"meterTimeInMillis":1654560000000}`), record.Source{ID: "s"}, "src")
+	in.Add([]byte(`{"customerId":"c","meterApiName":"m","meterValue":1,"meterTimeInMillis":1654560000000}`), record.Origin{ID: "s"}, "src")
 	if err := in.Commit(); err != nil {
 		t.Fatal(err)
 	}

@@ -92,7 +92,7 @@ func FuzzScanCanonical(f *testing.F) {
 	f.Add([]byte(`{"customerId":"c\"q","meterApiName":"m","meterValue":2,"meterTimeInMillis":1654560000000}`))
 	p := &Parser{format: FormatMeter, maxLine: DefaultMaxLineSize}
 	f.Fuzz(func(t *testing.T, line []byte) {
-		out, _, err := p.Parse(nil, line, Source{ID: "fuzz"})
+		out, _, err := p.Parse(nil, line, Origin{ID: "fuzz"})
 		if err != nil {
 			return
 		}

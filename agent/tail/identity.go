@@ -181,7 +181,7 @@ func formatSource(k fileKey, fp fingerprint) string {
 // the tailer's identity of the file, under another Source prefix.
 type FileCursor struct {
 	// Source is the file's identity: the Source of its checkpoint and the
-	// record.Source ID its uniqueIds derive from. A file that grew since
+	// record.Origin ID its uniqueIds derive from. A file that grew since
 	// its checkpoint keeps the Source it had.
 	Source string
 	// Offset is where reading resumes: the checkpoint's offset, or 0.

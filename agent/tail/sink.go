@@ -53,7 +53,7 @@ func (s *PipelineSink) Consume(ctx context.Context, c *Chunk) error {
 	lines := c.Lines
 	for i := range lines {
 		l := &lines[i]
-		in.AddLine(l.Data, l.TooLong, record.Source{ID: c.Source, Offset: l.Offset}, c.Path)
+		in.AddLine(l.Data, l.TooLong, record.Origin{ID: c.Source, Offset: l.Offset}, c.Path)
 		if i+1 < len(lines) && in.Full() {
 			in.SetCheckpoint(c.Checkpoint.Source, lines[i+1].Offset, c.Checkpoint.Meta)
 			if err := s.commit(ctx, in, c); err != nil {
