@@ -55,7 +55,7 @@ func (s *PipelineSink) Consume(ctx context.Context, c *Chunk) error {
 		l := &lines[i]
 		in.AddLine(l.Data, l.TooLong, record.Origin{ID: c.Source, Offset: l.Offset}, c.Path)
 		if i+1 < len(lines) && in.Full() {
-			in.SetCheckpoint(c.Checkpoint.Source, lines[i+1].Offset, c.Checkpoint.Meta)
+			in.SetCheckpoint(c.Checkpoint.Key, lines[i+1].Offset, c.Checkpoint.Meta)
 			if err := s.commit(ctx, in, c); err != nil {
 				return err
 			}
@@ -64,7 +64,7 @@ func (s *PipelineSink) Consume(ctx context.Context, c *Chunk) error {
 			c.Lines = lines[i+1:]
 		}
 	}
-	in.SetCheckpoint(c.Checkpoint.Source, c.Checkpoint.Offset, c.Checkpoint.Meta)
+	in.SetCheckpoint(c.Checkpoint.Key, c.Checkpoint.Offset, c.Checkpoint.Meta)
 	return s.commit(ctx, in, c)
 }
 
