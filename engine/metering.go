@@ -33,7 +33,7 @@ func (c meterCounter) BeginCount(seq uint64) pipeline.SegmentCount { return c.m.
 func (c meterCounter) Sync() error { return c.m.Sync() }
 
 // NewBatchCount lets ingesters count records as they parse them.
-func (c meterCounter) NewBatchCount() pipeline.BatchCount { return c.m.NewBatchCount() }
+func (c meterCounter) NewBatchCount() pipeline.BatchCount { return c.m.NewBatchSums() }
 
 // meterRuntime connects the metering ledger to the pipeline: the pipeline
 // counts every sealed segment while it encodes it, and the meter reports

@@ -136,7 +136,7 @@ func BenchmarkCountAtIngest(b *testing.B) {
 				b.Fatal(err)
 			}
 			m := mustNew(b, benchConfig(), testOptions(b.TempDir(), noAPI{}, newClock(testNow)))
-			bc := m.NewBatchCount()
+			bc := m.NewBatchSums()
 			var out []byte
 			b.ReportAllocs()
 			b.ResetTimer()
