@@ -4,7 +4,9 @@ package buffer
 // that carries the records up to Offset. Meta is opaque to the buffer (the
 // tailer stores file identity there).
 type Checkpoint struct {
-	Source string
+	// Key names the source the position belongs to (a file's identity, a
+	// Fluent Bit input): a later Checkpoint with the same Key replaces it.
+	Key    string
 	Offset int64
 	Meta   []byte
 }
@@ -97,7 +99,7 @@ func (b *Batch) noteFrame(tsMillis int64, size int) {
 // the buffer forget the source.
 func (b *Batch) SetCheckpoint(source string, offset int64, meta []byte) {
 	for i := range b.checkpoints {
-		if b.checkpoints[i].Source == source {
+		if b.checkpoints[i].Key == source {
 			b.checkpoints[i].Offset = offset
 			b.checkpoints[i].Meta = append(b.checkpoints[i].Meta[:0], meta...)
 			return
@@ -106,12 +108,12 @@ func (b *Batch) SetCheckpoint(source string, offset int64, meta []byte) {
 	if len(b.checkpoints) < cap(b.checkpoints) {
 		b.checkpoints = b.checkpoints[:len(b.checkpoints)+1]
 		c := &b.checkpoints[len(b.checkpoints)-1]
-		c.Source = source
+		c.Key = source
 		c.Offset = offset
 		c.Meta = append(c.Meta[:0], meta...)
 		return
 	}
-	b.checkpoints = append(b.checkpoints, Checkpoint{Source: source, Offset: offset, Meta: append([]byte(nil), meta...)})
+	b.checkpoints = append(b.checkpoints, Checkpoint{Key: source, Offset: offset, Meta: append([]byte(nil), meta...)})
 }
 
 // Records is the number of record frames in the batch.

@@ -2,6 +2,8 @@ package buffer
 
 import (
 	"errors"
+	"fmt"
+	"os"
 	"sync"
 	"time"
 )
@@ -138,4 +140,191 @@ type Segment struct {
 	// inFlight and acking are guarded by the owning Buffer's mu.
 	inFlight bool
 	acking   bool
+}
+
+// Defaults for zero Options fields.
+const (
+	DefaultMaxSize      = 1 << 30
+	DefaultSegmentSize  = 8 << 20
+	DefaultSyncInterval = time.Second
+)
+
+// Buffer is the disk segment log: producers Write batches, consumers take
+// sealed segments with Next and Ack them once shipped. All methods are safe
+// for concurrent use.
+type Buffer struct {
+	opts     Options
+	dir      string
+	lockFile *os.File
+	ops      fileOps
+	agentID  string
+	instance instanceMeta // files.go: InstanceID, ObjectKeyID
+	report   RecoveryReport
+	readBufs sync.Pool
+
+	stop      chan struct{}  // closed by Close to stop the SyncInterval loop
+	loop      sync.WaitGroup // the SyncInterval loop
+	acks      sync.WaitGroup // Acks doing file work; Close waits for them
+	closeOnce sync.Once
+	closeErr  error
+
+	// stateMu serialises writes of the state file. It is taken after mu
+	// (or without it), never before it.
+	stateMu sync.Mutex
+	// stateWritten is the generation of the last state file written;
+	// guarded by stateMu.
+	stateWritten uint64
+
+	// mu guards everything below.
+	mu sync.Mutex
+	// cond (on mu) is broadcast when a sync ends, syncedPos advances, or the
+	// buffer fails or closes.
+	cond *sync.Cond
+	// changed is closed and replaced when a segment is sealed, released or
+	// acked, and on failure or Close; Next and WaitForSpace wait on it.
+	changed chan struct{}
+	closed  bool
+	failed  error
+	// failedCh is closed when failed is set (Failed).
+	failedCh chan struct{}
+	// cuts records each in-place recovery (cutActiveLocked), in order:
+	// positions in (keep, end] were cut off. A writer waiting for its
+	// batch to become durable looks up the first cut after its append.
+	cuts []cut
+	// diskErr is the last disk error of a Write, Seal or Ack since the
+	// last one that succeeded, and diskErrSince when that run began.
+	diskErr      error
+	diskErrOp    diskOp
+	diskErrSince time.Time
+	diskErrors   uint64
+	nextSeq      uint64
+	active       *activeSegment
+	sealed       []*Segment // sealed and not acked, ascending Seq
+	diskSize     int64      // bytes of all segment files, active included
+	// appendedPos and syncedPos count bytes appended since Open across all
+	// segments; data up to syncedPos is known to be on stable storage.
+	appendedPos, syncedPos uint64
+	// syncing is true while a sync leader fsyncs the active segment with mu
+	// released; the active file must not be closed or replaced meanwhile.
+	syncing bool
+	// pending holds the checkpoints of batches appended but not yet synced
+	// (SyncAlways), in append order. Each entry aliases the writer's Batch,
+	// which is safe because the writer is blocked until the entry is applied
+	// or the buffer fails (which clears pending).
+	pending     []pendingCommit
+	checkpoints checkpointMap // durable position per source
+	stateGen    uint64        // generation of the last checkpoint snapshot
+	scratch     []byte        // tag and commit frames of the batch being written
+	fullRejects uint64
+	writes      uint64
+	syncs       uint64
+	recoveries  uint64
+	// cutsInARow counts in-place recoveries since the last Write that
+	// succeeded (maxCutsInARow).
+	cutsInARow int
+}
+
+// AgentID is the configured agent id, or the one generated for this
+// directory when none is configured. Several buffers may share it; see
+// InstanceID for an id unique to the directory.
+func (b *Buffer) AgentID() string { return b.agentID }
+
+// Dir is the buffer's directory.
+func (b *Buffer) Dir() string { return b.dir }
+
+// Failed is closed once the buffer fails for good (ErrFailed): a disk
+// error it could not recover from in place. Close it and Open it again
+// (restart the process); recovery keeps every acknowledged batch.
+func (b *Buffer) Failed() <-chan struct{} { return b.failedCh }
+
+func (b *Buffer) notifyLocked() {
+	close(b.changed)
+	b.changed = make(chan struct{})
+}
+
+// Checkpoints returns the durable position of every source, sorted by
+// source: exactly what the committed batches in the buffer (or already
+// acked) account for. A source resumes right after it.
+func (b *Buffer) Checkpoints() []Checkpoint {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.checkpoints.sorted()
+}
+
+// Stats returns a snapshot for metrics and readiness.
+func (b *Buffer) Stats() Stats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := Stats{
+		Failed:         b.failed,
+		DiskError:      b.diskErr,
+		DiskErrorSince: b.diskErrSince,
+		DiskErrors:     b.diskErrors,
+		Recoveries:     b.recoveries,
+		BytesOnDisk:    b.diskSize,
+		SegmentsSealed: len(b.sealed),
+		FullRejections: b.fullRejects,
+		Writes:         b.writes,
+		Syncs:          b.syncs,
+		Recovered:      b.report,
+	}
+	s.Recovered.MovedAside = append([]string(nil), b.report.MovedAside...)
+	for _, seg := range b.sealed {
+		if !seg.inFlight {
+			s.SegmentsPending++
+		}
+	}
+	if len(b.sealed) > 0 {
+		s.OldestSealed = b.sealed[0].Created
+	}
+	if b.active != nil {
+		s.ActiveBytes = b.active.size
+		s.ActiveRecords = b.active.records
+	}
+	return s
+}
+
+// Close seals the active segment, stops background syncing, wakes Next and
+// WaitForSpace callers with ErrClosed and releases the directory lock.
+// Sealed segments not yet acked are handed out again after the next Open.
+// Calls after the first return nil.
+func (b *Buffer) Close() error {
+	b.closeOnce.Do(func() { b.closeErr = b.close(true) })
+	return b.closeErr
+}
+
+// close shuts the buffer down; seal false leaves the active segment as a
+// crash would (tests).
+func (b *Buffer) close(seal bool) error {
+	b.mu.Lock()
+	for b.syncing {
+		b.cond.Wait()
+	}
+	var err error
+	switch {
+	case b.failed != nil:
+		err = b.failedErrLocked()
+	case seal:
+		if err = b.sealLocked(); errors.Is(err, ErrNotDurable) {
+			err = nil // recovered in place: what was durable is sealed
+		}
+	}
+	if b.active != nil {
+		b.active.f.Close()
+		b.active = nil
+	}
+	b.closed = true
+	b.notifyLocked()
+	b.cond.Broadcast()
+	b.mu.Unlock()
+
+	if b.stop != nil {
+		close(b.stop)
+		b.loop.Wait()
+	}
+	b.acks.Wait()
+	if cerr := b.lockFile.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("buffer: release lock: %w", cerr)
+	}
+	return err
 }

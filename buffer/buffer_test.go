@@ -212,7 +212,7 @@ func TestCheckpoints(t *testing.T) {
 		var batch Batch
 		batch.AddRecord(1, []byte("r"))
 		for _, c := range cps {
-			batch.SetCheckpoint(c.Source, c.Offset, c.Meta)
+			batch.SetCheckpoint(c.Key, c.Offset, c.Meta)
 		}
 		mustWrite(t, b, &batch)
 		// Reusing the batch must not change what the buffer holds.
@@ -996,9 +996,9 @@ func TestOpenValidation(t *testing.T) {
 
 func TestCheckpointEncoding(t *testing.T) {
 	cps := []Checkpoint{
-		{Source: "", Offset: 0, Meta: nil},
-		{Source: "/var/log/app.log", Offset: 1<<62 + 5, Meta: []byte{0, 1, 2}},
-		{Source: strings.Repeat("s", 300), Offset: -1, Meta: make([]byte, 200)},
+		{Key: "", Offset: 0, Meta: nil},
+		{Key: "/var/log/app.log", Offset: 1<<62 + 5, Meta: []byte{0, 1, 2}},
+		{Key: strings.Repeat("s", 300), Offset: -1, Meta: make([]byte, 200)},
 	}
 	enc := appendCheckpoints(nil, cps)
 	if len(enc) != checkpointsSize(cps) {

@@ -11,7 +11,7 @@ import (
 func checkpointsSize(cps []Checkpoint) int {
 	n := uvarintLen(uint64(len(cps)))
 	for i := range cps {
-		n += uvarintLen(uint64(len(cps[i].Source))) + len(cps[i].Source) + 8 +
+		n += uvarintLen(uint64(len(cps[i].Key))) + len(cps[i].Key) + 8 +
 			uvarintLen(uint64(len(cps[i].Meta))) + len(cps[i].Meta)
 	}
 	return n
@@ -32,8 +32,8 @@ func uvarintLen(v uint64) int {
 func appendCheckpoints(dst []byte, cps []Checkpoint) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(cps)))
 	for i := range cps {
-		dst = binary.AppendUvarint(dst, uint64(len(cps[i].Source)))
-		dst = append(dst, cps[i].Source...)
+		dst = binary.AppendUvarint(dst, uint64(len(cps[i].Key)))
+		dst = append(dst, cps[i].Key...)
 		dst = binary.LittleEndian.AppendUint64(dst, uint64(cps[i].Offset))
 		dst = binary.AppendUvarint(dst, uint64(len(cps[i].Meta)))
 		dst = append(dst, cps[i].Meta...)
@@ -84,7 +84,7 @@ type checkpointMap map[string]Checkpoint
 // reused so steady-state commits do not allocate.
 func (m checkpointMap) apply(cps []Checkpoint) {
 	for i := range cps {
-		m.applyOne(cps[i].Source, cps[i].Offset, cps[i].Meta)
+		m.applyOne(cps[i].Key, cps[i].Offset, cps[i].Meta)
 	}
 }
 
@@ -95,7 +95,7 @@ func (m checkpointMap) applyOne(source string, offset int64, meta []byte) {
 	}
 	c, ok := m[source]
 	if !ok {
-		c.Source = source
+		c.Key = source
 	}
 	c.Offset = offset
 	c.Meta = append(c.Meta[:0], meta...)
@@ -112,8 +112,8 @@ func (m checkpointMap) applyDecoded(source []byte, offset int64, meta []byte) {
 func (m checkpointMap) sorted() []Checkpoint {
 	out := make([]Checkpoint, 0, len(m))
 	for _, c := range m {
-		out = append(out, Checkpoint{Source: c.Source, Offset: c.Offset, Meta: append([]byte(nil), c.Meta...)})
+		out = append(out, Checkpoint{Key: c.Key, Offset: c.Offset, Meta: append([]byte(nil), c.Meta...)})
 	}
-	slices.SortFunc(out, func(a, b Checkpoint) int { return cmp.Compare(a.Source, b.Source) })
+	slices.SortFunc(out, func(a, b Checkpoint) int { return cmp.Compare(a.Key, b.Key) })
 	return out
 }

@@ -57,7 +57,7 @@ func crashChild(dir, uploads string, ack bool) error {
 	}
 	start := map[string]int{}
 	for _, c := range b.Checkpoints() {
-		start[c.Source] = int(c.Offset) + 1
+		start[c.Key] = int(c.Offset) + 1
 	}
 	// "ready" and the first batch of each writer: the parent checks that
 	// the durable checkpoint neither went back nor skipped ahead.
@@ -307,7 +307,7 @@ func TestCrashKill9(t *testing.T) {
 	}
 	cps := map[string]int64{}
 	for _, c := range b.Checkpoints() {
-		cps[c.Source] = c.Offset
+		cps[c.Key] = c.Offset
 	}
 	for w := range crashWriters {
 		cp, ok := cps[fmt.Sprintf("w%d", w)]

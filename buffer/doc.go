@@ -186,4 +186,14 @@
 //     done while the agent was down; damage done while it runs surfaces
 //     as ErrCorrupt from Frames, and Salvage then does the same to that
 //     one segment, so it does not fail on every retry.
+//
+// # Source files
+//
+// buffer.go holds the Buffer type, its options and accessors; batch.go
+// the Batch a Write takes; write.go the write path and group commit;
+// seal.go sealing, Next, Ack and Salvage; fault.go the disk-fault
+// handling (in-place recovery of the active segment); recover.go Open and
+// recovery (recoverSegment, its frame scan scanFrames); pending.go what
+// is not yet shipped, for metering; checkpoint.go, frame.go, segment.go
+// and files.go the on-disk encodings.
 package buffer

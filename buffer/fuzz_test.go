@@ -43,7 +43,7 @@ func FuzzRecover(f *testing.F) {
 	withAgg := appendFrame(nil, FrameAggregate, 0, []byte("\x01sums"))
 	withAgg = append(withAgg, makeBatch(4, 2, "").buf...)
 	f.Add(appendCommitFrame(withAgg, 0, nil), uint8(fuzzTailSealed))
-	f.Add(appendCommitFrame(nil, 0, []Checkpoint{{Source: "src", Offset: 3}}), uint8(fuzzTailSealed))
+	f.Add(appendCommitFrame(nil, 0, []Checkpoint{{Key: "src", Offset: 3}}), uint8(fuzzTailSealed))
 	// Seed corpus: every segment file of the crash scenarios.
 	files, _ := filepath.Glob(filepath.Join("testdata", "*", "0*"))
 	for _, p := range files {
@@ -125,7 +125,7 @@ func FuzzFrame(f *testing.F) {
 	f.Add(appendFrame(nil, FrameRecord, 1717761600000, []byte(`{"customerId":"c"}`)))
 	f.Add(appendFrame(nil, FrameDeadLetter, -1, nil))
 	f.Add(appendTagFrame(nil, 0, "app"))
-	f.Add(appendCommitFrame(nil, 5, []Checkpoint{{Source: "s", Offset: 9, Meta: []byte("m")}}))
+	f.Add(appendCommitFrame(nil, 5, []Checkpoint{{Key: "s", Offset: 9, Meta: []byte("m")}}))
 	f.Add(appendFrame(nil, FrameRecord, 0, []byte("x"))[:10])
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -239,72 +239,13 @@ func (b *Buffer) recoverSegment(sf segmentFile, asOf uint64, buf *[]byte) (seg *
 
 	r := frameReader{r: f, limit: size, pos: segHeaderSize, buf: *buf}
 	defer func() { *buf = r.buf }()
-	replay := seq >= asOf
-	committed := int64(segHeaderSize)
-	var records, dead, tailFrames, tailRecords, tailDead int
-	var minT, maxT, tailMin, tailMax int64
-scan:
-	for {
-		t, ts, data, _, err := r.next()
-		if errors.Is(err, io.EOF) || errors.Is(err, ErrCorrupt) {
-			break
-		}
-		if err != nil {
-			return nil, "", fmt.Errorf("buffer: read %s: %w", path, err)
-		}
-		switch t {
-		case FrameRecord, FrameDeadLetter:
-			if tailRecords+tailDead == 0 || ts < tailMin {
-				tailMin = ts
-			}
-			if tailRecords+tailDead == 0 || ts > tailMax {
-				tailMax = ts
-			}
-			if t == FrameRecord {
-				tailRecords++
-			} else {
-				tailDead++
-			}
-		case FrameCommit:
-			// Validate before applying, so a malformed commit applies
-			// nothing; it then ends the segment like a corrupt frame.
-			if decodeCheckpoints(data, func([]byte, int64, []byte) {}) != nil {
-				break scan
-			}
-			if replay {
-				_ = decodeCheckpoints(data, b.checkpoints.applyDecoded)
-			}
-			if tailRecords+tailDead > 0 {
-				if records+dead == 0 || tailMin < minT {
-					minT = tailMin
-				}
-				if records+dead == 0 || tailMax > maxT {
-					maxT = tailMax
-				}
-			}
-			records += tailRecords
-			dead += tailDead
-			tailRecords, tailDead, tailFrames = 0, 0, 0
-			committed = r.pos
-			continue
-		}
-		tailFrames++
+	sc, err := b.scanFrames(&r, path, seq >= asOf)
+	if err != nil {
+		return nil, "", err
 	}
-
-	if dropped := size - committed; dropped > 0 {
-		if sf.ext == sealedExt {
-			// A sealed segment was fsync'd whole; damage in it is kept.
-			bad := sf.name + badExt
-			if err := copyFile(path, filepath.Join(b.dir, bad)); err != nil {
-				return nil, "", fmt.Errorf("buffer: copy corrupt %s aside: %w", path, err)
-			}
-			b.report.MovedAside = append(b.report.MovedAside, bad)
-		}
-		if err := f.Truncate(committed); err != nil {
-			return nil, "", fmt.Errorf("buffer: truncate %s: %w", path, err)
-		}
-		b.report.TruncatedBytes += dropped
-		b.report.DroppedFrames += tailFrames
+	committed, records, dead := sc.committed, sc.records, sc.dead
+	if err := b.dropTail(f, sf, path, size, sc); err != nil {
+		return nil, "", err
 	}
 	if records+dead == 0 {
 		return nil, path, nil
@@ -329,11 +270,100 @@ scan:
 		Created:     created,
 		Records:     records,
 		DeadLetters: dead,
-		FirstTime:   time.UnixMilli(minT),
-		LastTime:    time.UnixMilli(maxT),
+		FirstTime:   time.UnixMilli(sc.minT),
+		LastTime:    time.UnixMilli(sc.maxT),
 		path:        path,
 		pool:        &b.readBufs,
 	}, "", nil
+}
+
+// segmentScan is what scanFrames found in a segment: the frames up to the
+// last intact commit frame are committed, the ones after it are not.
+type segmentScan struct {
+	committed  int64 // offset just past the last intact commit frame
+	records    int   // committed records
+	dead       int   // committed dead letters
+	minT, maxT int64 // committed records' and dead letters' time range
+	tailFrames int   // frames after the last commit frame
+}
+
+// scanFrames reads a segment's frames from r (just past its header) up to
+// its end or its first corrupt frame, applying commit frames to the
+// checkpoints when replay is set.
+func (b *Buffer) scanFrames(r *frameReader, path string, replay bool) (segmentScan, error) {
+	sc := segmentScan{committed: segHeaderSize}
+	var tailRecords, tailDead int
+	var tailMin, tailMax int64
+scan:
+	for {
+		t, ts, data, _, err := r.next()
+		if errors.Is(err, io.EOF) || errors.Is(err, ErrCorrupt) {
+			break
+		}
+		if err != nil {
+			return sc, fmt.Errorf("buffer: read %s: %w", path, err)
+		}
+		switch t {
+		case FrameRecord, FrameDeadLetter:
+			if tailRecords+tailDead == 0 || ts < tailMin {
+				tailMin = ts
+			}
+			if tailRecords+tailDead == 0 || ts > tailMax {
+				tailMax = ts
+			}
+			if t == FrameRecord {
+				tailRecords++
+			} else {
+				tailDead++
+			}
+		case FrameCommit:
+			// Validate before applying, so a malformed commit applies
+			// nothing; it then ends the segment like a corrupt frame.
+			if decodeCheckpoints(data, func([]byte, int64, []byte) {}) != nil {
+				break scan
+			}
+			if replay {
+				_ = decodeCheckpoints(data, b.checkpoints.applyDecoded)
+			}
+			if tailRecords+tailDead > 0 {
+				if sc.records+sc.dead == 0 || tailMin < sc.minT {
+					sc.minT = tailMin
+				}
+				if sc.records+sc.dead == 0 || tailMax > sc.maxT {
+					sc.maxT = tailMax
+				}
+			}
+			sc.records += tailRecords
+			sc.dead += tailDead
+			tailRecords, tailDead, sc.tailFrames = 0, 0, 0
+			sc.committed = r.pos
+			continue
+		}
+		sc.tailFrames++
+	}
+	return sc, nil
+}
+
+// dropTail cuts off what follows a segment's last commit frame; the
+// damaged tail of a sealed segment is first copied aside.
+func (b *Buffer) dropTail(f *os.File, sf segmentFile, path string, size int64, sc segmentScan) error {
+	committed := sc.committed
+	if dropped := size - committed; dropped > 0 {
+		if sf.ext == sealedExt {
+			// A sealed segment was fsync'd whole; damage in it is kept.
+			bad := sf.name + badExt
+			if err := copyFile(path, filepath.Join(b.dir, bad)); err != nil {
+				return fmt.Errorf("buffer: copy corrupt %s aside: %w", path, err)
+			}
+			b.report.MovedAside = append(b.report.MovedAside, bad)
+		}
+		if err := f.Truncate(committed); err != nil {
+			return fmt.Errorf("buffer: truncate %s: %w", path, err)
+		}
+		b.report.TruncatedBytes += dropped
+		b.report.DroppedFrames += sc.tailFrames
+	}
+	return nil
 }
 
 // moveAside renames a segment whose header does not verify to *.bad; its

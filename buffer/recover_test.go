@@ -254,7 +254,7 @@ func TestRecoveryScenarios(t *testing.T) {
 			if !slices.Equal(got, sc.want) {
 				t.Errorf("recovered frames:\n got %q\nwant %q", got, sc.want)
 			}
-			if cps := b.Checkpoints(); len(cps) != 1 || cps[0].Source != "src" || cps[0].Offset != sc.wantCheckpoint {
+			if cps := b.Checkpoints(); len(cps) != 1 || cps[0].Key != "src" || cps[0].Offset != sc.wantCheckpoint {
 				t.Errorf("Checkpoints = %v, want src at %d", cps, sc.wantCheckpoint)
 			}
 			r := b.Stats().Recovered

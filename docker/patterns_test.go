@@ -482,7 +482,7 @@ func TestDockerJSONMapping(t *testing.T) {
 
 	const printed = `{"customerId":"customer-7","meterApiName":"api-calls","meterValue":2.5,"meterTimeInMillis":1654560000000,"dimensions":{"region":"eu-west-1","team":"search"},"uniqueId":"req-0001"}`
 	dockerLine := `{"log":"` + strings.ReplaceAll(printed, `"`, `\"`) + `\n","stream":"stdout","time":"2022-06-07T00:00:00.123456789Z"}`
-	src := record.Source{ID: "file-1", Offset: 0}
+	src := record.Origin{ID: "file-1", Offset: 0}
 
 	want, _, err := meter.Parse(nil, []byte(printed), src)
 	if err != nil {
@@ -577,7 +577,7 @@ func TestSidecarAppWritesValidRecords(t *testing.T) {
 			if len(lines) != 1 {
 				t.Fatalf("want one line, got %q", data)
 			}
-			rec, _, err := newParser(t, cfg).Parse(nil, []byte(lines[0]), record.Source{ID: "app", Offset: 0})
+			rec, _, err := newParser(t, cfg).Parse(nil, []byte(lines[0]), record.Origin{ID: "app", Offset: 0})
 			if err != nil {
 				t.Fatalf("line %s: %v", lines[0], err)
 			}

@@ -76,14 +76,9 @@ func Start(ctx context.Context, cfg conf.Config, opts Options) (*Engine, error) 
 	}
 	e := &Engine{cfg: cfg, log: log, settle: opts.SettleShared, final: opts.FinalReport}
 	metered := cfg.Metering.Mode.On()
-	popts := pipeline.Options{Logger: log, Registerer: opts.Registerer, UnhealthyAfter: cfg.Server.UnreadyAfter.D(), BufferFaults: opts.BufferFaults}
-	late := &lateCounter{}
-	if metered {
-		popts.Counter = late
-	}
 	// Loading the AWS configuration for metering (environment, shared
-	// files, CA bundle) takes milliseconds: overlap it with opening the
-	// buffer and building the uploaders.
+	// files, CA bundle) takes milliseconds: overlap it with building the
+	// uploaders and opening the buffer.
 	var client chan meteringClient
 	if metered {
 		client = make(chan meteringClient, 1)
@@ -92,26 +87,32 @@ func Start(ctx context.Context, cfg conf.Config, opts Options) (*Engine, error) 
 			client <- meteringClient{c, err}
 		}()
 	}
-	var err error
-	e.pipe, err = pipeline.New(ctx, cfg, popts)
-	if err != nil {
-		if metered {
-			<-client
-		}
-		return nil, err
-	}
+	buf, up, err := openParts(ctx, cfg, opts)
 	if metered {
 		c := <-client
-		if c.err != nil {
-			_ = e.pipe.Close()
-			return nil, c.err
+		if err == nil && c.err != nil {
+			_ = buf.Close()
+			err = c.err
 		}
-		e.meter, err = newMeterRuntime(cfg, e.pipe, c.client, log, opts.Registerer, opts.CatchUpSources)
-		if err != nil {
-			_ = e.pipe.Close()
-			return nil, err
+		if err == nil {
+			if e.meter, err = newMeterRuntime(cfg, buf, c.client, log, opts.Registerer, opts.CatchUpSources); err != nil {
+				_ = buf.Close()
+			}
 		}
-		late.meter.Store(e.meter.meter)
+	}
+	if err != nil {
+		return nil, err
+	}
+	popts := pipeline.Options{Logger: log, Registerer: opts.Registerer, UnhealthyAfter: cfg.Server.UnreadyAfter.D()}
+	if e.meter != nil {
+		popts.Counter = meterCounter{e.meter.meter}
+	}
+	if e.pipe, err = pipeline.New(cfg, buf, up, popts); err != nil {
+		_ = buf.Close()
+		if e.meter != nil {
+			e.meter.shared.close()
+		}
+		return nil, err
 	}
 	// Shipping runs on its own context: a shutdown stops the inputs first,
 	// then Finish drains with a deadline, then cancels this.
@@ -126,6 +127,17 @@ func Start(ctx context.Context, cfg conf.Config, opts Options) (*Engine, error) 
 		e.meter.start(runCtx, &e.wg, e.settle)
 	}
 	return e, nil
+}
+
+// openParts builds the uploaders and opens the buffer (in that order, as
+// the pipeline did: a bad destination leaves the buffer unopened).
+func openParts(ctx context.Context, cfg conf.Config, opts Options) (*buffer.Buffer, pipeline.Uploaders, error) {
+	up, err := buildUploaders(ctx, cfg)
+	if err != nil {
+		return nil, up, err
+	}
+	buf, err := openBuffer(cfg, nil, opts.BufferFaults)
+	return buf, up, err
 }
 
 // SourceCaughtUp tells metering that one of Options.CatchUpSources has

@@ -33,7 +33,7 @@ func ingest(t *testing.T, cfg conf.Config, lines []string, drain bool) *Engine {
 		t.Fatal(err)
 	}
 	for i, l := range lines {
-		in.Add([]byte(l), record.Source{ID: "test", Offset: int64(i)}, "test")
+		in.Add([]byte(l), record.Origin{ID: "test", Offset: int64(i)}, "test")
 		if in.Full() || i%50 == 49 {
 			if err := in.CommitWait(ctx); err != nil {
 				t.Fatal(err)

@@ -9,41 +9,31 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	mm "github.com/aws/aws-sdk-go-v2/service/marketplacemetering"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/metership/metership/buffer"
 	"github.com/metership/metership/conf"
 	"github.com/metership/metership/metering"
 	"github.com/metership/metership/pipeline"
 )
 
-// lateCounter lets the pipeline be built before the meter: the meter needs
-// the buffer's agent id, and the pipeline only counts once Run starts,
-// after the meter is set.
-type lateCounter struct {
-	meter atomic.Pointer[metering.Meter]
-}
+// meterCounter is the meter as the pipeline's Counter: the meter's
+// methods return its own types, the pipeline's interface returns its
+// interfaces.
+type meterCounter struct{ m *metering.Meter }
 
 // BeginCount lets the pipeline count a segment during its encoding pass.
-func (c *lateCounter) BeginCount(seq uint64) pipeline.SegmentCount {
-	return c.meter.Load().BeginCount(seq)
-}
+func (c meterCounter) BeginCount(seq uint64) pipeline.SegmentCount { return c.m.BeginCount(seq) }
 
 // Sync makes the counts merged so far durable, before their segments'
 // Acks.
-func (c *lateCounter) Sync() error { return c.meter.Load().Sync() }
+func (c meterCounter) Sync() error { return c.m.Sync() }
 
 // NewBatchCount lets ingesters count records as they parse them.
-func (c *lateCounter) NewBatchCount() pipeline.BatchCount {
-	m := c.meter.Load()
-	if m == nil {
-		return nil
-	}
-	return m.NewBatchCount()
-}
+func (c meterCounter) NewBatchCount() pipeline.BatchCount { return c.m.NewBatchSums() }
 
 // meterRuntime connects the metering ledger to the pipeline: the pipeline
 // counts every sealed segment while it encodes it, and the meter reports
@@ -58,14 +48,14 @@ type meterRuntime struct {
 	done   chan struct{}
 }
 
-// newMeterRuntime opens the ledger once the pipeline (and so the buffer,
-// which owns the agent id used in ClientTokens) exists.
-func newMeterRuntime(cfg conf.Config, p *pipeline.Pipeline, client *mm.Client, log *zap.Logger, reg prometheus.Registerer, catchUpSources int) (*meterRuntime, error) {
+// newMeterRuntime opens the ledger on the buffer, which owns the agent id
+// used in ClientTokens; the pipeline is built after it, counting into it.
+func newMeterRuntime(cfg conf.Config, buf *buffer.Buffer, client *mm.Client, log *zap.Logger, reg prometheus.Registerer, catchUpSources int) (*meterRuntime, error) {
 	m := &meterRuntime{log: log}
 	var err error
 	var sharedState metering.SharedState
 	if cfg.Metering.StateURL != "" {
-		if m.shared, err = newSharedRuntime(cfg, replicaID(p.Buffer().AgentID(), p.Buffer().InstanceID()), client, log, reg); err != nil {
+		if m.shared, err = newSharedRuntime(cfg, replicaID(buf.AgentID(), buf.InstanceID()), client, log, reg); err != nil {
 			return nil, err
 		}
 		sharedState = m.shared.agent
@@ -73,13 +63,13 @@ func newMeterRuntime(cfg conf.Config, p *pipeline.Pipeline, client *mm.Client, l
 	m.meter, err = metering.New(cfg.Metering, metering.Options{
 		Shared:     sharedState,
 		Dir:        filepath.Join(cfg.Buffer.Dir, "metering"),
-		InstanceID: p.Buffer().InstanceID(),
+		InstanceID: buf.InstanceID(),
 		Client:     client,
 		Logger:     log.Named("metering"),
 		Registerer: reg,
-		Live:       p.Buffer().Live,
+		Live:       buf.Live,
 		Pending: func() (int64, bool) {
-			return p.Buffer().PendingMinTime(m.meter.Counted)
+			return buf.PendingMinTime(m.meter.Counted)
 		},
 		CatchUpSources: catchUpSources,
 	})

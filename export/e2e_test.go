@@ -82,7 +82,7 @@ func shipRecords(t *testing.T, cfg conf.Config, recs []testRecord) {
 		t.Fatal(err)
 	}
 	for i, r := range recs {
-		in.Add(r.line(), record.Source{ID: "e2e", Offset: int64(i)}, "e2e")
+		in.Add(r.line(), record.Origin{ID: "e2e", Offset: int64(i)}, "e2e")
 		if in.Full() {
 			if err := in.CommitWait(ctx); err != nil {
 				t.Fatal(err)

@@ -60,9 +60,9 @@ func newChunkMemory(cps []buffer.Checkpoint) *chunkMemory {
 	}
 	var done []doneAt
 	for _, cp := range cps {
-		if key, ok := parseChunkSource(cp.Source, partialSourcePrefix); ok && cp.Offset > 0 {
+		if key, ok := parseChunkSource(cp.Key, partialSourcePrefix); ok && cp.Offset > 0 {
 			m.notePartial(key, int(cp.Offset))
-		} else if key, ok := parseChunkSource(cp.Source, doneSourcePrefix); ok {
+		} else if key, ok := parseChunkSource(cp.Key, doneSourcePrefix); ok {
 			done = append(done, doneAt{key, cp.Offset})
 		}
 	}

@@ -321,7 +321,7 @@ func (f *flusher) add(ev event, idx int, tag string) {
 	if ev.text {
 		line = pipeline.TrimEOL(line)
 	}
-	f.in.AddLine(line, false, record.Source{ID: id, Offset: int64(idx), TimeMillis: millis}, tag)
+	f.in.AddLine(line, false, record.Origin{ID: id, Offset: int64(idx), TimeMillis: millis}, tag)
 }
 
 // rejectRest dead-letters the undecodable rest of a chunk as one entry:

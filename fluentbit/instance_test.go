@@ -50,7 +50,7 @@ func TestFlushRecordsAndDeadLetters(t *testing.T) {
 	}
 	canon := func(line string, idx int64, ts fb.EventTime) string {
 		nanos := int64(ts.Sec)*1e9 + int64(ts.Nsec)
-		src := record.Source{ID: fmt.Sprintf("usage.api@%d", nanos), Offset: idx, TimeMillis: nanos / 1e6}
+		src := record.Origin{ID: fmt.Sprintf("usage.api@%d", nanos), Offset: idx, TimeMillis: nanos / 1e6}
 		b, _, err := p.Parse(nil, []byte(line), src)
 		if err != nil {
 			t.Fatal(err)
@@ -274,8 +274,8 @@ func TestLargeChunkProgressSurvivesRestart(t *testing.T) {
 		t.Fatal("partial progress not forgotten after the chunk was accepted")
 	}
 	for _, cp := range x.Pipeline().Buffer().Checkpoints() {
-		if strings.HasPrefix(cp.Source, partialSourcePrefix) {
-			t.Fatalf("checkpoint %s left in the buffer after the chunk was accepted", cp.Source)
+		if strings.HasPrefix(cp.Key, partialSourcePrefix) {
+			t.Fatalf("checkpoint %s left in the buffer after the chunk was accepted", cp.Key)
 		}
 	}
 	if rc := x.Exit(); rc != FLBOK {
@@ -315,8 +315,8 @@ func TestForgottenChunksLeaveTheBuffer(t *testing.T) {
 	count := func(x *Instance, prefix string) map[string]bool {
 		m := map[string]bool{}
 		for _, cp := range x.Pipeline().Buffer().Checkpoints() {
-			if strings.HasPrefix(cp.Source, prefix) {
-				m[cp.Source] = true
+			if strings.HasPrefix(cp.Key, prefix) {
+				m[cp.Key] = true
 			}
 		}
 		return m

@@ -185,23 +185,24 @@ func (r *aggReader) field() []byte {
 	return f
 }
 
-// BatchCount sums the records of one batch while they are ingested, for
-// the aggregate frame written ahead of them (pipeline.Ingester). It is not
-// safe for concurrent use: one per Ingester.
-type BatchCount struct {
+// BatchSums sums the records of one batch while they are ingested, for
+// the aggregate frame written ahead of them (pipeline.Ingester); it is
+// the meter's pipeline.BatchCount. It is not safe for concurrent use: one
+// per Ingester.
+type BatchSums struct {
 	sc      *scanner
 	records int
 	frame   []byte
 }
 
-// NewBatchCount returns an empty BatchCount with the meter's key shape.
-func (m *Meter) NewBatchCount() *BatchCount {
-	return &BatchCount{sc: newScanner(m.set.tags, m.set.licenseDim, m.set.mode == ModeBatchMeterUsage)}
+// NewBatchSums returns an empty BatchSums with the meter's key shape.
+func (m *Meter) NewBatchSums() *BatchSums {
+	return &BatchSums{sc: newScanner(m.set.tags, m.set.licenseDim, m.set.mode == ModeBatchMeterUsage)}
 }
 
 // Add counts one accepted record: from the fields the parser located when
 // loc is not nil, else from its canonical line.
-func (b *BatchCount) Add(tsMillis int64, loc *record.Located, line []byte) {
+func (b *BatchSums) Add(tsMillis int64, loc *record.Located, line []byte) {
 	if loc != nil {
 		b.sc.addLocated(tsMillis, loc)
 	} else {
@@ -212,7 +213,7 @@ func (b *BatchCount) Add(tsMillis int64, loc *record.Located, line []byte) {
 
 // Aggregate is the encoded aggregate of the records added since Reset, or
 // nil when there are none. It is valid until the next call.
-func (b *BatchCount) Aggregate() []byte {
+func (b *BatchSums) Aggregate() []byte {
 	if b.records == 0 {
 		return nil
 	}
@@ -221,7 +222,7 @@ func (b *BatchCount) Aggregate() []byte {
 }
 
 // Reset forgets the records added, for the next batch.
-func (b *BatchCount) Reset() {
+func (b *BatchSums) Reset() {
 	b.sc.reset()
 	b.records = 0
 }

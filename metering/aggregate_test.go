@@ -69,11 +69,11 @@ func checkAggregateMatchesScan(t *testing.T, lines []string, tags []string, lice
 	if err != nil {
 		t.Fatal(err)
 	}
-	bc := &BatchCount{sc: newScanner(tags, licenseDim, customer)}
+	bc := &BatchSums{sc: newScanner(tags, licenseDim, customer)}
 	scanned := newScanner(tags, licenseDim, customer)
 	var accepted int
 	for _, line := range lines {
-		out, ts, err := p.Parse(nil, []byte(line), record.Source{ID: "f", Offset: 1, TimeMillis: 1714521600000})
+		out, ts, err := p.Parse(nil, []byte(line), record.Origin{ID: "f", Offset: 1, TimeMillis: 1714521600000})
 		if err != nil {
 			continue
 		}
@@ -136,9 +136,9 @@ func FuzzAggregateMatchesScan(f *testing.F) {
 // An aggregate of another key shape, or not an aggregate at all, is never
 // merged, and merging adds nothing unless the whole frame decodes.
 func TestMergeAggregateRefuses(t *testing.T) {
-	bc := &BatchCount{sc: newScanner([]string{"team"}, "", false)}
+	bc := &BatchSums{sc: newScanner([]string{"team"}, "", false)}
 	p, _ := record.NewParser(record.Options{})
-	out, ts, err := p.Parse(nil, []byte(aggregateCorpus[0]), record.Source{})
+	out, ts, err := p.Parse(nil, []byte(aggregateCorpus[0]), record.Origin{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +220,7 @@ func TestCountUsesAggregatesOfItsShape(t *testing.T) {
 		var batch buffer.Batch
 		for i := 0; i < len(written); i += 10 {
 			batch.Reset()
-			bc := maker.NewBatchCount()
+			bc := maker.NewBatchSums()
 			for j := i; j < min(i+10, len(written)); j++ {
 				batch.AddRecord(written[j].at.UnixMilli(), written[j].line())
 				bc.Add(claimed[j].at.UnixMilli(), nil, claimed[j].line())
@@ -257,11 +257,11 @@ func TestCountUsesAggregatesOfItsShape(t *testing.T) {
 	}
 }
 
-// The pipeline's ingest path: BatchCount from a Meter has the Meter's
+// The pipeline's ingest path: BatchSums from a Meter has the Meter's
 // shape, Reset empties it, and an empty one has no aggregate.
-func TestBatchCountReset(t *testing.T) {
+func TestBatchSumsReset(t *testing.T) {
 	m := mustNew(t, meterConfig(), testOptions(t.TempDir(), noAPI{}, newClock(testNow)))
-	bc := m.NewBatchCount()
+	bc := m.NewBatchSums()
 	if bc.Aggregate() != nil {
 		t.Fatal("aggregate of nothing")
 	}

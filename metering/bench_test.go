@@ -136,14 +136,14 @@ func BenchmarkCountAtIngest(b *testing.B) {
 				b.Fatal(err)
 			}
 			m := mustNew(b, benchConfig(), testOptions(b.TempDir(), noAPI{}, newClock(testNow)))
-			bc := m.NewBatchCount()
+			bc := m.NewBatchSums()
 			var out []byte
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := range b.N {
 				line := lines[i%len(lines)]
 				var ts int64
-				out, ts, err = p.Parse(out[:0], line, record.Source{})
+				out, ts, err = p.Parse(out[:0], line, record.Origin{})
 				if err != nil {
 					b.Fatal(err)
 				}

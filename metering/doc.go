@@ -8,7 +8,7 @@
 // Records are summed per (UTC hour, meterApiName, customer, license,
 // allocation tag values) twice over, in two places:
 //
-//   - At ingest (BatchCount, one per pipeline.Ingester): each accepted
+//   - At ingest (BatchSums, one per pipeline.Ingester): each accepted
 //     record is added from the fields the record parser located (the
 //     canonical line's own bytes; a record the parser took its slow path
 //     for is read from its canonical line), and the batch's sums are

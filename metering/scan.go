@@ -29,13 +29,10 @@ type aggEntry struct {
 	records  int64
 }
 
-// scanner reads canonical meter records and sums them per key. It exploits
-// the fixed layout record.Parser writes,
-//
-//	{"customerId":"..","meterApiName":"..","meterValue":N,"meterTimeInMillis":N,"dimensions":{..},"uniqueId":".."}
-//
-// with a few prefix comparisons, and falls back to gjson for anything else
-// (escaped strings, another order, whitespace). A record whose key was
+// scanner reads canonical meter records and sums them per key. It reads
+// the fixed layout record.Parser writes with record.ScanCanonical, and
+// falls back to gjson for anything else (escaped strings, another order,
+// whitespace). A record whose key was
 // seen before allocates nothing: the key is built in a reused buffer and
 // found in the scanner's own open-addressing table (lookup).
 type scanner struct {
@@ -57,6 +54,7 @@ type scanner struct {
 	hour, hourStart int64 // the last record's hour, and its start in ms
 
 	// per-record fields, reused
+	canon              record.Canonical
 	cust, api, license []byte
 	tagVals            [maxAllocationTags][]byte
 	present            uint8
@@ -84,14 +82,6 @@ func (s *scanner) reset() {
 	s.rescanned = 0
 	s.hour, s.hourStart = 0, 0
 }
-
-var (
-	prefixCustomer = []byte(`{"customerId":"`)
-	sepAPI         = []byte(`,"meterApiName":"`)
-	sepValue       = []byte(`,"meterValue":`)
-	sepTime        = []byte(`,"meterTimeInMillis":`)
-	sepDimensions  = []byte(`,"dimensions":{`)
-)
 
 // add counts one record line whose meter time is tsMillis.
 func (s *scanner) add(tsMillis int64, line []byte) {
@@ -258,105 +248,30 @@ func appendField(dst, b []byte) []byte {
 	return append(dst, b...)
 }
 
-// parseFast reads the canonical layout; false means "use parseSlow".
+// parseFast reads the canonical layout record.Parser writes; false means
+// "use parseSlow".
 func (s *scanner) parseFast(line []byte) (value []byte, ok bool) {
-	if !bytes.HasPrefix(line, prefixCustomer) {
+	c := &s.canon
+	if !record.ScanCanonical(line, s.useCustomer, c) {
 		return nil, false
 	}
-	i := len(prefixCustomer)
 	if s.useCustomer {
-		if s.cust, i, ok = plainString(line, i); !ok {
-			return nil, false
-		}
-	} else {
-		// The customer is not part of a MeterUsage key: find its end with
-		// one vectorised search. A quote after a backslash may be
-		// escaped; parseSlow settles that.
-		j := bytes.IndexByte(line[i:], '"')
-		if j < 0 || (j > 0 && line[i+j-1] == '\\') {
-			return nil, false
-		}
-		i += j + 1
+		s.cust = c.CustomerID
 	}
-	if !bytes.HasPrefix(line[i:], sepAPI) {
-		return nil, false
-	}
-	if s.api, i, ok = plainString(line, i+len(sepAPI)); !ok {
-		return nil, false
-	}
-	if !bytes.HasPrefix(line[i:], sepValue) {
-		return nil, false
-	}
-	i += len(sepValue)
-	start := i
-	for i < len(line) && line[i] != ',' {
-		i++
-	}
-	if i == start {
-		return nil, false
-	}
-	value = line[start:i]
-	if !bytes.HasPrefix(line[i:], sepTime) {
-		return nil, false
-	}
-	i += len(sepTime)
-	for i < len(line) && line[i] >= '0' && line[i] <= '9' {
-		i++
-	}
+	s.api = c.MeterAPIName
 	s.present = 0
 	s.license = s.license[:0]
-	if !bytes.HasPrefix(line[i:], sepDimensions) {
-		return value, i < len(line) && (line[i] == ',' || line[i] == '}')
-	}
-	i += len(sepDimensions)
-	if i < len(line) && line[i] == '}' {
-		return value, true
-	}
 	for {
-		var k, v []byte
-		if i >= len(line) || line[i] != '"' {
+		k, v, found, ok := c.NextDimension()
+		if !ok {
 			return nil, false
 		}
-		if k, i, ok = plainString(line, i+1); !ok {
-			return nil, false
-		}
-		if i+1 >= len(line) || line[i] != ':' || line[i+1] != '"' {
-			return nil, false
-		}
-		if v, i, ok = plainString(line, i+2); !ok {
-			return nil, false
+		if !found {
+			return c.MeterValue, true
 		}
 		s.noteDimension(k, v)
-		if i >= len(line) {
-			return nil, false
-		}
-		switch line[i] {
-		case ',':
-			i++
-		case '}':
-			return value, true
-		default:
-			return nil, false
-		}
 	}
 }
-
-// plainString returns the string starting at line[i] (just after its
-// opening quote) and the index after its closing quote; false when it has
-// escapes or does not end.
-func plainString(line []byte, i int) ([]byte, int, bool) {
-	j := i
-	for j < len(line) && !quoteOrEscape[line[j]] {
-		j++
-	}
-	if j < len(line) && line[j] == '"' {
-		return line[i:j], j + 1, true
-	}
-	return nil, i, false
-}
-
-// quoteOrEscape marks the bytes that end a plain string scan.
-var quoteOrEscape = [256]bool{'"': true, '\\': true}
 
 // noteDimension keeps a record dimension if it is an allocation tag or the
 // license dimension. An empty value counts as absent.

@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,7 +18,7 @@ func shipOne(t *testing.T, p *Pipeline, line string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in.Add([]byte(line), record.Source{ID: "s"}, "src")
+	in.Add([]byte(line), record.Origin{ID: "s"}, "src")
 	if err := in.Commit(); err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +34,7 @@ func shipOne(t *testing.T, p *Pipeline, line string) {
 func TestKeyCollisionCountedAndRekeyed(t *testing.T) {
 	root := t.TempDir()
 	cfg := testConfig(t, filepath.Join(root, "ingest", "amberdata"))
-	a, err := New(context.Background(), cfg, Options{})
+	a, err := newTestPipeline(t, cfg, Options{}, testParts{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +55,7 @@ func TestKeyCollisionCountedAndRekeyed(t *testing.T) {
 	shipOne(t, a, recA)
 
 	reg := prometheus.NewRegistry()
-	b, err := New(context.Background(), copyCfg, Options{Registerer: reg})
+	b, err := newTestPipeline(t, copyCfg, Options{Registerer: reg}, testParts{})
 	if err != nil {
 		t.Fatal(err)
 	}

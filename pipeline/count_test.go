@@ -83,7 +83,7 @@ func fillSegments(t *testing.T, p *Pipeline, n int) []uint64 {
 	}
 	for i := range n {
 		line := fmt.Sprintf(`{"customerId":"c","meterApiName":"m","meterValue":1,"meterTimeInMillis":1654560000000,"uniqueId":"u%d"}`, i)
-		in.Add([]byte(line), record.Source{ID: "s", Offset: int64(i)}, "src")
+		in.Add([]byte(line), record.Origin{ID: "s", Offset: int64(i)}, "src")
 		if err := in.Commit(); err != nil {
 			t.Fatal(err)
 		}
@@ -165,7 +165,7 @@ func TestCountsGroupedBeforeAck(t *testing.T) {
 	cfg := testConfig(t, filepath.Join(root, "out"))
 	open := func() (*Pipeline, *groupCounter) {
 		c := &groupCounter{}
-		p, err := New(context.Background(), cfg, Options{Counter: c})
+		p, err := newTestPipeline(t, cfg, Options{Counter: c}, testParts{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -224,7 +224,7 @@ func TestAcksGrouped(t *testing.T) {
 	root := t.TempDir()
 	out := filepath.Join(root, "out")
 	cfg := testConfig(t, out)
-	p, err := New(context.Background(), cfg, Options{})
+	p, err := newTestPipeline(t, cfg, Options{}, testParts{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func TestAcksAtOnceWhenBufferHalfFull(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
 	cfg.Buffer.SegmentSize = 64 << 10
 	cfg.Buffer.MaxSize = 128 << 10
-	p, err := New(context.Background(), cfg, Options{})
+	p, err := newTestPipeline(t, cfg, Options{}, testParts{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +260,7 @@ func TestAcksAtOnceWhenBufferHalfFull(t *testing.T) {
 	for seg := range 2 { // two segments of ~40 KiB: over half of max_size
 		for i := range 250 {
 			line := fmt.Sprintf(`{"customerId":"customer-%04d","meterApiName":"api-calls","meterValue":1,"meterTimeInMillis":1654560000000,"uniqueId":"u-%d-%d"}`, i, seg, i)
-			in.Add([]byte(line), record.Source{ID: "s", Offset: int64(seg*1000 + i)}, "src")
+			in.Add([]byte(line), record.Origin{ID: "s", Offset: int64(seg*1000 + i)}, "src")
 		}
 		if err := in.Commit(); err != nil {
 			t.Fatal(err)
@@ -287,7 +287,7 @@ func TestDamagedSegmentSalvaged(t *testing.T) {
 	root := t.TempDir()
 	out := filepath.Join(root, "out")
 	cfg := testConfig(t, out)
-	p, err := New(context.Background(), cfg, Options{})
+	p, err := newTestPipeline(t, cfg, Options{}, testParts{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +296,7 @@ func TestDamagedSegmentSalvaged(t *testing.T) {
 		t.Fatal(err)
 	}
 	add := func(id string, seal bool) {
-		in.Add([]byte(`{"customerId":"c","meterApiName":"m","meterValue":1,"meterTimeInMillis":1654560000000,"uniqueId":"`+id+`"}`), record.Source{ID: "s"}, "src")
+		in.Add([]byte(`{"customerId":"c","meterApiName":"m","meterValue":1,"meterTimeInMillis":1654560000000,"uniqueId":"`+id+`"}`), record.Origin{ID: "s"}, "src")
 		if err := in.Commit(); err != nil {
 			t.Fatal(err)
 		}

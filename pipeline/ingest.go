@@ -86,7 +86,7 @@ func (in *Ingester) SetTag(tag string) { in.batch.SetTag(tag) }
 // marked tooLong after keeping only its first bytes, is dead-lettered with
 // its first max_line_size bytes and TooLongReason; a blank line is
 // skipped; any other is parsed by Add. line must already be trimmed.
-func (in *Ingester) AddLine(line []byte, tooLong bool, src record.Source, sourceName string) {
+func (in *Ingester) AddLine(line []byte, tooLong bool, src record.Origin, sourceName string) {
 	switch {
 	case tooLong || len(line) > in.maxLine:
 		in.reject(line, src.Offset, sourceName, in.tooLong)
@@ -99,7 +99,7 @@ func (in *Ingester) AddLine(line []byte, tooLong bool, src record.Source, source
 // Add parses one line. A valid record joins the batch; an invalid one
 // joins it as a dead letter naming sourceName, the offset and the reason.
 // Either way it is durable once Commit returns nil.
-func (in *Ingester) Add(line []byte, src record.Source, sourceName string) {
+func (in *Ingester) Add(line []byte, src record.Origin, sourceName string) {
 	out, ts, err := in.parser.Parse(in.scratch[:0], line, src)
 	if err != nil {
 		in.reject(line, src.Offset, sourceName, err)

@@ -65,7 +65,7 @@ func TestAddLinePolicy(t *testing.T) {
 	root := t.TempDir()
 	cfg := testConfig(t, filepath.Join(root, "ingest", "amberdata"))
 	cfg.Records.MaxLineSize = 1024
-	p, err := New(context.Background(), cfg, Options{})
+	p, err := newTestPipeline(t, cfg, Options{}, testParts{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func TestAddLinePolicy(t *testing.T) {
 		short := `{"customerId":"c","meterApiName":"m","meterValue":1,"meterTimeInMillis":1654560000000,"uniqueId":""}`
 		return []byte(`{"customerId":"c","meterApiName":"m","meterValue":1,"meterTimeInMillis":1654560000000,"uniqueId":"` + strings.Repeat("u", n-len(short)) + `"}`)
 	}
-	src := record.Source{ID: "s"}
+	src := record.Origin{ID: "s"}
 	in.AddLine(nil, false, src, "f")
 	in.AddLine([]byte(" \t "), false, src, "f")
 	in.AddLine(rec(1024), false, src, "f")

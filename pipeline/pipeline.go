@@ -72,16 +72,17 @@ type Options struct {
 	Logger     *zap.Logger
 	Registerer prometheus.Registerer // nil: metrics are kept but not exported
 	Counter    Counter               // nil: metering off
-	// Uploader and DeadLetterUploader replace the uploaders built from the
-	// config (tests wrap them); nil builds them.
-	Uploader, DeadLetterUploader ship.Uploader
 	// UnhealthyAfter is how long uploads may keep failing before Ready
 	// reports false; default 5m.
 	UnhealthyAfter time.Duration
 	Now            func() time.Time
-	// BufferFaults is buffer.Options.Faults (tests: disk errors that
-	// cannot be had for real).
-	BufferFaults func(buffer.FileOp, string) error
+}
+
+// Uploaders are where objects go: Records for record objects, DeadLetters
+// for dead-letter objects (often the same uploader). New wraps both in the
+// retry, timeout and key-collision stages.
+type Uploaders struct {
+	Records, DeadLetters ship.Uploader
 }
 
 // Pipeline is one running instance of the core.
@@ -126,9 +127,16 @@ type Stats struct {
 	SegmentsShipped atomic.Int64
 }
 
-// New opens the buffer (recovering what a previous run left) and builds the
-// encoder and uploaders from cfg, which must be valid.
-func New(ctx context.Context, cfg conf.Config, opts Options) (*Pipeline, error) {
+// New builds the encoder from cfg, which must be valid, and runs the
+// core on buf (opened, and so recovered, by the caller) and up. The
+// pipeline owns buf from then on: Close closes it. The caller (engine)
+// builds the buffer and uploaders first so that metering, which needs the
+// buffer's ids, can be built before the pipeline and passed in as
+// opts.Counter.
+func New(cfg conf.Config, buf *buffer.Buffer, up Uploaders, opts Options) (*Pipeline, error) {
+	if buf == nil || up.Records == nil || up.DeadLetters == nil {
+		return nil, errors.New("pipeline: a buffer and both uploaders are required")
+	}
 	log := opts.Logger
 	if log == nil {
 		log = zap.NewNop()
@@ -140,10 +148,6 @@ func New(ctx context.Context, cfg conf.Config, opts Options) (*Pipeline, error) 
 	hostname := cfg.Output.Hostname
 	if hostname == "" {
 		hostname, _ = os.Hostname()
-	}
-	dest, err := ship.ParseURL(cfg.Output.URL)
-	if err != nil {
-		return nil, fmt.Errorf("output.url: %w", err)
 	}
 	// Keys are relative to the destination: the uploader adds the bucket
 	// prefix (s3) or the directory (file).
@@ -168,6 +172,7 @@ func New(ctx context.Context, cfg conf.Config, opts Options) (*Pipeline, error) 
 	p := &Pipeline{
 		cfg:            cfg,
 		log:            log,
+		buf:            buf,
 		enc:            enc,
 		counter:        opts.Counter,
 		now:            now,
@@ -179,36 +184,8 @@ func New(ctx context.Context, cfg conf.Config, opts Options) (*Pipeline, error) 
 	p.shipped = make(chan *buffer.Segment, maxAckGroup)
 	p.hurry = make(chan struct{}, 1)
 	p.ackDelay = min(maxAckDelay, cfg.Buffer.FlushInterval.D())
-
-	p.out, p.dlq = opts.Uploader, opts.DeadLetterUploader
-	if p.out == nil || p.dlq == nil {
-		out, dlq, err := buildUploaders(ctx, cfg, dest)
-		if err != nil {
-			return nil, err
-		}
-		if p.out == nil {
-			p.out = out
-		}
-		if p.dlq == nil {
-			p.dlq = dlq
-		}
-	}
-	p.out = p.withRetry(p.out)
-	p.dlq = p.withRetry(p.dlq)
-
-	p.buf, err = buffer.Open(buffer.Options{
-		Dir:          cfg.Buffer.Dir,
-		MaxSize:      int64(cfg.Buffer.MaxSize),
-		SegmentSize:  int64(cfg.Buffer.SegmentSize),
-		Sync:         syncPolicy(cfg.Buffer.Sync),
-		SyncInterval: cfg.Buffer.SyncInterval.D(),
-		AgentID:      cfg.Agent.ID,
-		Now:          now,
-		Faults:       opts.BufferFaults,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("buffer.dir %s: %w", cfg.Buffer.Dir, err)
-	}
+	p.out = p.withRetry(up.Records)
+	p.dlq = p.withRetry(up.DeadLetters)
 	p.metrics = newMetrics(opts.Registerer, p)
 	rep := p.buf.Stats().Recovered
 	if rep.Segments > 0 || rep.TruncatedBytes > 0 || len(rep.MovedAside) > 0 {
@@ -219,54 +196,6 @@ func New(ctx context.Context, cfg conf.Config, opts Options) (*Pipeline, error) 
 			zap.Strings("moved_aside", rep.MovedAside))
 	}
 	return p, nil
-}
-
-func syncPolicy(s conf.SyncMode) buffer.SyncPolicy {
-	switch s {
-	case conf.SyncInterval:
-		return buffer.SyncInterval
-	case conf.SyncNever:
-		return buffer.SyncNever
-	}
-	return buffer.SyncAlways
-}
-
-// buildUploaders makes the record and dead-letter uploaders. Dead letters
-// go to output.dead_letter_url, or the destination's root.
-func buildUploaders(ctx context.Context, cfg conf.Config, dest ship.Destination) (ship.Uploader, ship.Uploader, error) {
-	o := cfg.Output
-	s3opts := ship.S3Options{
-		Region:               o.Region,
-		Endpoint:             o.Endpoint,
-		ForcePathStyle:       o.ForcePathStyle,
-		RoleARN:              o.RoleARN,
-		ExternalID:           o.ExternalID,
-		ACL:                  o.ACL,
-		StorageClass:         o.StorageClass,
-		ServerSideEncryption: o.ServerSideEncryption,
-		SSEKMSKeyID:          o.SSEKMSKeyID,
-		Tags:                 o.Tags,
-		MultipartThreshold:   int64(o.MultipartThreshold),
-	}
-	out, err := dest.NewUploader(ctx, s3opts)
-	if err != nil {
-		return nil, nil, fmt.Errorf("output: %w", err)
-	}
-	// By default the record uploader also places dead letters: at the
-	// bucket root for s3, beside ingest/amberdata for file (see
-	// ship.Destination.DeadLetterRoot).
-	if o.DeadLetterURL == "" {
-		return out, out, nil
-	}
-	dlDest, err := ship.ParseURL(o.DeadLetterURL)
-	if err != nil {
-		return nil, nil, fmt.Errorf("output.dead_letter_url: %w", err)
-	}
-	dlq, err := dlDest.NewDeadLetterUploader(ctx, s3opts)
-	if err != nil {
-		return nil, nil, fmt.Errorf("output.dead_letter_url: %w", err)
-	}
-	return out, dlq, nil
 }
 
 // withRetry wraps an uploader in the retry and per-attempt timeout stages.

@@ -76,7 +76,7 @@ func TestIngestRunDrain(t *testing.T) {
 	root := t.TempDir()
 	cfg := testConfig(t, filepath.Join(root, "ingest", "amberdata"))
 	ctx := context.Background()
-	p, err := New(ctx, cfg, Options{})
+	p, err := newTestPipeline(t, cfg, Options{}, testParts{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,9 +84,9 @@ func TestIngestRunDrain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in.Add([]byte(`{"customerId":"c","meterApiName":"m","meterValue":1,"meterTimeInMillis":1654560000000,"uniqueId":"a"}`), record.Source{ID: "s"}, "src")
-	in.Add([]byte(`{"customerId":"c","meterApiName":"m","meterValue":2,"meterTimeInMillis":1654646400000,"uniqueId":"b"}`), record.Source{ID: "s", Offset: 1}, "src")
-	in.Add([]byte(`nope`), record.Source{ID: "s", Offset: 2}, "src")
+	in.Add([]byte(`{"customerId":"c","meterApiName":"m","meterValue":1,"meterTimeInMillis":1654560000000,"uniqueId":"a"}`), record.Origin{ID: "s"}, "src")
+	in.Add([]byte(`{"customerId":"c","meterApiName":"m","meterValue":2,"meterTimeInMillis":1654646400000,"uniqueId":"b"}`), record.Origin{ID: "s", Offset: 1}, "src")
+	in.Add([]byte(`nope`), record.Origin{ID: "s", Offset: 2}, "src")
 	in.SetCheckpoint("s", 3, []byte("meta"))
 	if a, r := in.Counts(); a != 2 || r != 1 {
 		t.Fatalf("counts %d %d", a, r)
@@ -156,12 +156,12 @@ func TestReadyTurnsFalseWhileUploadsFail(t *testing.T) {
 	var offset atomic.Int64 // the test moves the pipeline's clock forward
 	clock := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
 	up := failingUploader(t)
-	p, err := New(context.Background(), cfg, Options{Uploader: up, DeadLetterUploader: up, UnhealthyAfter: time.Minute, Now: clock})
+	p, err := newTestPipeline(t, cfg, Options{UnhealthyAfter: time.Minute, Now: clock}, testParts{Uploader: up})
 	if err != nil {
 		t.Fatal(err)
 	}
 	in, _ := p.NewIngester("")
-	in.Add([]byte(`{"customerId":"c","meterApiName":"m","meterValue":1,"meterTimeInMillis":1654560000000}`), record.Source{ID: "s"}, "src")
+	in.Add([]byte(`{"customerId":"c","meterApiName":"m","meterValue":1,"meterTimeInMillis":1654560000000}`), record.Origin{ID: "s"}, "src")
 	if err := in.Commit(); err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +208,7 @@ func TestCommitWaitRewritesBatchCutByDiskError(t *testing.T) {
 	cfg := testConfig(t, filepath.Join(root, "out"))
 	var mu sync.Mutex
 	failSyncs := 1
-	p, err := New(context.Background(), cfg, Options{BufferFaults: func(op buffer.FileOp, _ string) error {
+	p, err := newTestPipeline(t, cfg, Options{}, testParts{Faults: func(op buffer.FileOp, _ string) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if op == buffer.OpSync && failSyncs > 0 {

@@ -18,7 +18,7 @@ type Stream struct {
 	R io.Reader
 	// Start is the offset of R's first byte in the input.
 	Start int64
-	// Source is the records' record.Source ID (their uniqueIds derive from
+	// Source is the records' record.Origin ID (their uniqueIds derive from
 	// it and each line's offset) and, with Checkpoint, the checkpoint's.
 	Source string
 	// Name names the input in dead letters.
@@ -73,7 +73,7 @@ func (p *Pipeline) IngestStream(ctx context.Context, s Stream) (StreamResult, er
 			_ = c.close()
 			return c.res, err
 		}
-		in.AddLine(line, tooLong, record.Source{ID: s.Source, Offset: off}, s.Name)
+		in.AddLine(line, tooLong, record.Origin{ID: s.Source, Offset: off}, s.Name)
 		if in.Full() {
 			flush()
 		}

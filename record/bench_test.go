@@ -19,7 +19,7 @@ func BenchmarkParseMeter(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		var err error
-		dst, _, err = p.Parse(dst[:0], lines[i%len(lines)], Source{ID: "f", Offset: int64(i)})
+		dst, _, err = p.Parse(dst[:0], lines[i%len(lines)], Origin{ID: "f", Offset: int64(i)})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -35,7 +35,7 @@ func BenchmarkParseMapped(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		var err error
-		dst, _, err = p.Parse(dst[:0], line, Source{ID: "f", Offset: int64(i)})
+		dst, _, err = p.Parse(dst[:0], line, Origin{ID: "f", Offset: int64(i)})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -369,7 +369,7 @@ func literal(b []byte, i int, lit string) (int, bool) {
 
 // fastMeter writes the canonical record for a line scanMeter accepted, or
 // reports false when a value needs the slow path's judgement.
-func (p *Parser) fastMeter(dst, line []byte, src Source) ([]byte, int64, bool) {
+func (p *Parser) fastMeter(dst, line []byte, src Origin) ([]byte, int64, bool) {
 	f := &p.fast
 	f.has = [6]bool{}
 	if !scanMeter(line, f) {

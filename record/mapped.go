@@ -9,7 +9,7 @@ import (
 // parseMapped handles records.format json: each target field comes from a
 // JSON path (or a constant). Types are looser than for meter lines: ids may
 // be numbers, values numeric strings, times epoch s/ms or RFC 3339.
-func (p *Parser) parseMapped(dst, line []byte, src Source) ([]byte, int64, error) {
+func (p *Parser) parseMapped(dst, line []byte, src Origin) ([]byte, int64, error) {
 	m := &p.fields
 	out := append(dst, `{"customerId":`...)
 	var err error

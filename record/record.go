@@ -72,9 +72,11 @@ func invalid(field, format string, args ...any) error {
 	return &Error{Field: field, Reason: fmt.Sprintf(format, args...)}
 }
 
-// Source identifies where a line came from; with the offset it makes the
-// derived uniqueId deterministic.
-type Source struct {
+// Origin identifies where a line came from (its input and its position
+// in it); it makes the derived uniqueId deterministic. It is not a
+// checkpoint's key (buffer.Checkpoint.Key), though inputs often use the
+// same string for both.
+type Origin struct {
 	// ID is a stable identity of the input (a file fingerprint, "stdin", a
 	// Fluent Bit tag plus event time).
 	ID string
@@ -229,7 +231,7 @@ func compileSource(spec string) (fieldSource, error) {
 // Parse validates line and appends its canonical form to dst. It returns the
 // extended dst and the record's time in Unix milliseconds. On error dst is
 // returned unchanged and the error wraps ErrInvalid.
-func (p *Parser) Parse(dst, line []byte, src Source) ([]byte, int64, error) {
+func (p *Parser) Parse(dst, line []byte, src Origin) ([]byte, int64, error) {
 	p.located.line = nil
 	if len(line) > p.maxLine {
 		return dst, 0, invalid("", "line is %d bytes, over the %d-byte limit (records.max_line_size)", len(line), p.maxLine)
@@ -257,7 +259,7 @@ func (p *Parser) Parse(dst, line []byte, src Source) ([]byte, int64, error) {
 }
 
 // parseMeter handles lines that already are meter records: strict types.
-func (p *Parser) parseMeter(dst, line []byte, src Source) ([]byte, int64, error) {
+func (p *Parser) parseMeter(dst, line []byte, src Origin) ([]byte, int64, error) {
 	var res [6]gjson.Result
 	getMany(line, &res)
 	cust, api, val, ts, dims, uid := res[0], res[1], res[2], res[3], res[4], res[5]
@@ -519,7 +521,7 @@ func typeName(r gjson.Result) string {
 // identity, the offset and the line bytes. Hashing the content as well as
 // the position means a copytruncated file re-read from offset 0 never
 // collides with the lines it held before.
-func (p *Parser) appendDerivedID(dst, line []byte, src Source) []byte {
+func (p *Parser) appendDerivedID(dst, line []byte, src Origin) []byte {
 	s := p.scratch[:0]
 	s = append(s, src.ID...)
 	s = append(s, 0)

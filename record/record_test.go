@@ -23,7 +23,7 @@ func mustParser(t *testing.T, opts Options) *Parser {
 
 func TestParseMeterCanonical(t *testing.T) {
 	p := mustParser(t, Options{})
-	src := Source{ID: "file:1", Offset: 42}
+	src := Origin{ID: "file:1", Offset: 42}
 	tests := []struct {
 		name, in, want string
 	}{
@@ -110,7 +110,7 @@ func TestParseMeterRejects(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.wantErr, func(t *testing.T) {
 			dst := []byte("prefix")
-			out, _, err := p.Parse(dst, []byte(tt.in), Source{})
+			out, _, err := p.Parse(dst, []byte(tt.in), Origin{})
 			if err == nil {
 				t.Fatalf("accepted %s -> %s", tt.in, out)
 			}
@@ -130,7 +130,7 @@ func TestParseMeterRejects(t *testing.T) {
 func TestDerivedUniqueID(t *testing.T) {
 	p := mustParser(t, Options{})
 	line := []byte(`{"customerId":"c","meterApiName":"m","meterValue":1,"meterTimeInMillis":1654560000000}`)
-	id := func(src Source, l []byte) string {
+	id := func(src Origin, l []byte) string {
 		out, _, err := p.Parse(nil, l, src)
 		if err != nil {
 			t.Fatal(err)
@@ -141,8 +141,8 @@ func TestDerivedUniqueID(t *testing.T) {
 		}
 		return rec.UniqueID
 	}
-	a := id(Source{ID: "f", Offset: 0}, line)
-	if a != id(Source{ID: "f", Offset: 0}, line) {
+	a := id(Origin{ID: "f", Offset: 0}, line)
+	if a != id(Origin{ID: "f", Offset: 0}, line) {
 		t.Fatal("same source+offset+line gave different ids")
 	}
 	if len(a) != 36 || a[14] != '8' {
@@ -150,9 +150,9 @@ func TestDerivedUniqueID(t *testing.T) {
 	}
 	seen := map[string]bool{a: true}
 	for _, other := range []string{
-		id(Source{ID: "f", Offset: 1}, line),
-		id(Source{ID: "g", Offset: 0}, line),
-		id(Source{ID: "f", Offset: 0}, []byte(`{"customerId":"c","meterApiName":"m","meterValue":2,"meterTimeInMillis":1654560000000}`)),
+		id(Origin{ID: "f", Offset: 1}, line),
+		id(Origin{ID: "g", Offset: 0}, line),
+		id(Origin{ID: "f", Offset: 0}, []byte(`{"customerId":"c","meterApiName":"m","meterValue":2,"meterTimeInMillis":1654560000000}`)),
 	} {
 		if seen[other] {
 			t.Fatalf("id collision: %s", other)
@@ -163,7 +163,7 @@ func TestDerivedUniqueID(t *testing.T) {
 
 func TestFallbackTime(t *testing.T) {
 	p := mustParser(t, Options{})
-	out, ts, err := p.Parse(nil, []byte(`{"customerId":"c","meterApiName":"m","meterValue":1,"uniqueId":"u"}`), Source{TimeMillis: 1654560000123})
+	out, ts, err := p.Parse(nil, []byte(`{"customerId":"c","meterApiName":"m","meterValue":1,"uniqueId":"u"}`), Origin{TimeMillis: 1654560000123})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +204,7 @@ func TestParseMapped(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out, _, err := p.Parse(nil, []byte(tt.in), Source{ID: "s"})
+			out, _, err := p.Parse(nil, []byte(tt.in), Origin{ID: "s"})
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tt.wantErr)
@@ -262,7 +262,7 @@ func TestParseAllocs(t *testing.T) {
 	dst := make([]byte, 0, 4096)
 	allocs := testing.AllocsPerRun(100, func() {
 		var err error
-		if _, _, err = p.Parse(dst[:0], line, Source{ID: "file", Offset: 9}); err != nil {
+		if _, _, err = p.Parse(dst[:0], line, Origin{ID: "file", Offset: 9}); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -285,7 +285,7 @@ func FuzzParse(f *testing.F) {
 		if useMapped {
 			p = mapped
 		}
-		out, ts, err := p.Parse(nil, line, Source{ID: "fuzz"})
+		out, ts, err := p.Parse(nil, line, Origin{ID: "fuzz"})
 		if err != nil {
 			if !errors.Is(err, ErrInvalid) {
 				t.Fatalf("error does not wrap ErrInvalid: %v", err)
@@ -304,7 +304,7 @@ func FuzzParse(f *testing.F) {
 		}
 		// The canonical output must itself be a valid meter record that
 		// re-parses to the same bytes.
-		again, _, err := meter.Parse(nil, out, Source{ID: "other"})
+		again, _, err := meter.Parse(nil, out, Origin{ID: "other"})
 		if err != nil || string(again) != string(out) {
 			t.Fatalf("canonical output not stable:\n%s\n%s (%v)", out, again, err)
 		}
@@ -320,7 +320,7 @@ func FuzzFastPath(f *testing.F) {
 	f.Add([]byte(`{"customerId":"c","meterApiName":"m","meterValue":-0,"meterTimeInMillis":1654560000000,"dimensions":{}}`))
 	f.Fuzz(func(t *testing.T, line []byte) {
 		p := &Parser{format: FormatMeter, maxLine: DefaultMaxLineSize}
-		fast, fts, ok := p.fastMeter(nil, trimSpace(line), Source{ID: "f", Offset: 3})
+		fast, fts, ok := p.fastMeter(nil, trimSpace(line), Origin{ID: "f", Offset: 3})
 		if !ok {
 			return
 		}
@@ -329,7 +329,7 @@ func FuzzFastPath(f *testing.F) {
 		if !gjson.ValidBytes(l) {
 			t.Fatalf("fast path accepted invalid JSON %q", line)
 		}
-		slow, sts, err := q.parseMeter(nil, l, Source{ID: "f", Offset: 3})
+		slow, sts, err := q.parseMeter(nil, l, Origin{ID: "f", Offset: 3})
 		if err != nil {
 			t.Fatalf("fast path accepted %q, slow path rejects: %v", line, err)
 		}
@@ -387,7 +387,7 @@ func TestLocated(t *testing.T) {
 		t.Fatal(err)
 	}
 	line := []byte(` {"meterValue":2.50,"customerId":"c-1","meterApiName":"api","meterTimeInMillis":1714521600000,"dimensions":{"team":"red","region":""}} `)
-	out, _, err := p.Parse(nil, line, Source{ID: "f"})
+	out, _, err := p.Parse(nil, line, Origin{ID: "f"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -425,10 +425,10 @@ func TestLocated(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := p.Parse(nil, line, Source{ID: "f"}); err != nil && tc.opts.Format == "" {
+		if _, _, err := p.Parse(nil, line, Origin{ID: "f"}); err != nil && tc.opts.Format == "" {
 			t.Fatal(err)
 		}
-		p.Parse(nil, []byte(tc.line), Source{ID: "f", TimeMillis: 1714521600000})
+		p.Parse(nil, []byte(tc.line), Origin{ID: "f", TimeMillis: 1714521600000})
 		if _, ok := p.Located(); ok {
 			t.Errorf("%s: located after a Parse that did not take the fast path", tc.name)
 		}

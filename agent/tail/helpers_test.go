@@ -48,7 +48,7 @@ type recordingSink struct {
 func newRecordingSink(restored []buffer.Checkpoint) *recordingSink {
 	s := &recordingSink{checkpoints: map[string]buffer.Checkpoint{}}
 	for _, cp := range restored {
-		s.checkpoints[cp.Source] = cp
+		s.checkpoints[cp.Key] = cp
 	}
 	return s
 }
@@ -65,8 +65,8 @@ func (s *recordingSink) Consume(ctx context.Context, c *Chunk) error {
 			return err
 		}
 	}
-	if c.Source != c.Checkpoint.Source || !strings.HasPrefix(c.Source, SourcePrefix) {
-		s.violations = append(s.violations, fmt.Sprintf("chunk source %q, checkpoint source %q", c.Source, c.Checkpoint.Source))
+	if c.Source != c.Checkpoint.Key || !strings.HasPrefix(c.Source, SourcePrefix) {
+		s.violations = append(s.violations, fmt.Sprintf("chunk source %q, checkpoint source %q", c.Source, c.Checkpoint.Key))
 	}
 	// The first line continues exactly at the checkpoint; later lines
 	// follow their predecessor's newline (one byte, or two with a '\r';
@@ -91,7 +91,7 @@ func (s *recordingSink) Consume(ctx context.Context, c *Chunk) error {
 		if len(c.Lines) > 0 && (c.Checkpoint.Offset < lo-1 || (hi >= 0 && c.Checkpoint.Offset > hi)) {
 			s.violations = append(s.violations, fmt.Sprintf("%s: checkpoint %d, last line ends at %d..%d", c.Source, c.Checkpoint.Offset, lo-1, hi))
 		}
-		s.checkpoints[c.Source] = buffer.Checkpoint{Source: c.Source, Offset: c.Checkpoint.Offset, Meta: slices.Clone(c.Checkpoint.Meta)}
+		s.checkpoints[c.Source] = buffer.Checkpoint{Key: c.Source, Offset: c.Checkpoint.Offset, Meta: slices.Clone(c.Checkpoint.Meta)}
 	}
 	s.chunks++
 	return nil
@@ -114,9 +114,9 @@ func (s *recordingSink) saved() []buffer.Checkpoint {
 	defer s.mu.Unlock()
 	out := make([]buffer.Checkpoint, 0, len(s.checkpoints))
 	for _, cp := range s.checkpoints {
-		out = append(out, buffer.Checkpoint{Source: cp.Source, Offset: cp.Offset, Meta: slices.Clone(cp.Meta)})
+		out = append(out, buffer.Checkpoint{Key: cp.Key, Offset: cp.Offset, Meta: slices.Clone(cp.Meta)})
 	}
-	slices.SortFunc(out, func(a, b buffer.Checkpoint) int { return strings.Compare(a.Source, b.Source) })
+	slices.SortFunc(out, func(a, b buffer.Checkpoint) int { return strings.Compare(a.Key, b.Key) })
 	return out
 }
 

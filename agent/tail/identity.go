@@ -181,7 +181,7 @@ func formatSource(k fileKey, fp fingerprint) string {
 // the tailer's identity of the file, under another Source prefix.
 type FileCursor struct {
 	// Source is the file's identity: the Source of its checkpoint and the
-	// record.Source ID its uniqueIds derive from. A file that grew since
+	// record.Origin ID its uniqueIds derive from. A file that grew since
 	// its checkpoint keeps the Source it had.
 	Source string
 	// Offset is where reading resumes: the checkpoint's offset, or 0.
@@ -213,7 +213,7 @@ func ResumeFile(prefix string, f io.ReaderAt, fi fs.FileInfo, path string, check
 	}
 	var cands []restoredCheckpoint
 	for _, cp := range checkpoints {
-		if !strings.HasPrefix(cp.Source, prefix) || cp.Offset < 0 {
+		if !strings.HasPrefix(cp.Key, prefix) || cp.Offset < 0 {
 			continue
 		}
 		id, err := DecodeMeta(cp.Meta)
@@ -234,7 +234,7 @@ func ResumeFile(prefix string, f io.ReaderAt, fi fs.FileInfo, path string, check
 	}
 	c := FileCursor{Stale: stale}
 	if best != nil {
-		c.Source, c.Offset = best.cp.Source, best.cp.Offset
+		c.Source, c.Offset = best.cp.Key, best.cp.Offset
 	} else {
 		fp = fingerprint{}
 		if _, err := fp.verify(f, fi.Size(), scratch); err != nil {
@@ -252,7 +252,7 @@ func ResumeFile(prefix string, f io.ReaderAt, fi fs.FileInfo, path string, check
 // first min(size, FingerprintSize) bytes when it was shipped, and a
 // shipped file's checkpoint is its size.
 func legacyWholeFileID(prefix string, cp buffer.Checkpoint) (FileID, bool) {
-	parts := strings.Split(strings.TrimPrefix(cp.Source, prefix), ":")
+	parts := strings.Split(strings.TrimPrefix(cp.Key, prefix), ":")
 	if len(parts) != 3 {
 		return FileID{}, false
 	}
@@ -282,12 +282,12 @@ func matchCheckpoint(cands []restoredCheckpoint, f io.ReaderAt, size int64, scra
 		}
 		if ok && size >= c.cp.Offset && (best == nil || c.cp.Offset < best.cp.Offset) {
 			if best != nil {
-				stale = append(stale, best.cp.Source)
+				stale = append(stale, best.cp.Key)
 			}
 			best, fp = c, cfp
 			continue
 		}
-		stale = append(stale, c.cp.Source)
+		stale = append(stale, c.cp.Key)
 	}
 	return best, fp, stale, nil
 }

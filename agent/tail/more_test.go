@@ -61,16 +61,16 @@ func TestUnclaimedCheckpoints(t *testing.T) {
 	dir := t.TempDir()
 	gone := FileID{Dev: 1, Ino: 2, FingerprintLen: 3, Fingerprint: 4, Path: filepath.Join(dir, "gone.log")}
 	cps := []buffer.Checkpoint{
-		{Source: "file:1:2:0000000000000004", Offset: 10, Meta: gone.AppendMeta(nil)},
-		{Source: "file:9:9:0000000000000009", Offset: 10, Meta: []byte("garbage")},
-		{Source: "stdin:whatever", Offset: 3},
+		{Key: "file:1:2:0000000000000004", Offset: 10, Meta: gone.AppendMeta(nil)},
+		{Key: "file:9:9:0000000000000009", Offset: 10, Meta: []byte("garbage")},
+		{Key: "stdin:whatever", Offset: 3},
 	}
 	opts := testOptions(t, filepath.Join(dir, "*.log"))
 	opts.Checkpoints = cps
 	tl, _ := startTailer(t, opts, newRecordingSink(nil))
 	time.Sleep(30 * time.Millisecond)
 	u := tl.Unclaimed()
-	if len(u) != 2 || u[0].Source != cps[0].Source || u[1].Source != cps[1].Source {
+	if len(u) != 2 || u[0].Key != cps[0].Key || u[1].Key != cps[1].Key {
 		t.Fatalf("unclaimed %+v", u)
 	}
 }
@@ -345,7 +345,7 @@ func TestRecoveryIgnoresReusedInode(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			id := FileID{Dev: key.dev, Ino: key.ino, FingerprintLen: c.fp.n, Fingerprint: c.fp.sum, Path: path}
-			cp := buffer.Checkpoint{Source: formatSource(key, c.fp), Offset: 11, Meta: id.AppendMeta(nil)}
+			cp := buffer.Checkpoint{Key: formatSource(key, c.fp), Offset: 11, Meta: id.AppendMeta(nil)}
 			opts := testOptions(t, path)
 			opts.Checkpoints = []buffer.Checkpoint{cp}
 			sink := newRecordingSink(opts.Checkpoints)
@@ -428,14 +428,14 @@ func TestResumeFile(t *testing.T) {
 	if want := fmt.Sprintf("ship:%d:%d:%016x", uint64(sys.Dev), sys.Ino, 0); first.Source != want || first.Offset != 0 {
 		t.Fatalf("new empty file: %+v, want Source %q at 0", first, want)
 	}
-	cps := []buffer.Checkpoint{{Source: first.Source, Offset: 0, Meta: first.Meta}}
+	cps := []buffer.Checkpoint{{Key: first.Source, Offset: 0, Meta: first.Meta}}
 	for _, size := range []int{1, 16, 100, FingerprintSize - 1, FingerprintSize, FingerprintSize + 1, len(data)} {
 		write(data[:size])
 		c := resume(cps)
 		if c.Source != first.Source || c.Offset != cps[0].Offset || len(c.Stale) != 0 {
 			t.Fatalf("grown to %d bytes: %+v, want Source %q at %d", size, c, first.Source, cps[0].Offset)
 		}
-		cps[0] = buffer.Checkpoint{Source: c.Source, Offset: int64(size), Meta: c.Meta}
+		cps[0] = buffer.Checkpoint{Key: c.Source, Offset: int64(size), Meta: c.Meta}
 	}
 	// Rewritten in place: not the same file any more.
 	rewritten := bytes.Clone(data)
@@ -450,7 +450,7 @@ func TestResumeFile(t *testing.T) {
 		write(data[:size])
 		old := fmt.Sprintf("ship:%d:%d:%016x", uint64(sys.Dev), sys.Ino, xxh3.Hash(data[:min(size, FingerprintSize)]))
 		write(data)
-		c := resume([]buffer.Checkpoint{{Source: old, Offset: int64(size), Meta: []byte(path)}})
+		c := resume([]buffer.Checkpoint{{Key: old, Offset: int64(size), Meta: []byte(path)}})
 		if c.Source != old || c.Offset != int64(size) {
 			t.Fatalf("old checkpoint at %d: %+v, want %q at %d", size, c, old, size)
 		}

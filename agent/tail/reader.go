@@ -408,7 +408,7 @@ func (r *reader) commit(ctx context.Context, lines []Line, end int64) error {
 		Input:      r.input,
 		Path:       path,
 		Lines:      lines,
-		Checkpoint: buffer.Checkpoint{Source: r.source, Offset: end, Meta: r.meta},
+		Checkpoint: buffer.Checkpoint{Key: r.source, Offset: end, Meta: r.meta},
 	}
 	if err := r.consume(ctx, &r.chunk); err != nil {
 		return err
@@ -437,7 +437,7 @@ func (r *reader) commit(ctx context.Context, lines []Line, end int64) error {
 // forget tells the Sink that source's checkpoint is no longer needed.
 func (r *reader) forget(ctx context.Context, source string) error {
 	path, _ := r.paths()
-	r.chunk = Chunk{Source: source, Input: r.input, Path: path, Checkpoint: buffer.Checkpoint{Source: source, Offset: -1}}
+	r.chunk = Chunk{Source: source, Input: r.input, Path: path, Checkpoint: buffer.Checkpoint{Key: source, Offset: -1}}
 	if err := r.consume(ctx, &r.chunk); err != nil {
 		return err
 	}

@@ -53,9 +53,9 @@ func (s *PipelineSink) Consume(ctx context.Context, c *Chunk) error {
 	lines := c.Lines
 	for i := range lines {
 		l := &lines[i]
-		in.AddLine(l.Data, l.TooLong, record.Source{ID: c.Source, Offset: l.Offset}, c.Path)
+		in.AddLine(l.Data, l.TooLong, record.Origin{ID: c.Source, Offset: l.Offset}, c.Path)
 		if i+1 < len(lines) && in.Full() {
-			in.SetCheckpoint(c.Checkpoint.Source, lines[i+1].Offset, c.Checkpoint.Meta)
+			in.SetCheckpoint(c.Checkpoint.Key, lines[i+1].Offset, c.Checkpoint.Meta)
 			if err := s.commit(ctx, in, c); err != nil {
 				return err
 			}
@@ -64,7 +64,7 @@ func (s *PipelineSink) Consume(ctx context.Context, c *Chunk) error {
 			c.Lines = lines[i+1:]
 		}
 	}
-	in.SetCheckpoint(c.Checkpoint.Source, c.Checkpoint.Offset, c.Checkpoint.Meta)
+	in.SetCheckpoint(c.Checkpoint.Key, c.Checkpoint.Offset, c.Checkpoint.Meta)
 	return s.commit(ctx, in, c)
 }
 

@@ -255,7 +255,7 @@ func TestRotationStress(t *testing.T) {
 				t.Fatal(err)
 			}
 			if key.ino == id.Ino && same {
-				t.Errorf("checkpoint %s unclaimed although its file exists as %s", cp.Source, e.Name())
+				t.Errorf("checkpoint %s unclaimed although its file exists as %s", cp.Key, e.Name())
 			}
 		}
 	}

@@ -363,7 +363,7 @@ func TestRenameRotation(t *testing.T) {
 	if byData["m1"].Source == first[0].Source || byData["m1"].Offset != 0 {
 		t.Fatalf("m1 = %+v", byData["m1"])
 	}
-	if cp := sink.saved()[0]; cp.Source != byData["m1"].Source {
+	if cp := sink.saved()[0]; cp.Key != byData["m1"].Source {
 		t.Fatalf("checkpoints %+v: the rotated file's should be forgotten", sink.saved())
 	}
 	if opts.Metrics.Rotations.Load() != 1 {
@@ -394,7 +394,7 @@ func TestCopyTruncate(t *testing.T) {
 	}
 	waitFor(t, "the old generation to be forgotten", func() bool {
 		cps := sink.saved()
-		return len(cps) == 1 && cps[0].Source == got[0].Source && cps[0].Offset == 6
+		return len(cps) == 1 && cps[0].Key == got[0].Source && cps[0].Offset == 6
 	})
 	if n := opts.Metrics.Truncations.Load(); n != 1 {
 		t.Fatalf("Truncations = %d", n)
@@ -472,7 +472,7 @@ func TestSameInodeDifferentContentIsNewFile(t *testing.T) {
 	}
 	waitFor(t, "the stale checkpoint to be forgotten", func() bool {
 		cps := sink2.saved()
-		return len(cps) == 1 && cps[0].Source == got[0].Source
+		return len(cps) == 1 && cps[0].Key == got[0].Source
 	})
 	if u := tl.Unclaimed(); len(u) != 0 {
 		t.Fatalf("unclaimed %+v", u)
@@ -502,7 +502,7 @@ func TestDeleteAndRecreate(t *testing.T) {
 	}
 	waitFor(t, "the deleted file to be left", func() bool {
 		cps := sink.saved()
-		return len(tl.Stats()) == 1 && len(cps) == 1 && cps[0].Source == got[1].Source
+		return len(tl.Stats()) == 1 && len(cps) == 1 && cps[0].Key == got[1].Source
 	})
 	sink.assertConsistent(t)
 }

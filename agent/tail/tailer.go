@@ -181,12 +181,12 @@ func New(opts Options, sink Sink) (*Tailer, error) {
 		failing:    make(map[string]bool),
 	}
 	for _, cp := range o.Checkpoints {
-		if !strings.HasPrefix(cp.Source, SourcePrefix) || cp.Offset < 0 {
+		if !strings.HasPrefix(cp.Key, SourcePrefix) || cp.Offset < 0 {
 			continue
 		}
 		id, err := DecodeMeta(cp.Meta)
 		if err != nil {
-			t.log.Warn("ignoring checkpoint with unreadable meta", zap.String("source", cp.Source), zap.Error(err))
+			t.log.Warn("ignoring checkpoint with unreadable meta", zap.String("source", cp.Key), zap.Error(err))
 			t.undecoded = append(t.undecoded, cloneCheckpoint(cp))
 			continue
 		}
@@ -518,7 +518,7 @@ func (t *Tailer) plan(r *reader, size int64, recovering bool) error {
 		}
 		delete(t.restored, r.key)
 		if best != nil {
-			r.resume(best.cp.Source, best.cp.Offset, bestFP)
+			r.resume(best.cp.Key, best.cp.Offset, bestFP)
 			return nil
 		}
 		t.log.Info("file replaced since its checkpoint, reading from the start",
@@ -726,6 +726,6 @@ func (t *Tailer) Unclaimed() []buffer.Checkpoint {
 	for _, cp := range t.undecoded {
 		out = append(out, cloneCheckpoint(cp))
 	}
-	slices.SortFunc(out, func(a, b buffer.Checkpoint) int { return strings.Compare(a.Source, b.Source) })
+	slices.SortFunc(out, func(a, b buffer.Checkpoint) int { return strings.Compare(a.Key, b.Key) })
 	return out
 }

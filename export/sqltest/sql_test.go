@@ -271,7 +271,7 @@ func ship(t *testing.T, cfg conf.Config, n int) {
 		line := fmt.Sprintf(`{"customerId":"%s","meterApiName":"%s","meterValue":%d.%03d,"meterTimeInMillis":%d%s}`,
 			custs[rng.IntN(len(custs))], meters[rng.IntN(len(meters))], rng.IntN(100), rng.IntN(1000),
 			now.UnixMilli()-1-rng.Int64N(span), dims)
-		in.Add([]byte(line), record.Source{ID: "sqltest", Offset: int64(i)}, "sqltest")
+		in.Add([]byte(line), record.Origin{ID: "sqltest", Offset: int64(i)}, "sqltest")
 		if in.Full() {
 			if err := in.CommitWait(ctx); err != nil {
 				t.Fatal(err)

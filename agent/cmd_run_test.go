@@ -517,14 +517,14 @@ func TestRunForgetsUnclaimedCheckpoints(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want[cp.Source] = id.Path != files[2]
+		want[cp.Key] = id.Path != files[2]
 	}
 	if len(after) != 2 {
 		t.Fatalf("checkpoints after the second run: %v", after)
 	}
 	for _, cp := range after {
-		if !want[cp.Source] {
-			t.Fatalf("checkpoint %s kept; the deleted file's should be gone, the others kept: %v", cp.Source, after)
+		if !want[cp.Key] {
+			t.Fatalf("checkpoint %s kept; the deleted file's should be gone, the others kept: %v", cp.Key, after)
 		}
 	}
 	assertSeqOnce(t, srv, 3)

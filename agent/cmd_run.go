@@ -264,7 +264,7 @@ func (gc *checkpointGC) run(ctx context.Context) error {
 		return err
 	}
 	for _, cp := range stale {
-		in.SetCheckpoint(cp.Source, -1, nil)
+		in.SetCheckpoint(cp.Key, -1, nil)
 	}
 	if err := in.CommitWait(ctx); err != nil {
 		return fmt.Errorf("forget %d checkpoint(s): %w", len(stale), err)
@@ -275,7 +275,7 @@ func (gc *checkpointGC) run(ctx context.Context) error {
 		if id, err := tail.DecodeMeta(cp.Meta); err == nil {
 			path = id.Path
 		}
-		gc.log.Info("forgot the checkpoint of a file that is gone", zap.String("source", cp.Source), zap.String("path", path), zap.Int64("offset", cp.Offset))
+		gc.log.Info("forgot the checkpoint of a file that is gone", zap.String("source", cp.Key), zap.String("path", path), zap.Int64("offset", cp.Offset))
 	}
 	return nil
 }
@@ -289,12 +289,12 @@ func (gc *checkpointGC) unclaimedByAll() []buffer.Checkpoint {
 			first = u
 		}
 		for _, cp := range u {
-			count[cp.Source]++
+			count[cp.Key]++
 		}
 	}
 	var out []buffer.Checkpoint
 	for _, cp := range first {
-		if count[cp.Source] == len(gc.tailers) {
+		if count[cp.Key] == len(gc.tailers) {
 			out = append(out, cp)
 		}
 	}
