@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"context"
 	"path/filepath"
 	"testing"
 
@@ -19,7 +18,7 @@ func TestBufferFillAgainstMaxSize(t *testing.T) {
 	cfg := testConfig(t, filepath.Join(root, "out"))
 	cfg.Buffer.MaxSize = conf.Size(3 << 20)
 	reg := prometheus.NewRegistry()
-	p, err := New(context.Background(), cfg, Options{Registerer: reg})
+	p, err := newTestPipeline(t, cfg, Options{Registerer: reg}, testParts{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +30,7 @@ func TestBufferFillAgainstMaxSize(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in.Add([]byte(`{"customerId":"c","meterApiName":"m","meterValue":1,"meterTimeInMillis":1654560000000}`), record.Source{ID: "s"}, "src")
+	in.Add([]byte(`{"customerId":"c","meterApiName":"m","meterValue":1,"meterTimeInMillis":1654560000000}`), record.Origin{ID: "s"}, "src")
 	if err := in.Commit(); err != nil {
 		t.Fatal(err)
 	}
