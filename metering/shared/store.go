@@ -201,7 +201,8 @@ func (f *fileStore) Create(_ context.Context, key string, body []byte) (bool, er
 		return false, fmt.Errorf("shared: %w", err)
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(body); err == nil {
+	// err, not a new one in the if: a failed write or fsync must stop the link.
+	if _, err = tmp.Write(body); err == nil {
 		err = tmp.Sync()
 	}
 	if cerr := tmp.Close(); err == nil {
