@@ -13,8 +13,12 @@ BIN       := bin
 MODULES   := $(shell { git ls-files '*go.mod' 2>/dev/null || find . -name go.mod; } | \
                sed -e 's|^\./||' -e 's|go\.mod$$||' -e 's|/$$||' -e 's|^$$|.|' | sort -u)
 SUBMODULES := $(filter-out .,$(MODULES))
+# golangci-lint, pinned in its own tool module (tools/lint/go.mod, so its
+# dependencies do not move versitygw's in tools/go.mod); go tool builds it
+# once and caches it.
+LINT      := $(GO) tool -modfile=$(CURDIR)/tools/lint/go.mod golangci-lint
 
-.PHONY: all build agent plugin test test-modules test-sql test-docker check fmt vet tidy bench run clean
+.PHONY: all build agent plugin test test-modules test-sql test-docker check fmt vet tidy lint bench run clean
 
 all: build
 
@@ -51,8 +55,9 @@ test-sql:
 test-docker:
 	cd docker && $(GO) test -count=1 ./...
 
-# Static checks: formatting, vet, and go.mod/go.sum tidy in every module.
-check: fmt vet tidy
+# Static checks: formatting, vet, go.mod/go.sum tidy in every module and
+# golangci-lint (.golangci.yml) in every module with packages.
+check: fmt vet tidy lint
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -67,6 +72,13 @@ tidy:
 	@fail=0; for m in $(MODULES); do \
 		(cd $$m && $(GO) mod tidy -diff) || { echo "go.mod not tidy in $$m"; fail=1; }; \
 	done; exit $$fail
+
+lint:
+	@set -e; for m in $(MODULES); do \
+		[ -n "$$(cd $$m && $(GO) list ./... 2>/dev/null)" ] || continue; \
+		echo "cd $$m && golangci-lint run ./..."; \
+		(cd $$m && $(LINT) run ./...); \
+	done
 
 # Benchmarks: records/s, MB/s, allocs/op and peak RSS (see README).
 bench:
