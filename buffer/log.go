@@ -613,7 +613,7 @@ func (b *Buffer) createActiveLocked() error {
 		err = syncDir(b.dir)
 	}
 	if err != nil {
-		f.Close()
+		_ = f.Close() // the segment is removed; err says why
 		_ = os.Remove(path)
 		return fmt.Errorf("buffer: create segment %s: %w", path, err)
 	}
@@ -1108,7 +1108,7 @@ func (b *Buffer) close(seal bool) error {
 		}
 	}
 	if b.active != nil {
-		b.active.f.Close()
+		_ = b.active.f.Close() // what was acknowledged is fsynced; seal reported its own error
 		b.active = nil
 	}
 	b.closed = true
