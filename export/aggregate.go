@@ -194,7 +194,7 @@ func (a *aggregator) readObject(r io.Reader, zr *gzip.Reader, br *bufio.Reader) 
 		if err := zr.Reset(br); err != nil {
 			return fmt.Errorf("gzip: %w", err)
 		}
-		defer zr.Close()
+		defer zr.Close() //nolint:errcheck // a gzip reader's Close only reports an earlier read error, already returned
 		br2 := bufio.NewReaderSize(zr, 256<<10)
 		return a.readLines(br2)
 	}
