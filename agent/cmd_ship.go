@@ -151,7 +151,7 @@ func shipInput(ctx context.Context, p *pipeline.Pipeline, in string, stdin io.Re
 		if err != nil {
 			return sum, err
 		}
-		defer f.Close()
+		defer f.Close() //nolint:errcheck // read-only input
 		st, err := f.Stat()
 		if err != nil {
 			return sum, err

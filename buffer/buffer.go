@@ -310,7 +310,7 @@ func (b *Buffer) close(seal bool) error {
 		}
 	}
 	if b.active != nil {
-		b.active.f.Close()
+		_ = b.active.f.Close() // what was acknowledged is fsynced; seal reported its own error
 		b.active = nil
 	}
 	b.closed = true

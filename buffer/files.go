@@ -183,7 +183,7 @@ func copyFile(src, dst string) error {
 	if err != nil {
 		return err
 	}
-	defer in.Close()
+	defer in.Close() //nolint:errcheck // read-only source; the copy is fsynced and checked
 	return fsutil.WriteAtomicFrom(filepath.Dir(dst), filepath.Base(dst), in, 0o640, nil)
 }
 

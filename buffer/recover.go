@@ -59,7 +59,7 @@ func Open(opts Options) (*Buffer, error) {
 	}
 	b.cond = sync.NewCond(&b.mu)
 	if err := b.recover(); err != nil {
-		lock.Close()
+		_ = lock.Close() // recovery failed; its error is the one to report
 		return nil, err
 	}
 	if opts.Sync == SyncInterval {
@@ -210,7 +210,7 @@ func (b *Buffer) recoverSegment(sf segmentFile, asOf uint64, buf *[]byte) (seg *
 	}
 	defer func() {
 		if f != nil {
-			f.Close()
+			_ = f.Close() // recovery fsyncs what it repairs before this
 		}
 	}()
 	fi, err := f.Stat()
@@ -232,7 +232,7 @@ func (b *Buffer) recoverSegment(sf segmentFile, asOf uint64, buf *[]byte) (seg *
 		seq, created, herr = decodeSegHeader(hdr[:])
 	}
 	if herr != nil || seq != sf.seq {
-		f.Close()
+		_ = f.Close() // unreadable header: the file is moved aside
 		f = nil
 		return nil, "", b.moveAside(sf.name)
 	}

@@ -144,7 +144,7 @@ func (s *Segment) Frames(fn func(Frame) error) error {
 	if err != nil {
 		return fmt.Errorf("buffer: segment %d: %w", s.Seq, err)
 	}
-	defer f.Close()
+	defer f.Close() //nolint:errcheck // read-only
 	var hdr [segHeaderSize]byte
 	if _, err := f.ReadAt(hdr[:], 0); err != nil {
 		return fmt.Errorf("buffer: segment %d: read header: %w", s.Seq, err)

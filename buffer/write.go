@@ -302,7 +302,7 @@ func (b *Buffer) createActiveLocked() error {
 		err = syncDir(b.dir)
 	}
 	if err != nil {
-		f.Close()
+		_ = f.Close() // the segment is removed; err says why
 		_ = os.Remove(path)
 		return fmt.Errorf("buffer: create segment %s: %w", path, err)
 	}

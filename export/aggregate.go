@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/gzip"
+
+	"github.com/metership/metership/record"
 )
 
 // Plan is what a job exports, resolved once per run: the window in epoch
@@ -70,7 +72,7 @@ type aggregator struct {
 	bucketer bucketer
 
 	key  []byte
-	sums map[string]*u128
+	sums map[string]*record.Nanos
 	f    fields
 
 	Records  int64 // records aggregated
@@ -94,7 +96,7 @@ func newAggregator(p *Plan) *aggregator {
 	a := &aggregator{
 		plan: p, lo: p.StartTimeSeconds * 1000, hi: p.EndTimeSeconds * 1000,
 		bucketer: bucketer{bucket: p.Bucket},
-		sums:     map[string]*u128{},
+		sums:     map[string]*record.Nanos{},
 	}
 	if len(p.Meters) > 0 {
 		a.meters = map[string]bool{}
@@ -143,7 +145,7 @@ func (a *aggregator) addLine(line []byte) {
 			return
 		}
 	}
-	nanos, ok := parseNanos(f.value)
+	nanos, ok := record.ParseNanos(f.value)
 	if !ok {
 		a.Invalid++
 		return
@@ -157,10 +159,10 @@ func (a *aggregator) addLine(line []byte) {
 	a.key = k
 	s := a.sums[string(k)]
 	if s == nil {
-		s = &u128{}
+		s = &record.Nanos{}
 		a.sums[string(k)] = s
 	}
-	s.add(nanos)
+	s.Add(nanos)
 	a.Records++
 }
 
@@ -173,7 +175,7 @@ func appendField(dst, b []byte) []byte {
 func (a *aggregator) merge(b *aggregator) {
 	for k, v := range b.sums {
 		if s := a.sums[k]; s != nil {
-			s.add(*v)
+			s.Add(*v)
 		} else {
 			a.sums[k] = v
 		}
@@ -192,7 +194,7 @@ func (a *aggregator) readObject(r io.Reader, zr *gzip.Reader, br *bufio.Reader) 
 		if err := zr.Reset(br); err != nil {
 			return fmt.Errorf("gzip: %w", err)
 		}
-		defer zr.Close()
+		defer zr.Close() //nolint:errcheck // a gzip reader's Close only reports an earlier read error, already returned
 		br2 := bufio.NewReaderSize(zr, 256<<10)
 		return a.readLines(br2)
 	}
@@ -276,7 +278,7 @@ func (a *aggregator) rows() []Row {
 		bucket int64
 		meter  string
 		groups []string
-		sum    u128
+		sum    record.Nanos
 	}
 	entries := make([]entry, 0, len(a.sums))
 	for k, v := range a.sums {
@@ -348,8 +350,8 @@ func groupKey(meter string, groups []string) string {
 // formatNanos renders a sum of nanos, times coef when set (rounded half
 // away from zero to nanos, as a SQL CAST to DECIMAL(38,9) does), as a
 // plain decimal with no trailing zeros.
-func formatNanos(sum u128, coef *big.Rat) string {
-	n := sum.big()
+func formatNanos(sum record.Nanos, coef *big.Rat) string {
+	n := sum.Big()
 	if coef != nil {
 		r := new(big.Rat).SetInt(n)
 		r.Mul(r, coef)

@@ -148,10 +148,9 @@ func TestEndToEnd(t *testing.T) {
 
 	e := newEnv(t, cfg, e2eNow, exportOptions())
 	type jobCase struct {
-		id      string
-		spec    expectSpec
-		format  string
-		rescale string
+		id     string
+		spec   expectSpec
+		format string
 	}
 	var jobs []jobCase
 	for fi, format := range []string{"csv", "json", "ndjson"} {

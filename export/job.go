@@ -3,6 +3,7 @@ package export
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/big"
 	"net/mail"
@@ -187,8 +188,7 @@ func errString(err error) string {
 
 func typeMessage(err error) string {
 	var te *json.UnmarshalTypeError
-	if e, ok := err.(*json.UnmarshalTypeError); ok {
-		te = e
+	if errors.As(err, &te) {
 		want := te.Type.String()
 		switch want {
 		case "string":

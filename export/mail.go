@@ -51,10 +51,10 @@ func (m *SMTPMailer) Send(ctx context.Context, to, subject, body string) error {
 	}
 	c, err := smtp.NewClient(conn, m.cfg.Host)
 	if err != nil {
-		conn.Close()
+		_ = conn.Close() // the handshake failed; its error is the one to report
 		return fmt.Errorf("smtp %s: %w", addr, err)
 	}
-	defer c.Close()
+	defer c.Close() //nolint:errcheck // after Quit, or on an error already returned
 	if ok, _ := c.Extension("STARTTLS"); ok {
 		tc := m.TLSConfig
 		if tc == nil {

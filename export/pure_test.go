@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/metership/metership/record"
 )
 
 func TestBucketStart(t *testing.T) {
@@ -61,7 +63,7 @@ func TestFormatNanos(t *testing.T) {
 		{"3", "2.5", "7.5"}, {"0.000000003", "0.5", "0.000000002"}, // 1.5 nanos rounds half up
 		{"123456789012.5", "0.001", "123456789.0125"},
 	} {
-		n, ok := parseNanos([]byte(c.sum))
+		n, ok := record.ParseNanos([]byte(c.sum))
 		if !ok {
 			t.Fatal(c.sum)
 		}
@@ -74,10 +76,10 @@ func TestFormatNanos(t *testing.T) {
 		}
 	}
 	// Decimals add exactly: ten times 0.1 is 1.
-	var s u128
+	var s record.Nanos
 	for range 10 {
-		n, _ := parseNanos([]byte("0.1"))
-		s.add(n)
+		n, _ := record.ParseNanos([]byte("0.1"))
+		s.Add(n)
 	}
 	if formatNanos(s, nil) != "1" {
 		t.Error("0.1 x 10")

@@ -116,7 +116,7 @@ func (s *DirSink) PutNew(ctx context.Context, key string, body []byte, contentTy
 		return false, err
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp)
+	defer os.Remove(tmp) //nolint:errcheck // best effort: gone after the rename
 	_, err = f.Write(body)
 	if err == nil {
 		err = f.Sync()
@@ -314,7 +314,7 @@ func (r *Runner) readOne(ctx context.Context, a *aggregator, key string, zr *gzi
 	if err != nil {
 		return err
 	}
-	defer rc.Close()
+	defer rc.Close() //nolint:errcheck // read-only
 	if err := a.readObject(rc, zr, br); err != nil {
 		return fmt.Errorf("read %s: %w", key, err)
 	}

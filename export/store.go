@@ -350,7 +350,7 @@ func (s *S3Store) getObjectAt(ctx context.Context, key string) ([]byte, string, 
 		}
 		return nil, "", time.Time{}, fmt.Errorf("jobs store: get %s: %w", key, err)
 	}
-	defer out.Body.Close()
+	defer out.Body.Close() //nolint:errcheck // read in full and checked below
 	b, err := io.ReadAll(out.Body)
 	if err != nil {
 		return nil, "", time.Time{}, fmt.Errorf("jobs store: get %s: %w", key, err)

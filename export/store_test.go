@@ -2,6 +2,7 @@ package export_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -81,7 +82,7 @@ func TestS3StoreConditional(t *testing.T) {
 	if err := st.Create(ctx, j); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Create(ctx, j); err != export.ErrExists {
+	if err := st.Create(ctx, j); !errors.Is(err, export.ErrExists) {
 		t.Fatalf("second create: %v", err)
 	}
 	_, v1, err := st.Get(ctx, "job-1")
@@ -93,7 +94,7 @@ func TestS3StoreConditional(t *testing.T) {
 		t.Fatal(err)
 	}
 	j.Description = "stale"
-	if err := st.Update(ctx, j, v1); err != export.ErrConflict {
+	if err := st.Update(ctx, j, v1); !errors.Is(err, export.ErrConflict) {
 		t.Fatalf("stale update: %v", err)
 	}
 	got, _, _ := st.Get(ctx, "job-1")
@@ -103,7 +104,7 @@ func TestS3StoreConditional(t *testing.T) {
 	if err := st.Delete(ctx, "job-1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := st.Get(ctx, "job-1"); err != export.ErrNotFound {
+	if _, _, err := st.Get(ctx, "job-1"); !errors.Is(err, export.ErrNotFound) {
 		t.Fatalf("after delete: %v", err)
 	}
 }

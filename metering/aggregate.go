@@ -65,8 +65,8 @@ func (s *scanner) appendAggregate(dst []byte, records int) []byte {
 				dst = appendStringField(dst, e.tags[j])
 			}
 		}
-		dst = binary.AppendUvarint(dst, e.nanos.hi)
-		dst = binary.AppendUvarint(dst, e.nanos.lo)
+		dst = binary.AppendUvarint(dst, e.nanos.Hi)
+		dst = binary.AppendUvarint(dst, e.nanos.Lo)
 		dst = binary.AppendUvarint(dst, uint64(e.records))
 	}
 	return dst
@@ -117,7 +117,7 @@ func (s *scanner) walkAggregate(data []byte, apply bool) (int, bool) {
 				tags[j] = r.field()
 			}
 		}
-		nanos := u128{hi: r.uvarint(), lo: r.uvarint()}
+		nanos := record.Nanos{Hi: r.uvarint(), Lo: r.uvarint()}
 		recs := r.uvarint()
 		if r.bad || recs > records {
 			return 0, false
@@ -125,7 +125,7 @@ func (s *scanner) walkAggregate(data []byte, apply bool) (int, bool) {
 		sum += recs
 		if apply {
 			e := s.entry(hour, api, cust, license, present, &tags)
-			e.nanos.add(nanos)
+			e.nanos.Add(nanos)
 			e.records += int64(recs)
 		}
 	}

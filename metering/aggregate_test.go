@@ -53,7 +53,7 @@ var aggregateCorpus = []string{
 func sums(s *scanner) string {
 	var lines []string
 	for _, e := range s.entries {
-		lines = append(lines, fmt.Sprintf("%d|%s|%s|%s|%d|%q|%d:%d|%d", e.hour, e.api, e.customer, e.license, e.present, e.tags, e.nanos.hi, e.nanos.lo, e.records))
+		lines = append(lines, fmt.Sprintf("%d|%s|%s|%s|%d|%q|%d:%d|%d", e.hour, e.api, e.customer, e.license, e.present, e.tags, e.nanos.Hi, e.nanos.Lo, e.records))
 	}
 	slices.Sort(lines)
 	return fmt.Sprintf("invalid %d\n%s", s.invalid, strings.Join(lines, "\n"))
@@ -273,7 +273,7 @@ func TestBatchSumsReset(t *testing.T) {
 	if n, ok := s.mergeAggregate(bc.Aggregate()); !ok || n != 1 || len(s.entries) != 1 || s.entries[0].records != 1 {
 		t.Fatalf("after Reset and one record: %d covered, %v, %s", n, ok, sums(s))
 	}
-	if e := s.entries[0]; e.api != "api-calls" || e.tags[0] != "red" || e.nanos != (u128{lo: 2_000_000_000}) {
+	if e := s.entries[0]; e.api != "api-calls" || e.tags[0] != "red" || e.nanos != (record.Nanos{Lo: 2_000_000_000}) {
 		t.Fatalf("entry %+v", e)
 	}
 }
@@ -298,7 +298,7 @@ func TestScannerManyKeys(t *testing.T) {
 	for _, e := range s.entries {
 		var i int
 		fmt.Sscan(strings.TrimLeft(e.api, "a"), &i)
-		if e.records != 2 || e.nanos != (u128{lo: uint64(2*(i+1)) * nanosPerUnit}) || e.customer != fmt.Sprintf("c%d", i%7) || e.tags[0] != fmt.Sprintf("t%d", i%3) {
+		if e.records != 2 || e.nanos != (record.Nanos{Lo: uint64(2*(i+1)) * nanosPerUnit}) || e.customer != fmt.Sprintf("c%d", i%7) || e.tags[0] != fmt.Sprintf("t%d", i%3) {
 			t.Fatalf("entry %+v", e)
 		}
 	}

@@ -50,7 +50,7 @@ func TestScannerLayouts(t *testing.T) {
 		if e.hour != floorHour(at) || e.api != "api" {
 			t.Errorf("entry hour %d api %q", e.hour, e.api)
 		}
-		entries = append(entries, got{e.customer, e.license, e.tags[0], e.tags[1], e.present, e.nanos.big().String(), e.records})
+		entries = append(entries, got{e.customer, e.license, e.tags[0], e.tags[1], e.present, e.nanos.Big().String(), e.records})
 	}
 	want := []got{
 		{"c1", "arn:l", "a", "prod", 3, "4500000000", 3},

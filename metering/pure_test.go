@@ -15,6 +15,7 @@ import (
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/metership/metership/conf"
+	"github.com/metership/metership/record"
 )
 
 func TestHourOfMillis(t *testing.T) {
@@ -259,47 +260,6 @@ func TestClientToken(t *testing.T) {
 	}
 }
 
-func TestParseNanos(t *testing.T) {
-	tests := []struct {
-		in   string
-		want string // big-integer nanos, or "" for invalid
-	}{
-		{"0", "0"},
-		{"1", "1000000000"},
-		{"0.1", "100000000"},
-		{"1.5", "1500000000"},
-		{"123.123456789", "123123456789"},
-		{"0.0000000019", "1"},
-		{"1e3", "1000000000000"},
-		{"1.5E-3", "1500000"},
-		{"2.5e+2", "250000000000"},
-		{"123456789012345678901234", "123456789012345678901234000000000"},
-		{"999999999999999999", "999999999999999999000000000"},
-		{"-1", ""},
-		{"abc", ""},
-		{"", ""},
-		{"1.", ""},
-		{".5", ""},
-		{"1e", ""},
-		{"0x10", ""},
-		{"Infinity", ""},
-	}
-	for _, tt := range tests {
-		got, ok := parseNanos([]byte(tt.in))
-		switch {
-		case tt.want == "" && ok:
-			t.Errorf("parseNanos(%q) = %s, want invalid", tt.in, got.big())
-		case tt.want != "" && !ok:
-			t.Errorf("parseNanos(%q) invalid, want %s", tt.in, tt.want)
-		case ok && got.big().String() != tt.want:
-			t.Errorf("parseNanos(%q) = %s, want %s", tt.in, got.big(), tt.want)
-		}
-	}
-	if n := testing.AllocsPerRun(100, func() { parseNanos([]byte("12345.6789")) }); n != 0 {
-		t.Errorf("parseNanos allocates %.0f times on the fast path", n)
-	}
-}
-
 func TestFactor(t *testing.T) {
 	tests := []struct {
 		spec string
@@ -320,7 +280,7 @@ func TestFactor(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		raw, ok := parseNanos([]byte(tt.raw))
+		raw, ok := record.ParseNanos([]byte(tt.raw))
 		if !ok {
 			t.Fatal(tt.raw)
 		}
@@ -328,7 +288,7 @@ func TestFactor(t *testing.T) {
 			t.Errorf("%s applied to %s = %d nanos, want %d", tt.spec, tt.raw, got, tt.want)
 		}
 	}
-	huge := u128{hi: 1}
+	huge := record.Nanos{Hi: 1}
 	if got := parseFactor("x", 1).apply(huge); got != math.MaxInt64 {
 		t.Errorf("overflow is not saturated: %d", got)
 	}

@@ -24,8 +24,8 @@ type aggEntry struct {
 	customer string
 	license  string
 	tags     [maxAllocationTags]string
-	present  uint8 // bit i: tags[i] was in the record
-	nanos    u128  // raw meterValue sum, before the dimension factor
+	present  uint8        // bit i: tags[i] was in the record
+	nanos    record.Nanos // raw meterValue sum, before the dimension factor
 	records  int64
 }
 
@@ -114,7 +114,7 @@ func (s *scanner) addLocated(tsMillis int64, l *record.Located) {
 // count adds the record whose fields parseFast, parseSlow or addLocated
 // left in s.
 func (s *scanner) count(tsMillis int64, value []byte) {
-	nanos, ok := parseNanos(value)
+	nanos, ok := record.ParseNanos(value)
 	if !ok {
 		s.invalid++
 		return
@@ -125,7 +125,7 @@ func (s *scanner) count(tsMillis int64, value []byte) {
 		s.hourStart = s.hour * 1000
 	}
 	e := s.entry(s.hour, s.api, s.cust, s.license, s.present, &s.tagVals)
-	e.nanos.add(nanos)
+	e.nanos.Add(nanos)
 	e.records++
 }
 

@@ -81,7 +81,7 @@ func TestSharedHandOverSurvivesCrash(t *testing.T) {
 	countRecords(t, m, recs, 2)
 	func() {
 		defer func() {
-			if r := recover(); r != errCrash {
+			if r := recover(); r != errCrash { //nolint:errorlint // the panic value itself, never wrapped
 				t.Fatalf("no crash at %s: %v", crashAt, r)
 			}
 		}()

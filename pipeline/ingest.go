@@ -128,7 +128,7 @@ func (in *Ingester) reject(line []byte, offset int64, sourceName string, err err
 	reason := err.Error()
 	if len(line) > in.maxLine {
 		line = line[:in.maxLine]
-		if err != in.tooLong {
+		if !errors.Is(err, in.tooLong) {
 			reason = fmt.Sprintf("%s (line cut to its first %d bytes, records.max_line_size)", reason, in.maxLine)
 		}
 	}
@@ -139,7 +139,7 @@ func (in *Ingester) reject(line []byte, offset int64, sourceName string, err err
 		// buffer.max_size, and say that the line was shortened.
 		overhead := len(record.AppendDeadLetter(in.scratch[:0], sourceName, offset, nil, reason)) + 128
 		keep := escapedPrefix(line, limit-overhead)
-		if err == in.tooLong {
+		if errors.Is(err, in.tooLong) {
 			reason = fmt.Sprintf("line exceeds records.max_line_size (%d bytes); only its first %d bytes are kept here, to fit buffer.max_size", in.maxLine, keep)
 		} else {
 			reason = fmt.Sprintf("%s (line shortened to its first %d bytes to fit buffer.max_size)", reason, keep)

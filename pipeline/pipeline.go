@@ -520,7 +520,7 @@ func (p *Pipeline) takeShipped(group []*buffer.Segment) []*buffer.Segment {
 func (p *Pipeline) salvage(seg *buffer.Segment, cause error) error {
 	bad, err := p.buf.Salvage(seg)
 	if err != nil {
-		return fmt.Errorf("segment %d is damaged (%v) and could not be salvaged: %w", seg.Seq, cause, err)
+		return fmt.Errorf("segment %d is damaged (%v) and could not be salvaged: %w", seg.Seq, cause, err) //nolint:errorlint // only the salvage error is the cause; the damage is told, not wrapped
 	}
 	p.metrics.SegmentsDamaged.Inc()
 	p.log.Error("buffer segment damaged on disk after it was sealed; a copy is set aside and its intact part is shipped",

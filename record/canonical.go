@@ -26,7 +26,10 @@ type Canonical struct {
 	MeterAPIName []byte
 	// MeterValue is the raw number token; the caller parses it.
 	MeterValue []byte
-	line       []byte
+	// MeterTime is meterTimeInMillis's digits (the buffer frame carries
+	// the time too, so most readers need not parse it).
+	MeterTime []byte
+	line      []byte
 	// dims is where the next dimension starts in line, or -1 when there
 	// is none left.
 	dims int
@@ -82,9 +85,11 @@ func ScanCanonical(line []byte, customer bool, c *Canonical) bool {
 		return false
 	}
 	i += len(canonTime)
+	start = i
 	for i < len(line) && line[i] >= '0' && line[i] <= '9' {
 		i++
 	}
+	c.MeterTime = line[start:i]
 	if !bytes.HasPrefix(line[i:], canonDimensions) {
 		return i < len(line) && (line[i] == ',' || line[i] == '}')
 	}

@@ -44,17 +44,6 @@ func (s segment) Frames(fn func(buffer.Frame) error) error {
 	return nil
 }
 
-// failingSource fails after yielding n frames.
-type failingSource struct {
-	segment
-	n   int
-	err error
-}
-
-func (s failingSource) Frames(fn func(buffer.Frame) error) error {
-	return s.segment[:s.n].Frames(fn)
-}
-
 func rec(at int64, data string) buffer.Frame {
 	return buffer.Frame{Type: buffer.FrameRecord, Time: at, Data: []byte(data)}
 }

@@ -64,7 +64,7 @@ func (u *FileUploader) Put(ctx context.Context, obj *Object) error {
 		return fmt.Errorf("ship: write %s: %w", final, err)
 	}
 	tmpName := tmp.Name()
-	defer os.Remove(tmpName)
+	defer os.Remove(tmpName) //nolint:errcheck // best effort: gone after the rename
 	_, err = tmp.Write(obj.Body)
 	if err == nil {
 		err = tmp.Chmod(0o644)

@@ -81,7 +81,7 @@ func (r Retry) Put(ctx context.Context, obj *Object) error {
 			return nil
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("put %s: %w after %d attempts (last error: %v)", obj.Key, ctx.Err(), attempt, err)
+			return fmt.Errorf("put %s: %w after %d attempts (last error: %v)", obj.Key, ctx.Err(), attempt, err) //nolint:errorlint // the outcome is the context's end; the last attempt's error is only told
 		}
 		permanent := IsPermanent(err)
 		var wait time.Duration
@@ -98,7 +98,7 @@ func (r Retry) Put(ctx context.Context, obj *Object) error {
 			r.OnError(err, attempt, permanent, wait)
 		}
 		if !ctxtime.Sleep(ctx, wait) {
-			return fmt.Errorf("put %s: %w after %d attempts (last error: %v)", obj.Key, ctx.Err(), attempt, err)
+			return fmt.Errorf("put %s: %w after %d attempts (last error: %v)", obj.Key, ctx.Err(), attempt, err) //nolint:errorlint // the outcome is the context's end; the last attempt's error is only told
 		}
 	}
 }

@@ -318,7 +318,7 @@ func (u *S3Uploader) checkExisting(ctx context.Context, key string, obj *Object)
 		if err != nil {
 			return nil, fmt.Errorf("s3 GetObject s3://%s/%s after 412: %w", u.bucket, key, err)
 		}
-		defer out.Body.Close()
+		defer out.Body.Close() //nolint:errcheck // read in full and checked below
 		body, err := io.ReadAll(out.Body)
 		if err != nil {
 			return nil, fmt.Errorf("s3 GetObject s3://%s/%s after 412: %w", u.bucket, key, err)
@@ -372,7 +372,7 @@ func (u *S3Uploader) putMultipart(ctx context.Context, key string, obj *Object) 
 			Bucket: aws.String(u.bucket), Key: aws.String(key), UploadId: uploadID,
 		})
 		if aerr != nil {
-			err = fmt.Errorf("%w (abort of upload %s failed too: %v)", err, aws.ToString(uploadID), aerr)
+			err = fmt.Errorf("%w (abort of upload %s failed too: %v)", err, aws.ToString(uploadID), aerr) //nolint:errorlint // callers classify the put's error, not the abort's
 		}
 	}()
 

@@ -227,12 +227,3 @@ func writeFile(t testing.TB, path, s string) {
 		t.Fatal(err)
 	}
 }
-
-// statsPaths returns the paths of the followed files.
-func statsPaths(tl *Tailer) []string {
-	var out []string
-	for _, s := range tl.Stats() {
-		out = append(out, s.Path)
-	}
-	return out
-}

@@ -40,10 +40,10 @@ func TestRotatedWhileDown(t *testing.T) {
 	opts.Checkpoints = sink.saved()
 	sink2 := newRecordingSink(sink.saved())
 	tl, _ := startTailer(t, opts, sink2)
-	got := waitLines(t, sink2, 2)
+	waitLines(t, sink2, 2)
 	waitFor(t, "the rotated file to be left", func() bool { return len(tl.Stats()) == 1 && len(sink2.saved()) == 1 })
 	time.Sleep(30 * time.Millisecond)
-	got = sink2.snapshot()
+	got := sink2.snapshot()
 	slices.SortFunc(got, func(a, b recLine) int { return strings.Compare(a.Data, b.Data) })
 	if !slices.Equal(data(got), []string{"l3", "m1"}) {
 		t.Fatalf("lines %+v", got)

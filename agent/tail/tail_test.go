@@ -182,9 +182,9 @@ func TestPartialLineWaitsForNewline(t *testing.T) {
 		t.Fatalf("%d lines delivered before the newline", n)
 	}
 	appendFile(t, path, "def\nghi")
-	got := waitLines(t, sink, 1)
+	waitLines(t, sink, 1)
 	time.Sleep(30 * time.Millisecond)
-	got = sink.snapshot()
+	got := sink.snapshot()
 	if len(got) != 1 || got[0].Data != "abcdef" || got[0].Offset != 0 {
 		t.Fatalf("lines %+v", got)
 	}

@@ -86,7 +86,7 @@ func loadJournal(dir, agent, product string, now time.Time) (*journal, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&j); err != nil || j.Format != journalFormat {
-		return nil, fmt.Errorf("%w: %s: %v (format %q)", ErrCorruptJournal, filepath.Join(dir, journalName), err, j.Format)
+		return nil, fmt.Errorf("%w: %s: %v (format %q)", ErrCorruptJournal, filepath.Join(dir, journalName), err, j.Format) //nolint:errorlint // err may be nil (a format mismatch); ErrCorruptJournal is what callers test
 	}
 	if j.Agent != agent || j.Product != product {
 		return nil, fmt.Errorf("%w: %s belongs to agent %q, product %q (now %q, %q): its usage would be lost to the new id",

@@ -80,14 +80,6 @@ func (e Entry) nanos() int64 {
 	return n
 }
 
-func (e Entry) records() int64 {
-	var n int64
-	for _, b := range e.Buckets {
-		n += b.Records
-	}
-	return n
-}
-
 // Partial is one agent's usage of one closed hour:
 // partials/<product>/<YYYY-MM-DDTHH>/<agent>.json, written once.
 type Partial struct {

@@ -147,7 +147,7 @@ func WriteLocalStatus(w io.Writer, dir string) error {
 	}
 	var j journal
 	if err := json.Unmarshal(data, &j); err != nil {
-		return fmt.Errorf("%w: %v", ErrCorruptJournal, err)
+		return fmt.Errorf("%w: %w", ErrCorruptJournal, err)
 	}
 	fmt.Fprintf(w, "this replica: agent %s, next partial %s, closed before %s\n", j.Agent, j.NextHour.Format(hourLayout), j.Cut.Format(hourLayout))
 	for _, name := range slices.Sorted(maps.Keys(j.Open)) {

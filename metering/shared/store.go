@@ -132,7 +132,7 @@ func (s *s3Store) Get(ctx context.Context, key string) ([]byte, error) {
 		}
 		return nil, fmt.Errorf("shared: get s3://%s/%s: %w", s.bucket, s.key(key), err)
 	}
-	defer out.Body.Close()
+	defer out.Body.Close() //nolint:errcheck // read in full and checked below
 	b, err := io.ReadAll(out.Body)
 	if err != nil {
 		return nil, fmt.Errorf("shared: get s3://%s/%s: %w", s.bucket, s.key(key), err)
@@ -200,8 +200,9 @@ func (f *fileStore) Create(_ context.Context, key string, body []byte) (bool, er
 	if err != nil {
 		return false, fmt.Errorf("shared: %w", err)
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(body); err == nil {
+	defer os.Remove(tmp.Name()) //nolint:errcheck // best effort: the object is its hard link
+	// err, not a new one in the if: a failed write or fsync must stop the link.
+	if _, err = tmp.Write(body); err == nil {
 		err = tmp.Sync()
 	}
 	if cerr := tmp.Close(); err == nil {
