@@ -1,6 +1,7 @@
 package conf
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"strconv"
@@ -172,7 +173,7 @@ func (d *decoder) decodeScalar(key string, n *yaml.Node, f reflect.Value) {
 	p.Elem().Set(f)
 	if err := n.Decode(p.Interface()); err != nil {
 		var te *yaml.TypeError
-		if ok := asTypeError(err, &te); ok {
+		if errors.As(err, &te) {
 			d.fail(key, n, "%q is not %s", n.Value, what)
 			return
 		}
@@ -180,12 +181,6 @@ func (d *decoder) decodeScalar(key string, n *yaml.Node, f reflect.Value) {
 		return
 	}
 	f.Set(p.Elem())
-}
-
-func asTypeError(err error, te **yaml.TypeError) bool {
-	t, ok := err.(*yaml.TypeError)
-	*te = t
-	return ok
 }
 
 // scalarName says what a scalar field accepts.
