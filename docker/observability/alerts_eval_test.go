@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
@@ -97,7 +98,7 @@ func firingAt(t *testing.T, series map[string]string, minutes int) [][]string {
 			q.Close()
 			seen := map[string]time.Time{}
 			for _, s := range vec {
-				key := s.Metric.DropMetricName().String()
+				key := s.Metric.DropReserved(func(n string) bool { return n == model.MetricNameLabel }).String()
 				since, ok := activeAt[a.name][key]
 				if !ok {
 					since = ts

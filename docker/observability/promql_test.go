@@ -241,7 +241,7 @@ func selectorName(vs *parser.VectorSelector) string {
 		return vs.Name
 	}
 	for _, m := range vs.LabelMatchers {
-		if m.Name == labels.MetricName && m.Type == labels.MatchEqual {
+		if m.Name == model.MetricNameLabel && m.Type == labels.MatchEqual {
 			return m.Value
 		}
 	}
@@ -286,7 +286,7 @@ func (e exposition) check(expr parser.Expr, legend string) []string {
 				return nil
 			}
 			for _, m := range n.LabelMatchers {
-				if m.Name == labels.MetricName || targetLabels[m.Name] {
+				if m.Name == model.MetricNameLabel || targetLabels[m.Name] {
 					continue
 				}
 				values, ok := series[m.Name]
