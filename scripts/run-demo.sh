@@ -14,10 +14,11 @@ export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-demo} AWS_SECRET_ACCESS_KEY=${AWS_
 export AWS_EC2_METADATA_DISABLED=true
 
 mkdir -p demo/logs
-# The sample's records are from June 2022: moved, keeping their spacing (a
-# little over 5 hours), to end a minute ago, so the demo bills current
-# usage in its own hours. Usage that old would otherwise be recorded as
-# unbilled (metering.max_carry), not billed today.
+# The sample's records are from June 2022: moved to end a minute ago, their
+# spacing (a little over 5 hours) squeezed into the last 3 hours, so the
+# demo bills current usage in its own hours, all still inside AWS's 6-hour
+# window with metering's safety margin. Usage that old would otherwise be
+# recorded as unbilled (metering.max_carry), not billed today.
 if [ ! -f demo/logs/app.log ]; then
   now_ms=$(($(date +%s) * 1000))
   awk -v now="$now_ms" '
@@ -25,13 +26,15 @@ if [ ! -f demo/logs/app.log ]; then
       if (match($0, /"meterTimeInMillis":[0-9]+/)) {
         t = substr($0, RSTART + 20, RLENGTH - 20) + 0
         if (max == "" || t > max) max = t
+        if (min == "" || t < min) min = t
       } }
     END {
-      shift = now - 60000 - max
+      span = 3 * 3600000
+      scale = (max > min && max - min > span) ? span / (max - min) : 1
       for (i = 1; i <= NR; i++) {
         l = lines[i]
         if (match(l, /"meterTimeInMillis":[0-9]+/)) {
-          t = substr(l, RSTART + 20, RLENGTH - 20) + shift
+          t = now - 60000 - (max - (substr(l, RSTART + 20, RLENGTH - 20) + 0)) * scale
           l = substr(l, 1, RSTART + 19) sprintf("%.0f", t) substr(l, RSTART + RLENGTH)
         }
         print l
