@@ -18,7 +18,7 @@ SUBMODULES := $(filter-out .,$(MODULES))
 # once and caches it.
 LINT      := $(GO) tool -modfile=$(CURDIR)/tools/lint/go.mod golangci-lint
 
-.PHONY: all build agent plugin test test-modules test-sql test-docker check fmt vet tidy lint bench run clean
+.PHONY: all build agent plugin test test-modules test-sql test-docker test-observability prometheusrule check fmt vet tidy lint bench run clean
 
 all: build
 
@@ -54,6 +54,28 @@ test-sql:
 # agent's module graph has no k8s.io.
 test-docker:
 	cd docker && $(GO) test -count=1 ./...
+
+# The Grafana dashboard and Prometheus rules (docker/observability) checked
+# with Prometheus' own parser and rule loader and against the metrics a
+# running agent and jobs server expose: its own module, so the agent does
+# not depend on Prometheus itself (test-modules runs it too).
+test-observability:
+	cd docker/observability && $(GO) vet ./... && $(GO) test -count=1 -timeout 5m ./...
+
+# docker/observability/prometheusrule.yaml: the groups of alerts.yaml in a
+# Kubernetes PrometheusRule (a test fails when they differ).
+prometheusrule:
+	cd docker/observability && { \
+	  printf '%s\n' '# Generated from alerts.yaml by `make prometheusrule`: the same rules as a' \
+	    '# Prometheus Operator PrometheusRule. Edit alerts.yaml, then regenerate.' \
+	    '#' '#   kubectl apply -n monitoring -f docker/observability/prometheusrule.yaml' \
+	    '#' '# The Prometheus resource picks it up when its ruleSelector matches these' \
+	    '# labels (kube-prometheus-stack: release: <its release name>).' \
+	    'apiVersion: monitoring.coreos.com/v1' 'kind: PrometheusRule' 'metadata:' \
+	    '  name: metership' '  labels:' '    app.kubernetes.io/name: metership' \
+	    '    app.kubernetes.io/component: alerting' 'spec:'; \
+	  sed -n '/^groups:/,$$p' alerts.yaml | sed 's/^/  /'; \
+	} > prometheusrule.yaml
 
 # Static checks: formatting, vet, go.mod/go.sum tidy in every module and
 # golangci-lint (.golangci.yml) in every module with packages.

@@ -48,6 +48,7 @@ func cmdJobs(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	reg := prometheus.NewRegistry()
+	reg.MustRegister(buildInfo())
 	svc, err := export.New(ctx, cfg, export.Options{Logger: log, Registerer: reg})
 	if err != nil {
 		fmt.Fprintf(stderr, "metership: %v\n", err)

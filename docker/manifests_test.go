@@ -79,6 +79,13 @@ func yamlFiles(root string) ([]string, error) {
 		if err != nil {
 			return err
 		}
+		if d.IsDir() && path != root {
+			// A nested module (docker/observability) decodes its own
+			// files with the types it depends on (PrometheusRule).
+			if _, err := os.Stat(filepath.Join(path, "go.mod")); err == nil {
+				return filepath.SkipDir
+			}
+		}
 		if d.IsDir() || !(strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".yml")) {
 			return nil
 		}

@@ -85,15 +85,22 @@ func (s *sharedRuntime) start(ctx context.Context, wg *sync.WaitGroup, settle bo
 }
 
 // finish writes what the last reporting pass handed over; with settle it
-// waits until this replica's closed hours are settled.
+// waits until this replica's closed hours are settled. Then, if nothing
+// is left unwritten, the heartbeat says the replica stopped cleanly.
 func (s *sharedRuntime) finish(ctx context.Context, settle bool) error {
 	if s == nil {
 		return nil
 	}
+	var err error
 	if settle {
-		return s.agent.Wait(ctx, time.Second)
+		err = s.agent.Wait(ctx, time.Second)
+	} else {
+		err = s.agent.Step(ctx)
 	}
-	return s.agent.Step(ctx)
+	if err != nil {
+		return err
+	}
+	return s.agent.Stop(ctx)
 }
 
 // summary is the ship summary's lines for the shared protocol.

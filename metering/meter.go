@@ -217,6 +217,9 @@ type Meter struct {
 	// savedAt is when the ledger was last written.
 	savedAt time.Time
 	sum     Summary
+	// oldestPending is the start (unix seconds) of the oldest hour counted
+	// in sum.Pending; 0 when none.
+	oldestPending int64
 	// lastCut is the first hour not closed at the last pass: where an
 	// expired intent's usage goes is chosen against it.
 	lastCut int64
@@ -724,18 +727,30 @@ func (m *Meter) flushLocked() error {
 	return m.saveLocked()
 }
 
-// updatePendingLocked sets the hours_pending gauge.
+// updatePendingLocked sets the hours_pending gauge and the oldest pending
+// hour.
 func (m *Meter) updatePendingLocked() {
 	n := 0
+	oldest := int64(0)
+	note := func(h int64) {
+		if oldest == 0 || h < oldest {
+			oldest = h
+		}
+	}
 	for _, s := range m.led.series {
 		n += len(s.open)
+		for h := range s.open {
+			note(h)
+		}
 		for _, in := range s.intents {
 			if in.Status == statusPending {
 				n++
+				note(in.Hour.Unix())
 			}
 		}
 	}
 	m.sum.Pending = n
+	m.oldestPending = oldest
 }
 
 // Summary returns what this Meter did since New.

@@ -1,6 +1,8 @@
 package metering
 
 import (
+	"maps"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -23,6 +25,9 @@ type metrics struct {
 	deadLetters      prometheus.Counter
 	reportErrors     *prometheus.CounterVec
 	ledgerWriteFails prometheus.Counter
+	oldestPending    prometheus.Collector
+	window           prometheus.Collector
+	quantities       prometheus.Collector
 }
 
 func newMetrics(reg prometheus.Registerer, mt *Meter) (*metrics, error) {
@@ -71,11 +76,36 @@ func newMetrics(reg prometheus.Registerer, mt *Meter) (*metrics, error) {
 			Help: "Failed MeterUsage / BatchMeterUsage calls by error code."}, []string{"code"}),
 		ledgerWriteFails: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "ledger_write_errors_total",
 			Help: "Failed ledger writes (the change stays in memory and is written by the next attempt)."}),
+		oldestPending: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "oldest_pending_hour_seconds",
+			Help: "Age of the oldest hour with usage not yet accepted by AWS Marketplace, from the hour's start (the time sent to AWS, which refuses it once metering.window has passed); 0 when none."},
+			func() float64 {
+				mt.mu.Lock()
+				h := mt.oldestPending
+				mt.mu.Unlock()
+				if h == 0 {
+					return 0
+				}
+				return max(mt.now().Sub(hourTime(h)).Seconds(), 0)
+			}),
+		window: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "window_seconds",
+			Help: "metering.window: how long after an hour's start AWS Marketplace still accepts its usage."},
+			func() float64 { return mt.set.window.Seconds() }),
+		quantities: &quantityCollector{mt: mt, desc: prometheus.NewDesc(ns+"_"+sub+"_quantity_reported_total",
+			"Quantity accepted by AWS Marketplace, by Marketplace dimension (units of the dimension, after factors).", []string{"dimension"}, nil)},
 	}
+	// Known reasons start at 0, so the first occurrence is an increase
+	// an alert sees, not a series appearing at 1.
+	for _, r := range []string{"window", "late", "out_of_bounds"} {
+		m.hoursCarried.WithLabelValues(r)
+	}
+	for _, r := range []string{"value", "customer"} {
+		m.recordsUnbilled.WithLabelValues(r)
+	}
+	m.usageUnbilled.WithLabelValues(unbilledMaxCarry)
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.hoursPending, m.hoursReported, m.hoursCarried, m.hoursConflicted,
+	for _, c := range []prometheus.Collector{m.oldestPending, m.window, m.quantities, m.hoursPending, m.hoursReported, m.hoursCarried, m.hoursConflicted,
 		m.recordsCounted, m.recordsUnmapped, m.recordsRescanned, m.recordsUnbilled, m.usageUnbilled, m.segmentsCounted, m.reportLatency, m.lastSuccess,
 		m.notSubscribed, m.deadLetters, m.reportErrors, m.ledgerWriteFails} {
 		if err := reg.Register(c); err != nil {
@@ -83,4 +113,22 @@ func newMetrics(reg prometheus.Registerer, mt *Meter) (*metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// quantityCollector exports the Summary's accepted quantities per
+// dimension at scrape time.
+type quantityCollector struct {
+	mt   *Meter
+	desc *prometheus.Desc
+}
+
+func (c *quantityCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *quantityCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mt.mu.Lock()
+	q := maps.Clone(c.mt.sum.Quantities)
+	c.mt.mu.Unlock()
+	for dim, n := range q {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(n), dim)
+	}
 }

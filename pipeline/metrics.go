@@ -70,6 +70,9 @@ func newMetrics(reg prometheus.Registerer, p *Pipeline) *Metrics {
 		gauge("metership_buffer_bytes", "Bytes of buffer segments on disk.", func() float64 {
 			return float64(p.buf.Stats().BytesOnDisk)
 		}),
+		gauge("metership_buffer_max_bytes", "buffer.max_size: the bound on metership_buffer_bytes; inputs pause when it is reached.", func() float64 {
+			return float64(p.cfg.Buffer.MaxSize)
+		}),
 		total("metership_buffer_disk_errors_total", "Buffer writes, seals and acks that failed with a disk error (a full disk, a failed fsync).", func() int64 {
 			return int64(p.buf.Stats().DiskErrors)
 		}),

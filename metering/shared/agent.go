@@ -110,6 +110,25 @@ type Agent struct {
 	latest     time.Time // latest claim hour seen
 	sum        Summary
 	stepErrors int
+	// stopped: Stop found nothing unwritten; heartbeats say so.
+	stopped bool
+	// conflicts counts records of this agent's sends that AWS answered
+	// DuplicateRecord (it holds another quantity).
+	conflicts int
+	// liveReplicas and stalledReplicas are what the last watchPeers saw.
+	liveReplicas, stalledReplicas int
+
+	// peers caches the other replicas' stale heartbeats, by agent id, so
+	// each is read once, and watchedAt is when watchPeers last listed
+	// them (used by Step only, under stepMu).
+	peers     map[string]peerBeat
+	watchedAt time.Time
+}
+
+// peerBeat is what a stale heartbeat said, as of its modification time.
+type peerBeat struct {
+	modified time.Time
+	stopped  bool
 }
 
 // Summary is what this agent did since New, for the CLI.
@@ -298,6 +317,15 @@ func (a *Agent) Step(ctx context.Context) error {
 	if err := a.heartbeat(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	// Every 5 ticks: a heartbeat is stale after 3, and the alert on it
+	// need not cost a LIST every tick.
+	if now := a.cfg.Now(); a.watchedAt.IsZero() || now.Sub(a.watchedAt) >= 5*a.cfg.Tick {
+		if err := a.watchPeers(ctx); err != nil {
+			errs = append(errs, err)
+		} else {
+			a.watchedAt = now
+		}
+	}
 	claims, err := a.listClaims(ctx)
 	if err != nil {
 		return errors.Join(append(errs, err)...)
@@ -370,13 +398,14 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 	if a.catchingUp {
 		hb.ClosedBefore = time.Time{}
 	}
+	hb.Stopped = a.stopped
 	for name := range a.j.Open {
 		if h, ok := parseHour(name); ok && h.Before(a.j.NextHour) {
 			hb.OpenHours = append(hb.OpenHours, h)
 		}
 	}
 	sort.Slice(hb.OpenHours, func(i, j int) bool { return hb.OpenHours[i].Before(hb.OpenHours[j]) })
-	state := fmt.Sprint(hb.OldestOpen, hb.ClosedBefore, hb.OpenHours)
+	state := fmt.Sprint(hb.OldestOpen, hb.ClosedBefore, hb.OpenHours, hb.Stopped)
 	// Due every tick, and at once when what claimers wait on changed.
 	due := now.Sub(a.beatAt) >= a.cfg.Tick || a.beatAt.IsZero() || state != a.beatState
 	a.mu.Unlock()
@@ -388,6 +417,81 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 	}
 	a.mu.Lock()
 	a.beatAt, a.beatState = now, state
+	a.mu.Unlock()
+	return nil
+}
+
+// Stop is called after the last Step of a replica that stops: with no
+// usage left unwritten, its heartbeat says it stopped, so the others do
+// not count it in metership_metering_shared_replicas_stalled. With usage
+// unwritten it changes nothing: that replica must come back.
+func (a *Agent) Stop(ctx context.Context) error {
+	a.mu.Lock()
+	if len(a.j.Open) > 0 {
+		a.mu.Unlock()
+		return nil
+	}
+	a.stopped = true
+	a.mu.Unlock()
+	return a.heartbeat(ctx)
+}
+
+// watchPeers counts, from the heartbeats, the replicas live now (this one
+// included) and those whose heartbeat stopped within the lookback without
+// a clean Stop: one that died, was killed or lost the store, whose
+// unwritten usage waits in its buffer.dir. A stale heartbeat is read once
+// per change.
+func (a *Agent) watchPeers(ctx context.Context) error {
+	beats, err := a.cfg.Store.List(ctx, heartbeatPrefix(), "")
+	if err != nil {
+		return err
+	}
+	if a.peers == nil {
+		a.peers = map[string]peerBeat{}
+	}
+	live, stalled := 1, 0
+	seen := map[string]bool{}
+	for _, o := range beats {
+		id := strings.TrimSuffix(strings.TrimPrefix(o.Key, heartbeatPrefix()), ".json")
+		if id == a.cfg.Agent {
+			continue
+		}
+		if a.recent(o) {
+			live++
+			continue
+		}
+		if time.Since(o.Modified) > a.cfg.Window+lookbackExtra {
+			continue // gone long ago: nothing it held can be billed now
+		}
+		seen[id] = true
+		p, ok := a.peers[id]
+		if !ok || !p.modified.Equal(o.Modified) {
+			body, err := a.cfg.Store.Get(ctx, o.Key)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			hb, err := decode[Heartbeat](body, heartbeatFormat)
+			if err != nil {
+				a.log.Warn("unreadable heartbeat", zap.String("key", o.Key), zap.Error(err))
+				continue
+			}
+			p = peerBeat{modified: o.Modified, stopped: hb.Stopped}
+			a.peers[id] = p
+		}
+		if !p.stopped {
+			stalled++
+		}
+	}
+	for id := range a.peers {
+		if !seen[id] {
+			delete(a.peers, id)
+		}
+	}
+	a.mu.Lock()
+	a.liveReplicas, a.stalledReplicas = live, stalled
 	a.mu.Unlock()
 	return nil
 }
@@ -929,6 +1033,9 @@ func (a *Agent) send(ctx context.Context, c *Claim) error {
 	a.mu.Unlock()
 	for _, r := range res.Records {
 		if r.Status == string(types.UsageRecordResultStatusDuplicateRecord) {
+			a.mu.Lock()
+			a.conflicts++
+			a.mu.Unlock()
 			a.log.Error("AWS holds another quantity for this customer, dimension and hour", zap.Time("hour", c.Hour),
 				zap.String("customer", r.Customer), zap.String("dimension", r.Dimension), zap.Int64("quantity", r.Quantity))
 		}

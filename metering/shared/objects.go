@@ -113,6 +113,9 @@ type Heartbeat struct {
 	OldestOpen   time.Time   `json:"oldest_open_hour"`
 	ClosedBefore time.Time   `json:"closed_before,omitzero"`
 	OpenHours    []time.Time `json:"open_hours,omitempty"`
+	// Stopped: the agent stopped cleanly with no usage left unwritten
+	// (Agent.Stop); its heartbeat ending is not a replica lost.
+	Stopped bool `json:"stopped,omitempty"`
 }
 
 // mayWrite reports whether the agent may still write a partial of h.
