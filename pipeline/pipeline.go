@@ -106,6 +106,9 @@ type Pipeline struct {
 	draining atomic.Int32
 	hurry    chan struct{}
 	ackDelay time.Duration // maxAckDelay, or flush_interval if shorter
+	// acking is held by ackLoop from a group's AckAll to its stats, so
+	// Drain, woken by the last Ack, returns with the stats up to date.
+	acking chan struct{}
 
 	unhealthyAfter time.Duration
 	failingSince   atomic.Int64 // unix nanos of the first failure since the last success; 0 = healthy
@@ -183,6 +186,7 @@ func New(cfg conf.Config, buf *buffer.Buffer, up Uploaders, opts Options) (*Pipe
 	}
 	p.shipped = make(chan *buffer.Segment, maxAckGroup)
 	p.hurry = make(chan struct{}, 1)
+	p.acking = make(chan struct{}, 1)
 	p.ackDelay = min(maxAckDelay, cfg.Buffer.FlushInterval.D())
 	p.out = p.withRetry(up.Records)
 	p.dlq = p.withRetry(up.DeadLetters)
@@ -490,10 +494,13 @@ func (p *Pipeline) ackLoop(ctx context.Context) {
 		// is not an error); shutdown leaves the group in the buffer, to be
 		// shipped again by the next start.
 		ack := func(context.Context) error { return p.buf.AckAll(group) }
+		p.acking <- struct{}{}
 		if p.retry(ctx, group[0], "shipped segments could not be acknowledged", ack) != nil {
+			<-p.acking
 			return
 		}
 		p.stats.SegmentsShipped.Add(int64(len(group)))
+		<-p.acking
 		group = group[:0]
 	}
 }
@@ -618,6 +625,13 @@ func (p *Pipeline) Drain(ctx context.Context) error {
 	}
 	if err := p.buf.WaitEmpty(ctx); err != nil {
 		return fmt.Errorf("%d segment(s) not yet shipped, left in the buffer: %w", p.buf.Stats().SegmentsSealed, err)
+	}
+	// The last Ack woke WaitEmpty: let ackLoop count that group first
+	// (everything is shipped either way; only the stats could lag).
+	select {
+	case p.acking <- struct{}{}:
+		<-p.acking
+	case <-ctx.Done():
 	}
 	return nil
 }
