@@ -8,60 +8,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/metership/metership/internal/testutil/diskfull"
 	"github.com/metership/metership/internal/testutil/s3server"
 )
-
-// mountTmpfs mounts a tmpfs of size at a new directory (a real full disk
-// for the buffer) and unmounts it at cleanup. It needs root.
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small tmpfs (a real ENOSPC); run the tests as root")
-	}
-	dir := filepath.Join(t.TempDir(), "tmpfs")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Fatalf("mount tmpfs: %v\n%s", err, out)
-	}
-	// Registered before the agent's cleanup, so it runs after the agent
-	// is gone.
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v\n%s", dir, err, out)
-		}
-	})
-	return dir
-}
-
-// fillDisk writes zeros to path until the filesystem is full.
-func fillDisk(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zeros := make([]byte, 64<<10)
-	for {
-		if _, err := f.Write(zeros); err != nil {
-			if errors.Is(err, syscall.ENOSPC) {
-				// Fill the last partial page too.
-				for {
-					if _, err := f.Write(zeros[:512]); err != nil {
-						return
-					}
-				}
-			}
-			t.Fatalf("filling the disk: %v", err)
-		}
-	}
-}
 
 // TestRunDiskFull runs the agent with its buffer on a 1 MiB tmpfs and
 // fills that disk (a real ENOSPC): the agent keeps running and says so
@@ -70,7 +22,7 @@ func fillDisk(t *testing.T, path string) {
 // space returns /readyz is 200 again and every record reaches S3 exactly
 // once.
 func TestRunDiskFull(t *testing.T) {
-	mnt := mountTmpfs(t, "1m")
+	mnt := diskfull.Mount(t, "1m")
 	srv := s3server.Start(t)
 	logs, copies, _ := runDirs(t)
 	buf := filepath.Join(mnt, "buf")
@@ -87,7 +39,7 @@ func TestRunDiskFull(t *testing.T) {
 	}
 
 	filler := filepath.Join(mnt, "filler")
-	fillDisk(t, filler)
+	diskfull.Fill(t, filler)
 	w.write(400, 0, 0)
 	var body string
 	waitUntil(t, 30*time.Second, func() string { return "/readyz 503 while the buffer's disk is full\n" + agent.out.String() }, func() bool {

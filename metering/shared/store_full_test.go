@@ -5,31 +5,18 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/metership/metership/internal/testutil/diskfull"
 )
 
 // TestFileStoreCreateOnFullDisk: a Create whose write fails (a real ENOSPC
 // on a small tmpfs) reports the error and leaves no object under the key;
 // a truncated file linked into place would be read as a partial or claim.
 func TestFileStoreCreateOnFullDisk(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small tmpfs (a real ENOSPC); run the tests as root")
-	}
-	dir := filepath.Join(t.TempDir(), "tmpfs")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Fatalf("mount tmpfs: %v\n%s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v\n%s", dir, err, out)
-		}
-	})
+	dir := diskfull.Mount(t, "256k")
 	st := &fileStore{root: dir}
 	body := bytes.Repeat([]byte("x"), 1<<20) // four times the disk
 	created, err := st.Create(context.Background(), "partials/a.json", body)
