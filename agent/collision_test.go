@@ -24,27 +24,6 @@ func shipInto(t *testing.T, srv *s3server.Server, bufDir, input string) (stdout,
 	return stdout, stderr
 }
 
-// checkAllOnce asserts that the bucket holds every wanted record exactly
-// once, in objects of the record's own day.
-func checkAllOnce(t *testing.T, srv *s3server.Server, want map[string]int) {
-	t.Helper()
-	byID := checkRecordObjects(t, readBucket(t, srv))
-	seen := map[string]int{}
-	for _, r := range byID {
-		seen[signature(r)]++
-	}
-	total := 0
-	for sig, n := range want {
-		total += n
-		if seen[sig] != n {
-			t.Errorf("record %s arrived %d times, want %d", sig, seen[sig], n)
-		}
-	}
-	if len(byID) != total {
-		t.Fatalf("bucket holds %d records, want %d", len(byID), total)
-	}
-}
-
 // Two buffers configured with one agent.id (a Deployment's fixed id with
 // replicas > 1) ship different records into one bucket: every record
 // arrives once. Keys derive from each buffer directory's own instance id,
@@ -64,7 +43,7 @@ func TestTwoBuffersOneAgentID(t *testing.T) {
 	for k, v := range wantB {
 		wantA[k] += v
 	}
-	checkAllOnce(t, srv, wantA)
+	assertAllOnce(t, srv, wantA)
 }
 
 // A copied buffer directory shares its instance id with the original, so
@@ -99,7 +78,7 @@ func TestKeyCollisionWrittenUnderFreshKey(t *testing.T) {
 	for k, v := range wantB {
 		wantA[k] += v
 	}
-	checkAllOnce(t, srv, wantA)
+	assertAllOnce(t, srv, wantA)
 	if after := len(srv.ListObjects(t)); after != 2*before {
 		t.Fatalf("%d objects after the second ship, want %d (each of the copy's objects under its own fresh key)", after, 2*before)
 	}

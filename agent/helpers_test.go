@@ -18,6 +18,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/metership/metership/internal/testutil/childproc"
 	"github.com/metership/metership/internal/testutil/s3server"
 )
 
@@ -26,15 +27,9 @@ import (
 var binPath string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "metership-agent-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binPath = filepath.Join(dir, "metership")
-	build := exec.Command("go", "build", "-o", binPath, ".")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
+	var dir string
+	var err error
+	if binPath, dir, err = childproc.BuildAgent("."); err != nil {
 		fmt.Fprintln(os.Stderr, "building metership:", err)
 		os.Exit(1)
 	}

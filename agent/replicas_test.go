@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metership/metership/internal/testutil/childproc"
 	"github.com/metership/metership/internal/testutil/s3server"
 	"github.com/metership/metership/metering/emulator"
 )
@@ -83,7 +84,7 @@ metering:
 type replicaShip struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
-	out   *lockedBuffer
+	out   *childproc.Output
 	done  chan error
 }
 
@@ -100,7 +101,7 @@ func startReplicas(t *testing.T, srv *s3server.Server, cfgs []string) []*replica
 		if err != nil {
 			t.Fatal(err)
 		}
-		rs := &replicaShip{cmd: cmd, stdin: stdin, out: &lockedBuffer{}, done: make(chan error, 1)}
+		rs := &replicaShip{cmd: cmd, stdin: stdin, out: &childproc.Output{}, done: make(chan error, 1)}
 		cmd.Stdout, cmd.Stderr = rs.out, rs.out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -12,11 +11,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/metership/metership/internal/testutil/childproc"
 	"github.com/metership/metership/internal/testutil/s3server"
 )
 
@@ -115,29 +114,11 @@ func freeListenAddr(t testing.TB) string {
 	return addr
 }
 
-// lockedBuffer collects a child's output from exec's copying goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // runProc is a `metership run` child process.
 type runProc struct {
 	t      testing.TB
 	cmd    *exec.Cmd
-	out    *lockedBuffer
+	out    *childproc.Output
 	base   string // http://listen
 	exited chan struct{}
 	hc     *http.Client
@@ -156,7 +137,7 @@ func startProc(t testing.TB, cmd *exec.Cmd, listen string) *runProc {
 	p := &runProc{
 		t:      t,
 		cmd:    cmd,
-		out:    &lockedBuffer{},
+		out:    &childproc.Output{},
 		base:   "http://" + listen,
 		exited: make(chan struct{}),
 		hc:     &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}},

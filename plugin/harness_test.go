@@ -2,18 +2,18 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/metership/metership/internal/testutil/childproc"
 )
 
 // The plugin .so and the C harness, built once by TestMain.
@@ -63,25 +63,8 @@ type harness struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	lines  chan string
-	stderr *lockedBuffer
+	stderr *childproc.Output
 	dir    string
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // startHarness runs the harness with extra environment variables (the
@@ -91,7 +74,7 @@ func startHarness(t testing.TB, env ...string) *harness {
 	if artifacts.err != nil {
 		t.Fatal(artifacts.err)
 	}
-	h := &harness{t: t, stderr: &lockedBuffer{}, lines: make(chan string, 16), dir: t.TempDir()}
+	h := &harness{t: t, stderr: &childproc.Output{}, lines: make(chan string, 16), dir: t.TempDir()}
 	h.cmd = exec.Command(artifacts.harness, artifacts.so)
 	h.cmd.Env = append(os.Environ(), env...)
 	h.cmd.Stderr = h.stderr

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +20,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/metership/metership/internal/testutil/childproc"
 	"github.com/metership/metership/internal/testutil/s3server"
 	"github.com/metership/metership/metering/emulator"
 )
@@ -29,16 +29,9 @@ import (
 var binPath string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "metership-observability")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binPath = filepath.Join(dir, "metership")
-	build := exec.Command("go", "build", "-o", binPath, "./agent")
-	build.Dir = "../.."
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
+	var dir string
+	var err error
+	if binPath, dir, err = childproc.BuildAgent("../../agent"); err != nil {
 		fmt.Fprintln(os.Stderr, "building metership:", err)
 		os.Exit(1)
 	}
@@ -47,29 +40,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// lockedBuffer collects a child's output from exec's copying goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // proc is a metership child process serving /metrics on addr.
 type proc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
-	out    *lockedBuffer
+	out    *childproc.Output
 	addr   string
 	exited chan struct{}
 }
@@ -87,7 +62,7 @@ func freeAddr(t *testing.T) string {
 // start runs metership with args and waits until /metrics on addr answers.
 func start(t *testing.T, env []string, addr string, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, cmd: exec.Command(binPath, args...), out: &lockedBuffer{}, addr: addr, exited: make(chan struct{})}
+	p := &proc{t: t, cmd: exec.Command(binPath, args...), out: &childproc.Output{}, addr: addr, exited: make(chan struct{})}
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {

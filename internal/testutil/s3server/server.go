@@ -10,7 +10,6 @@
 package s3server
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net"
@@ -23,6 +22,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/metership/metership/internal/testutil/childproc"
 )
 
 // Defaults of a started server.
@@ -74,7 +75,7 @@ type Server struct {
 	mu     sync.Mutex // guards everything below
 	cmd    *exec.Cmd
 	exited chan struct{}
-	output *syncBuffer
+	output *childproc.Output
 	client *s3.Client
 	httpc  *http.Client
 }
@@ -120,7 +121,7 @@ func (s *Server) start() {
 	if s.cmd != nil {
 		s.t.Fatalf("s3server: already running")
 	}
-	out := &syncBuffer{}
+	out := &childproc.Output{}
 	cmd := exec.Command(s.bin,
 		"--port", s.addr,
 		"--access", s.opts.access,
@@ -286,22 +287,4 @@ func (s *Server) GetObject(t testing.TB, key string) []byte {
 		t.Fatalf("s3server: read %s: %v", key, err)
 	}
 	return b
-}
-
-// syncBuffer collects process output from the exec copy goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
